@@ -1,0 +1,293 @@
+// Package audit keeps Warden's tamper-evident trail: every decision, token,
+// revocation and admin change becomes one event, chained by SHA-256 to the
+// one before it, stored durably and mirrored as a JSON line to a sink.
+//
+// Events are chained and written by one goroutine in batches, so the hot
+// path pays for a channel send, not a disk write. When the store cannot keep
+// up or fails, the queue fills and Record blocks until the caller's deadline:
+// the caller then fails closed rather than acting unaudited.
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/warden-mcp/warden/internal/store"
+)
+
+// Store is the part of the store the trail needs.
+type Store interface {
+	AppendAudit(ctx context.Context, events ...store.AuditEvent) error
+	ListAudit(ctx context.Context, from uint64, limit int) ([]store.AuditEvent, error)
+	LastAudit(ctx context.Context) (store.AuditEvent, error)
+}
+
+// Options tune a Trail.
+type Options struct {
+	// Sink receives one JSON line per stored event; nil discards.
+	Sink   io.Writer
+	Logger *slog.Logger
+	// QueueSize bounds events waiting to be written.
+	QueueSize int
+	// MaxBatch bounds events per store write.
+	MaxBatch int
+	Now      func() time.Time
+	// OnWriteError is called for each failed store write (metrics).
+	OnWriteError func(error)
+}
+
+// Trail appends events to the hash chain.
+type Trail struct {
+	st   Store
+	opts Options
+	q    chan pending
+	done chan struct{}
+
+	closeOnce sync.Once
+	closing   chan struct{}
+}
+
+type pending struct {
+	ev   store.AuditEvent
+	done chan error // nil for fire-and-forget records
+}
+
+// ErrClosed is returned by Record after Close.
+var ErrClosed = errors.New("audit trail closed")
+
+// Open resumes the chain at the newest stored event.
+func Open(ctx context.Context, st Store, o Options) (*Trail, error) {
+	if o.QueueSize <= 0 {
+		o.QueueSize = 8192
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 512
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	head, err := st.LastAudit(ctx)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("open audit trail: %w", err)
+	}
+	t := &Trail{st: st, opts: o, q: make(chan pending, o.QueueSize), done: make(chan struct{}), closing: make(chan struct{})}
+	go t.run(head.Seq, head.Hash)
+	return t, nil
+}
+
+// Record queues ev. It blocks while the queue is full, up to ctx's
+// deadline. Time is filled in when zero.
+func (t *Trail) Record(ctx context.Context, ev store.AuditEvent) error {
+	return t.enqueue(ctx, pending{ev: t.stamp(ev)})
+}
+
+// RecordSync queues ev and waits until it is durably stored. Use it for
+// actions whose audit must exist before the action is reported done
+// (revocations, admin changes, issued credentials).
+func (t *Trail) RecordSync(ctx context.Context, ev store.AuditEvent) error {
+	p := pending{ev: t.stamp(ev), done: make(chan error, 1)}
+	if err := t.enqueue(ctx, p); err != nil {
+		return err
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("audit not confirmed: %w", ctx.Err())
+	}
+}
+
+func (t *Trail) stamp(ev store.AuditEvent) store.AuditEvent {
+	if ev.Time.IsZero() {
+		ev.Time = t.opts.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	return ev
+}
+
+func (t *Trail) enqueue(ctx context.Context, p pending) error {
+	select {
+	case <-t.closing:
+		return ErrClosed
+	default:
+	}
+	select {
+	case t.q <- p:
+		return nil
+	case <-t.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("audit queue full: %w", ctx.Err())
+	}
+}
+
+// Close stops accepting events and waits until every queued one is stored
+// or ctx ends.
+func (t *Trail) Close(ctx context.Context) error {
+	t.closeOnce.Do(func() { close(t.closing) })
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("audit drain: %w", ctx.Err())
+	}
+}
+
+func (t *Trail) run(seq uint64, prev string) {
+	defer close(t.done)
+	batch := make([]pending, 0, t.opts.MaxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case p := <-t.q:
+			batch = append(batch, p)
+		case <-t.closing:
+			// Drain whatever was queued before Close.
+			for {
+				select {
+				case p := <-t.q:
+					batch = append(batch, p)
+					if len(batch) < t.opts.MaxBatch {
+						continue
+					}
+				default:
+				}
+				if len(batch) == 0 {
+					return
+				}
+				seq, prev = t.write(batch, seq, prev)
+				batch = batch[:0]
+			}
+		}
+	fill:
+		for len(batch) < t.opts.MaxBatch {
+			select {
+			case p := <-t.q:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		seq, prev = t.write(batch, seq, prev)
+	}
+}
+
+// write chains and stores one batch, retrying with backoff until the store
+// takes it: an event once accepted is never dropped.
+func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string) {
+	events := make([]store.AuditEvent, len(batch))
+	h := prev
+	for i, p := range batch {
+		ev := p.ev
+		ev.Seq = seq + uint64(i) + 1
+		ev.PrevHash = h
+		ev.Hash = Hash(ev)
+		h = ev.Hash
+		events[i] = ev
+	}
+	backoff := 10 * time.Millisecond
+	for {
+		err := t.st.AppendAudit(context.Background(), events...)
+		if err == nil {
+			break
+		}
+		t.opts.Logger.Error("audit write failed; retrying", "err", err, "events", len(events))
+		if t.opts.OnWriteError != nil {
+			t.opts.OnWriteError(err)
+		}
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 2*time.Second)
+	}
+	if t.opts.Sink != nil {
+		buf := make([]byte, 0, 512*len(events))
+		for _, ev := range events {
+			line, _ := json.Marshal(ev)
+			buf = append(append(buf, line...), '\n')
+		}
+		if _, err := t.opts.Sink.Write(buf); err != nil {
+			t.opts.Logger.Error("audit sink write failed", "err", err)
+		}
+	}
+	for _, p := range batch {
+		if p.done != nil {
+			p.done <- nil
+		}
+	}
+	return events[len(events)-1].Seq, h
+}
+
+// Hash is the chain hash of ev: SHA-256 over the event's JSON encoding with
+// Hash empty and PrevHash set, so changing any field or the order breaks
+// every later link.
+func Hash(ev store.AuditEvent) string {
+	ev.Hash = ""
+	raw, _ := json.Marshal(ev)
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// Report is the outcome of Verify.
+type Report struct {
+	Events uint64 `json:"events"`
+	First  uint64 `json:"first_seq"`
+	Last   uint64 `json:"last_seq"`
+	// Broken is the seq of the first event that does not link to the one
+	// before it; zero when the chain is intact.
+	Broken uint64 `json:"broken_seq,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// OK reports whether the chain verified.
+func (r Report) OK() bool { return r.Broken == 0 }
+
+// Verify walks the whole stored chain and reports the first broken link.
+// The oldest stored event is trusted as the anchor (retention may have
+// removed what came before it).
+func Verify(ctx context.Context, st Store) (Report, error) {
+	var r Report
+	var prevSeq uint64
+	prevHash := ""
+	from := uint64(0)
+	for {
+		page, err := st.ListAudit(ctx, from, 1000)
+		if err != nil {
+			return r, err
+		}
+		for _, ev := range page {
+			if r.Events == 0 {
+				r.First = ev.Seq
+			} else {
+				switch {
+				case ev.Seq != prevSeq+1:
+					r.Broken, r.Reason = ev.Seq, fmt.Sprintf("events %d to %d are missing", prevSeq+1, ev.Seq-1)
+				case ev.PrevHash != prevHash:
+					r.Broken, r.Reason = ev.Seq, fmt.Sprintf("prev_hash does not match event %d", prevSeq)
+				}
+			}
+			if r.Broken == 0 && Hash(ev) != ev.Hash {
+				r.Broken, r.Reason = ev.Seq, "event content does not match its hash"
+			}
+			r.Events++
+			r.Last = ev.Seq
+			if r.Broken != 0 {
+				return r, nil
+			}
+			prevSeq, prevHash = ev.Seq, ev.Hash
+		}
+		if len(page) < 1000 {
+			return r, nil
+		}
+		from = prevSeq + 1
+	}
+}

@@ -1,0 +1,587 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Key prefixes of the Badger layout. One byte-string namespace per record
+// type keeps prefix scans cheap and unambiguous.
+const (
+	pClient  = "client/"
+	pGrant   = "grant/"
+	pHandle  = "handle/"
+	pServer  = "server/"
+	pSession = "session/"
+	pConsent = "consent/"
+	pAudit   = "audit/"
+)
+
+// maxRetries bounds compare-and-swap retries under write conflicts.
+const maxRetries = 64
+
+// BadgerOptions tunes the embedded backend.
+type BadgerOptions struct {
+	// InMemory keeps everything in memory (tests only; Dir is ignored).
+	InMemory bool
+	Logger   *slog.Logger
+	// Now is the clock used for expiry checks; time.Now when nil.
+	Now func() time.Time
+}
+
+// Badger is the embedded Store backend.
+type Badger struct {
+	db  *badger.DB
+	now func() time.Time
+}
+
+var _ Store = (*Badger)(nil)
+
+// OpenBadger opens (creating if needed) a Badger store in dir.
+func OpenBadger(dir string, o BadgerOptions) (*Badger, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{o.Logger}).
+		WithInMemory(o.InMemory).
+		// Audit events and grants are small; a modest memtable keeps the
+		// start-up footprint reasonable for a sidecar-sized process.
+		WithMemTableSize(16 << 20).
+		WithNumVersionsToKeep(1)
+	if o.InMemory {
+		opts.Dir, opts.ValueDir = "", ""
+	}
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open badger store in %q: %w", dir, err)
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Badger{db: db, now: now}, nil
+}
+
+// Close flushes and closes the database.
+func (b *Badger) Close() error { return b.db.Close() }
+
+// RunGC reclaims value-log space; call it periodically.
+func (b *Badger) RunGC() {
+	for b.db.RunValueLogGC(0.5) == nil {
+	}
+}
+
+// ---- generic helpers ----
+
+func get[T any](txn *badger.Txn, key string) (T, error) {
+	var v T
+	item, err := txn.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return v, ErrNotFound
+	}
+	if err != nil {
+		return v, err
+	}
+	err = item.Value(func(raw []byte) error { return json.Unmarshal(raw, &v) })
+	return v, err
+}
+
+func setJSON(txn *badger.Txn, key string, v any, expires time.Time) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	e := badger.NewEntry([]byte(key), raw)
+	if !expires.IsZero() {
+		// Badger expiry has one-second resolution; round up so the logical
+		// expiry check, not Badger, decides the exact moment.
+		e.ExpiresAt = uint64(expires.Unix()) + 1
+	}
+	return txn.SetEntry(e)
+}
+
+func (b *Badger) create(key string, v any, expires time.Time) error {
+	return b.retry(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(key)); err == nil {
+			return ErrAlreadyExists
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		return setJSON(txn, key, v, expires)
+	})
+}
+
+func (b *Badger) delete(key string) error {
+	return b.retry(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(key)); errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		return txn.Delete([]byte(key))
+	})
+}
+
+// retry runs fn in a read-write transaction, retrying on write conflicts so
+// that updaters behave as compare-and-swap loops.
+func (b *Badger) retry(fn func(txn *badger.Txn) error) error {
+	for i := 0; i < maxRetries; i++ {
+		err := b.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("gave up after %d conflicting writes: %w", maxRetries, badger.ErrConflict)
+}
+
+func readOne[T any](b *Badger, key string) (T, error) {
+	var v T
+	err := b.db.View(func(txn *badger.Txn) error {
+		var err error
+		v, err = get[T](txn, key)
+		return err
+	})
+	return v, err
+}
+
+func list[T any](b *Badger, prefix string, keep func(T) bool) ([]T, error) {
+	var out []T
+	err := b.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var v T
+			if err := it.Item().Value(func(raw []byte) error { return json.Unmarshal(raw, &v) }); err != nil {
+				return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
+			}
+			if keep == nil || keep(v) {
+				out = append(out, v)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// update is the compare-and-swap loop shared by every Update method. The
+// version counter is bumped on each write so callers can tell revisions apart.
+func update[T any](b *Badger, key string, expires func(T) time.Time, alive func(T) bool, fn func(T) (T, error), bump func(*T)) error {
+	return b.retry(func(txn *badger.Txn) error {
+		cur, err := get[T](txn, key)
+		if err != nil {
+			return err
+		}
+		if alive != nil && !alive(cur) {
+			return ErrNotFound
+		}
+		next, err := fn(cur)
+		if err != nil {
+			return err
+		}
+		bump(&next)
+		var exp time.Time
+		if expires != nil {
+			exp = expires(next)
+		}
+		return setJSON(txn, key, next, exp)
+	})
+}
+
+// ---- clients ----
+
+func (b *Badger) CreateClient(_ context.Context, c Client) error {
+	if c.ID == "" {
+		return errors.New("client id is empty")
+	}
+	c.Version = 1
+	if err := b.create(pClient+c.ID, c, c.ExpiresAt); err != nil {
+		return fmt.Errorf("create client %q: %w", c.ID, err)
+	}
+	return nil
+}
+
+func (b *Badger) GetClient(_ context.Context, id string) (Client, error) {
+	c, err := readOne[Client](b, pClient+id)
+	if err == nil && !c.ExpiresAt.IsZero() && !b.now().Before(c.ExpiresAt) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return Client{}, fmt.Errorf("get client %q: %w", id, err)
+	}
+	return c, nil
+}
+
+func (b *Badger) UpdateClient(_ context.Context, id string, fn func(Client) (Client, error)) error {
+	return update(b, pClient+id, func(c Client) time.Time { return c.ExpiresAt }, nil, func(c Client) (Client, error) {
+		n, err := fn(c)
+		n.ID = c.ID
+		return n, err
+	}, func(c *Client) { c.Version++ })
+}
+
+func (b *Badger) DeleteClient(_ context.Context, id string) error {
+	if err := b.delete(pClient + id); err != nil {
+		return fmt.Errorf("delete client %q: %w", id, err)
+	}
+	return nil
+}
+
+func (b *Badger) ListClients(context.Context) ([]Client, error) {
+	now := b.now()
+	return list(b, pClient, func(c Client) bool { return c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt) })
+}
+
+// ---- grants ----
+
+func (b *Badger) CreateGrant(_ context.Context, g Grant) error {
+	if g.ID == "" {
+		return errors.New("grant id is empty")
+	}
+	g.Version = 1
+	if err := b.create(pGrant+g.ID, g, time.Time{}); err != nil {
+		return fmt.Errorf("create grant %q: %w", g.ID, err)
+	}
+	return nil
+}
+
+func (b *Badger) GetGrant(_ context.Context, id string) (Grant, error) {
+	g, err := readOne[Grant](b, pGrant+id)
+	if err != nil {
+		return Grant{}, fmt.Errorf("get grant %q: %w", id, err)
+	}
+	return g, nil
+}
+
+func (b *Badger) UpdateGrant(_ context.Context, id string, fn func(Grant) (Grant, error)) error {
+	return update(b, pGrant+id, nil, nil, func(g Grant) (Grant, error) {
+		n, err := fn(g)
+		n.ID = g.ID
+		return n, err
+	}, func(g *Grant) { g.Version++ })
+}
+
+func (b *Badger) DeleteGrant(_ context.Context, id string) error {
+	if err := b.delete(pGrant + id); err != nil {
+		return fmt.Errorf("delete grant %q: %w", id, err)
+	}
+	return nil
+}
+
+func (b *Badger) ListGrants(_ context.Context, f GrantFilter) ([]Grant, error) {
+	return list(b, pGrant, f.Match)
+}
+
+// ---- handles ----
+
+func (b *Badger) handleAlive(h Handle) bool { return b.now().Before(h.ExpiresAt) }
+
+func (b *Badger) CreateHandle(_ context.Context, h Handle) error {
+	if h.Digest == "" {
+		return errors.New("handle digest is empty")
+	}
+	if h.ExpiresAt.IsZero() {
+		return errors.New("handle has no expiry")
+	}
+	h.Version = 1
+	if err := b.create(pHandle+h.Digest, h, h.ExpiresAt); err != nil {
+		return fmt.Errorf("create %s handle: %w", h.Kind, err)
+	}
+	return nil
+}
+
+func (b *Badger) GetHandle(_ context.Context, digest string) (Handle, error) {
+	h, err := readOne[Handle](b, pHandle+digest)
+	if err == nil && !b.handleAlive(h) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		// The digest is not secret, but it identifies a live credential;
+		// keep it out of error strings that may reach logs.
+		return Handle{}, fmt.Errorf("get handle: %w", err)
+	}
+	return h, nil
+}
+
+func (b *Badger) UpdateHandle(_ context.Context, digest string, fn func(Handle) (Handle, error)) error {
+	err := update(b, pHandle+digest, func(h Handle) time.Time { return h.ExpiresAt }, b.handleAlive, func(h Handle) (Handle, error) {
+		n, err := fn(h)
+		n.Digest = h.Digest
+		return n, err
+	}, func(h *Handle) { h.Version++ })
+	if err != nil {
+		return fmt.Errorf("update handle: %w", err)
+	}
+	return nil
+}
+
+func (b *Badger) DeleteHandle(_ context.Context, digest string) error {
+	if err := b.delete(pHandle + digest); err != nil {
+		return fmt.Errorf("delete handle: %w", err)
+	}
+	return nil
+}
+
+func (b *Badger) ResolveHandle(_ context.Context, digest string) (Handle, Grant, error) {
+	var h Handle
+	var g Grant
+	err := b.db.View(func(txn *badger.Txn) error {
+		var err error
+		if h, err = get[Handle](txn, pHandle+digest); err != nil {
+			return err
+		}
+		if !b.handleAlive(h) {
+			return ErrNotFound
+		}
+		g, err = get[Grant](txn, pGrant+h.GrantID)
+		return err
+	})
+	if err != nil {
+		return Handle{}, Grant{}, fmt.Errorf("resolve handle: %w", err)
+	}
+	return h, g, nil
+}
+
+// ---- servers ----
+
+func (b *Badger) CreateServer(_ context.Context, s Server) error {
+	if s.Name == "" {
+		return errors.New("server name is empty")
+	}
+	s.Version = 1
+	if err := b.create(pServer+s.Name, s, time.Time{}); err != nil {
+		return fmt.Errorf("create server %q: %w", s.Name, err)
+	}
+	return nil
+}
+
+func (b *Badger) GetServer(_ context.Context, name string) (Server, error) {
+	s, err := readOne[Server](b, pServer+name)
+	if err != nil {
+		return Server{}, fmt.Errorf("get server %q: %w", name, err)
+	}
+	return s, nil
+}
+
+func (b *Badger) UpdateServer(_ context.Context, name string, fn func(Server) (Server, error)) error {
+	err := update(b, pServer+name, nil, nil, func(s Server) (Server, error) {
+		n, err := fn(s)
+		n.Name = s.Name
+		return n, err
+	}, func(s *Server) { s.Version++ })
+	if err != nil {
+		return fmt.Errorf("update server %q: %w", name, err)
+	}
+	return nil
+}
+
+func (b *Badger) DeleteServer(_ context.Context, name string) error {
+	if err := b.delete(pServer + name); err != nil {
+		return fmt.Errorf("delete server %q: %w", name, err)
+	}
+	return nil
+}
+
+func (b *Badger) ListServers(context.Context) ([]Server, error) {
+	return list[Server](b, pServer, nil)
+}
+
+// ---- sessions ----
+
+type session struct {
+	Value     []byte    `json:"v"`
+	ExpiresAt time.Time `json:"exp"`
+}
+
+func sessionKey(kind, id string) string { return pSession + kind + "/" + id }
+
+func (b *Badger) PutSession(_ context.Context, kind, id string, value []byte, ttl time.Duration) error {
+	if ttl <= 0 {
+		return errors.New("session needs a positive ttl")
+	}
+	s := session{Value: value, ExpiresAt: b.now().Add(ttl)}
+	return b.retry(func(txn *badger.Txn) error { return setJSON(txn, sessionKey(kind, id), s, s.ExpiresAt) })
+}
+
+func (b *Badger) GetSession(_ context.Context, kind, id string) ([]byte, error) {
+	s, err := readOne[session](b, sessionKey(kind, id))
+	if err == nil && !b.now().Before(s.ExpiresAt) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s session: %w", kind, err)
+	}
+	return s.Value, nil
+}
+
+func (b *Badger) TakeSession(_ context.Context, kind, id string) ([]byte, error) {
+	var s session
+	err := b.retry(func(txn *badger.Txn) error {
+		var err error
+		if s, err = get[session](txn, sessionKey(kind, id)); err != nil {
+			return err
+		}
+		if err := txn.Delete([]byte(sessionKey(kind, id))); err != nil {
+			return err
+		}
+		if !b.now().Before(s.ExpiresAt) {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("take %s session: %w", kind, err)
+	}
+	return s.Value, nil
+}
+
+// ---- consents ----
+
+func consentKey(subject, clientID string) string {
+	// Length-prefix the subject so no subject/client pair can collide with
+	// another by containing the separator.
+	return fmt.Sprintf("%s%d/%s/%s", pConsent, len(subject), subject, clientID)
+}
+
+func (b *Badger) PutConsent(_ context.Context, c Consent) error {
+	return b.retry(func(txn *badger.Txn) error { return setJSON(txn, consentKey(c.Subject, c.ClientID), c, time.Time{}) })
+}
+
+func (b *Badger) GetConsent(_ context.Context, subject, clientID string) (Consent, error) {
+	c, err := readOne[Consent](b, consentKey(subject, clientID))
+	if err != nil {
+		return Consent{}, fmt.Errorf("get consent: %w", err)
+	}
+	return c, nil
+}
+
+func (b *Badger) DeleteConsents(_ context.Context, subject, clientID string) (int, error) {
+	all, err := list(b, pConsent, func(c Consent) bool {
+		return (subject == "" || c.Subject == subject) && (clientID == "" || c.ClientID == clientID)
+	})
+	if err != nil {
+		return 0, err
+	}
+	err = b.retry(func(txn *badger.Txn) error {
+		for _, c := range all {
+			if err := txn.Delete([]byte(consentKey(c.Subject, c.ClientID))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete consents: %w", err)
+	}
+	return len(all), nil
+}
+
+// ---- audit ----
+
+func auditKey(seq uint64) []byte {
+	k := make([]byte, len(pAudit)+8)
+	copy(k, pAudit)
+	binary.BigEndian.PutUint64(k[len(pAudit):], seq)
+	return k
+}
+
+func (b *Badger) AppendAudit(_ context.Context, events ...AuditEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	err := b.retry(func(txn *badger.Txn) error {
+		last, err := lastAudit(txn)
+		var next uint64 = 1
+		switch {
+		case err == nil:
+			next = last.Seq + 1
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		for _, e := range events {
+			if e.Seq != next {
+				return fmt.Errorf("audit seq %d does not continue the chain at %d: %w", e.Seq, next, ErrAlreadyExists)
+			}
+			raw, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set(auditKey(e.Seq), raw); err != nil {
+				return err
+			}
+			next++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	return nil
+}
+
+func lastAudit(txn *badger.Txn) (AuditEvent, error) {
+	var e AuditEvent
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pAudit), Reverse: true})
+	defer it.Close()
+	// Reverse iteration starts at the first key <= seek; 0xff.. sorts after
+	// every sequence number.
+	it.Seek(append([]byte(pAudit), bytes.Repeat([]byte{0xff}, 9)...))
+	if !it.Valid() {
+		return e, ErrNotFound
+	}
+	err := it.Item().Value(func(raw []byte) error { return json.Unmarshal(raw, &e) })
+	return e, err
+}
+
+func (b *Badger) ListAudit(_ context.Context, from uint64, limit int) ([]AuditEvent, error) {
+	var out []AuditEvent
+	err := b.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pAudit), PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Seek(auditKey(from)); it.Valid() && (limit <= 0 || len(out) < limit); it.Next() {
+			var e AuditEvent
+			if err := it.Item().Value(func(raw []byte) error { return json.Unmarshal(raw, &e) }); err != nil {
+				return fmt.Errorf("decode audit event: %w", err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return out, nil
+}
+
+func (b *Badger) LastAudit(context.Context) (AuditEvent, error) {
+	var e AuditEvent
+	err := b.db.View(func(txn *badger.Txn) error {
+		var err error
+		e, err = lastAudit(txn)
+		return err
+	})
+	if err != nil {
+		return AuditEvent{}, fmt.Errorf("last audit event: %w", err)
+	}
+	return e, nil
+}
+
+// badgerLogger routes Badger's chatter to slog at debug level, warnings and
+// errors at their own level.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) log(level slog.Level, f string, args ...any) {
+	if b.l == nil {
+		return
+	}
+	b.l.Log(context.Background(), level, fmt.Sprintf(f, args...), "component", "badger")
+}
+func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a...) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a...) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a...) }
