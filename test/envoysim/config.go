@@ -344,7 +344,7 @@ func toErrorCode(code int) int {
 // perFilter is one typed_per_filter_config entry, keyed in the route table
 // by the HTTP filter name it applies to.
 type perFilter struct {
-	disabled *bool             // from FilterConfig.disabled or ExtAuthzPerRoute.disabled
+	disabled *bool // from FilterConfig.disabled or ExtAuthzPerRoute.disabled
 	authz    *extauthzv3.CheckSettings
 }
 

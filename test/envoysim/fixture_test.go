@@ -666,6 +666,23 @@ func do(t *testing.T, method, url string, body []byte, hdr map[string][]string) 
 	return resp.StatusCode, resp.Header, string(b)
 }
 
+// doChunked POSTs a body of unknown length (Transfer-Encoding: chunked).
+func doChunked(t *testing.T, url string, body []byte) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "POST", url, io.MultiReader(bytes.NewReader(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = -1
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 func expectStatus(t *testing.T, got, want int, body string) {
 	t.Helper()
 	if got != want {
