@@ -365,6 +365,7 @@ func newTestCA(t *testing.T, dnsName string) *testCA {
 // change fields before pushing.
 type resources struct {
 	authz        *extauthzv3.ExtAuthz
+	router       *routerv3.Router
 	extraFilters []*hcmv3.HttpFilter // inserted before ext_authz
 	hcm          *hcmv3.HttpConnectionManager
 	routes       *routev3.RouteConfiguration
@@ -463,6 +464,7 @@ func clusterRoute(cluster string) *routev3.Route_Route {
 func wardenResources(t *testing.T, authzAddr, wardenHTTPAddr string, servers ...mcpServer) *resources {
 	t.Helper()
 	r := &resources{
+		router: &routerv3.Router{},
 		authz: &extauthzv3.ExtAuthz{
 			Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
 				TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "warden_authz"}},
@@ -561,7 +563,7 @@ func (r *resources) buildListener(t *testing.T, good bool) *listenerv3.Listener 
 	hcm.HttpFilters = append(hcm.HttpFilters, r.extraFilters...)
 	hcm.HttpFilters = append(hcm.HttpFilters,
 		&hcmv3.HttpFilter{Name: "envoy.filters.http.ext_authz", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(r.authz)}},
-		&hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(&routerv3.Router{})}},
+		&hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(r.router)}},
 	)
 	return &listenerv3.Listener{
 		Name: "warden_mcp",
@@ -591,6 +593,12 @@ type fixture struct {
 // first push.
 func newFixture(t *testing.T, tweak func(*resources)) *fixture {
 	t.Helper()
+	return newFixtureWith(t, tweak, Options{})
+}
+
+// newFixtureWith is newFixture with extra proxy options.
+func newFixtureWith(t *testing.T, tweak func(*resources), opts Options) *fixture {
+	t.Helper()
 	f := &fixture{ads: startADS(t), authz: startAuthz(t)}
 	f.alpha = startUpstream(t, plainHTTP1, nil)
 	f.warden = startUpstream(t, plainHTTP1, nil)
@@ -600,7 +608,8 @@ func newFixture(t *testing.T, tweak func(*resources)) *fixture {
 		tweak(f.res)
 	}
 	f.ads.push(t, "v1", f.res, true)
-	p, err := Start(t.Context(), Options{ADSAddress: f.ads.addr, NodeID: testNode, Listen: "127.0.0.1:0"})
+	opts.ADSAddress, opts.NodeID = f.ads.addr, testNode
+	p, err := Start(t.Context(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
