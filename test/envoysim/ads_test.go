@@ -27,7 +27,7 @@ func TestADSSubscribesAndAcks(t *testing.T) {
 
 	// Wait until every ACK the proxy recorded reached the server.
 	for _, a := range f.proxy.Acks() {
-		f.ads.waitFor(t, "the ACK of "+a.TypeURL, func(r *discoveryv3.DiscoveryRequest) bool {
+		f.ads.waitFor(t, "the ACK of "+a.TypeURL, 0, func(r *discoveryv3.DiscoveryRequest) bool {
 			return r.GetTypeUrl() == a.TypeURL && r.GetResponseNonce() == a.Nonce && r.GetVersionInfo() == a.Version && r.GetErrorDetail() == nil
 		})
 	}
@@ -198,7 +198,7 @@ func TestADSNackKeepsLastGoodConfig(t *testing.T) {
 			}
 			// The server saw the NACK: error_detail set, version_info the
 			// last accepted one, response_nonce the rejected response's.
-			r := f.ads.waitFor(t, "the NACK", func(r *discoveryv3.DiscoveryRequest) bool {
+			r := f.ads.waitFor(t, "the NACK", 0, func(r *discoveryv3.DiscoveryRequest) bool {
 				return r.GetTypeUrl() == tc.typeURL && r.GetErrorDetail() != nil && r.GetResponseNonce() == nack.Nonce
 			})
 			if r.GetVersionInfo() != "v1" {
@@ -311,4 +311,25 @@ func TestListenerWithoutHCMIsRejected(t *testing.T) {
 	if _, err := compileListener(l); err == nil || !strings.Contains(err.Error(), "not supported") {
 		t.Errorf("err = %v", err)
 	}
+}
+
+// When the ADS stream breaks the proxy reconnects and resumes from the
+// versions it had accepted, without a nonce, and keeps serving meanwhile.
+func TestADSReconnect(t *testing.T) {
+	f := newFixture(t, nil)
+	before := len(f.ads.requests())
+	f.ads.restart(t)
+	r := f.ads.waitFor(t, "a CDS request on the new stream", before, func(r *discoveryv3.DiscoveryRequest) bool {
+		return r.GetTypeUrl() == ClusterType && r.GetResponseNonce() == ""
+	})
+	if r.GetVersionInfo() != "v1" {
+		t.Errorf("resumed CDS request has version_info %q, want v1", r.GetVersionInfo())
+	}
+	f.ads.waitFor(t, "the resumed RDS subscription", before, func(r *discoveryv3.DiscoveryRequest) bool {
+		return r.GetTypeUrl() == RouteType && r.GetResponseNonce() == "" && r.GetVersionInfo() == "v1" &&
+			slices.Equal(r.GetResourceNames(), []string{"warden_mcp_routes"})
+	})
+	code, _, body := do(t, "POST", f.proxy.URL()+"/mcp/alpha", []byte(`{}`), nil)
+	expectStatus(t, code, 200, body)
+	f.update(t, func(r *resources) { r.authz.StatusOnError = nil })
 }

@@ -91,6 +91,9 @@ type connManager struct {
 	serverName                string
 	serverTransform           hcmv3.HttpConnectionManager_ServerHeaderTransformation
 	stripAnyHostPort          bool
+	normalizePath             bool
+	mergeSlashes              bool
+	escapedSlashes            hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction
 	suppressEnvoyHeaders      bool // from the router filter
 }
 
@@ -149,18 +152,16 @@ func compileListener(l *listenerv3.Listener) (*listener, error) {
 	}
 	// Filter chain matching (SNI, ALPN, source ranges) is not modelled: the
 	// harness serves plain HTTP/1.1 and takes the first chain.
-	var hcmAny *anypb.Any
-	for _, f := range chains[0].GetFilters() {
-		tc := f.GetTypedConfig()
-		if tc.GetTypeUrl() == hcmTypeURL {
-			hcmAny = tc
-			break
-		}
-		return nil, fmt.Errorf("network filter %q (%s) is not supported by envoysim", f.GetName(), tc.GetTypeUrl())
-	}
-	if hcmAny == nil {
+	filters := chains[0].GetFilters()
+	if len(filters) == 0 {
 		return nil, errors.New("no http_connection_manager in the first filter chain")
 	}
+	for _, f := range filters {
+		if tc := f.GetTypedConfig(); tc.GetTypeUrl() != hcmTypeURL {
+			return nil, fmt.Errorf("network filter %q (%s) is not supported by envoysim", f.GetName(), tc.GetTypeUrl())
+		}
+	}
+	hcmAny := filters[0].GetTypedConfig()
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := unpack(hcmAny, hcm); err != nil {
 		return nil, err
@@ -184,6 +185,15 @@ func compileConnManager(h *hcmv3.HttpConnectionManager) (*connManager, error) {
 		serverName:                h.GetServerName(),
 		serverTransform:           h.GetServerHeaderTransformation(),
 		stripAnyHostPort:          h.GetStripAnyHostPort(),
+		normalizePath:             h.GetNormalizePath().GetValue(),
+		mergeSlashes:              h.GetMergeSlashes(),
+		escapedSlashes:            h.GetPathWithEscapedSlashesAction(),
+	}
+	if cm.escapedSlashes == hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT {
+		return nil, errors.New("path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT is not supported by envoysim")
+	}
+	if h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP2 || h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP3 {
+		return nil, fmt.Errorf("codec_type %s is not supported by envoysim (it serves HTTP/1.1)", h.GetCodecType())
 	}
 	if cm.serverName == "" {
 		cm.serverName = "envoy"
@@ -264,6 +274,7 @@ func compileHTTPFilter(f *hcmv3.HttpFilter) (*httpFilter, error) {
 			return nil, nil
 		}
 		// Envoy's wording for an extension it has no factory for.
+		//lint:ignore ST1005 Envoy's own error text
 		return nil, fmt.Errorf("Didn't find a registered implementation for '%s' with type URL: '%s'",
 			f.GetName(), strings.TrimPrefix(tc.GetTypeUrl(), "type.googleapis.com/"))
 	}
@@ -332,10 +343,10 @@ func compileExtAuthz(ea *extauthzv3.ExtAuthz) (*extAuthz, error) {
 	return c, nil
 }
 
-// toErrorCode mirrors ext_authz's FilterConfig::toErrorCode: a status that
-// is not an HTTP error code falls back to 403.
+// toErrorCode mirrors ext_authz's FilterConfig::toErrorCode: a value
+// outside Envoy's HTTP code range falls back to 403.
 func toErrorCode(code int) int {
-	if code >= 400 && code < 600 {
+	if code >= 100 && code <= 511 {
 		return code
 	}
 	return http.StatusForbidden
@@ -387,6 +398,7 @@ func compileOnePerFilter(a *anypb.Any) (*perFilter, error) {
 			if fc.GetIsOptional() {
 				return nil, nil
 			}
+			//lint:ignore ST1005 Envoy's own error text
 			return nil, fmt.Errorf("Didn't find a registered implementation for type URL: '%s'", fc.GetConfig().GetTypeUrl())
 		}
 		a = fc.GetConfig()
@@ -412,6 +424,7 @@ func compileOnePerFilter(a *anypb.Any) (*perFilter, error) {
 	case routerTypeURL:
 		return pf, nil
 	}
+	//lint:ignore ST1005 Envoy's own error text
 	return nil, fmt.Errorf("Didn't find a registered implementation for type URL: '%s'", a.GetTypeUrl())
 }
 
@@ -456,8 +469,10 @@ func (m headerMutations) apply(h *headerMap) {
 			continue
 		}
 		action := o.GetAppendAction()
+		//lint:ignore SA1019 Envoy still honours the deprecated append when set
 		if o.GetAppend() != nil {
 			action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+			//lint:ignore SA1019 see above
 			if o.GetAppend().GetValue() {
 				action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
 			}

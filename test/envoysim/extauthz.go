@@ -226,7 +226,9 @@ func (st *stream) callAuthz(cfg *extAuthz, req *authv3.CheckRequest) (*authv3.Ch
 // to an existing request header, or adds a response header; false
 // overwrites), otherwise append_action.
 func appendAction(o *corev3.HeaderValueOption, response bool) (string, bool) {
+	//lint:ignore SA1019 Envoy still honours the deprecated append when set
 	if o.GetAppend() != nil {
+		//lint:ignore SA1019 see above
 		if !o.GetAppend().GetValue() {
 			return "set", true
 		}

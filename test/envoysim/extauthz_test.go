@@ -216,6 +216,7 @@ func TestOkResponseMutations(t *testing.T) {
 		return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: a}
 	}
 	legacy := func(k, v string, appendValue bool) *corev3.HeaderValueOption {
+		//lint:ignore SA1019 the deprecated append is what this case tests
 		return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, Append: wrapperspb.Bool(appendValue)}
 	}
 	cases := []struct {

@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -51,6 +50,8 @@ const testNode = "envoysim-test"
 type adsServer struct {
 	cache cachev3.SnapshotCache
 	addr  string
+	srv   serverv3.Server
+	g     *grpc.Server
 
 	mu      sync.Mutex
 	reqs    []*discoveryv3.DiscoveryRequest
@@ -71,20 +72,34 @@ func startADS(t *testing.T) *adsServer {
 		},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := serverv3.NewServer(ctx, a.cache, cb)
+	a.srv = serverv3.NewServer(ctx, a.cache, cb)
+	a.serve(t, "127.0.0.1:0")
+	t.Cleanup(func() {
+		cancel()
+		a.g.Stop()
+	})
+	return a
+}
+
+func (a *adsServer) serve(t *testing.T, addr string) {
+	t.Helper()
 	g := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, a.srv)
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.addr = lis.Addr().String()
+	a.g = g
 	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(func() {
-		cancel()
-		g.Stop()
-	})
-	return a
+}
+
+// restart stops the gRPC server, dropping the proxy's stream, and serves
+// again on the same address with the same cache.
+func (a *adsServer) restart(t *testing.T) {
+	t.Helper()
+	a.g.Stop()
+	a.serve(t, a.addr)
 }
 
 // requests returns what the proxy sent, oldest first.
@@ -96,15 +111,16 @@ func (a *adsServer) requests() []*discoveryv3.DiscoveryRequest {
 
 // waitFor blocks until the server received a request matching pred; the
 // server records requests asynchronously from the proxy's sends.
-func (a *adsServer) waitFor(t *testing.T, what string, pred func(*discoveryv3.DiscoveryRequest) bool) *discoveryv3.DiscoveryRequest {
+// Only requests from index from on are considered.
+func (a *adsServer) waitFor(t *testing.T, what string, from int, pred func(*discoveryv3.DiscoveryRequest) bool) *discoveryv3.DiscoveryRequest {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	for {
 		a.mu.Lock()
 		ch := a.changed
-		for _, r := range a.reqs {
-			if pred(r) {
+		for i, r := range a.reqs {
+			if i >= from && pred(r) {
 				a.mu.Unlock()
 				return r
 			}
@@ -697,12 +713,4 @@ func expectStatus(t *testing.T, got, want int, body string) {
 	if got != want {
 		t.Fatalf("status %d, want %d (body %q)", got, want, body)
 	}
-}
-
-func fmtReqs(r []seen) string {
-	var b strings.Builder
-	for _, s := range r {
-		fmt.Fprintf(&b, "%s %s host=%s; ", s.Method, s.URI, s.Host)
-	}
-	return b.String()
 }

@@ -103,10 +103,6 @@ func (h *headerMap) remove(key string) {
 	*h = out
 }
 
-func (h headerMap) clone() headerMap {
-	return append(headerMap(nil), h...)
-}
-
 // hopByHop are the connection-level headers Envoy's connection manager
 // strips from requests and responses; they never reach a filter or the
 // other side.

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the deprecated header matchers are still accepted by Envoy, so by the harness
+
 package envoysim
 
 import (

@@ -23,6 +23,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -130,7 +131,14 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
 	if opts.ADSAddress != "" {
-		conn, err := grpc.NewClient(opts.ADSAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(opts.ADSAddress,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// Reconnect quickly after the control plane restarts, with
+			// backoff, as Envoy's ADS mux does.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: 5 * time.Second,
+			}))
 		if err != nil {
 			cancel()
 			_ = ln.Close()

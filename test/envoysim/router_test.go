@@ -12,6 +12,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -461,5 +462,58 @@ func TestUnsupportedClusterIsRejected(t *testing.T) {
 	}}
 	if _, err := compileCluster(c, nil); err == nil || !strings.Contains(err.Error(), "not supported") {
 		t.Errorf("EDS cluster: err = %v", err)
+	}
+}
+
+func TestNormalizePath(t *testing.T) {
+	cases := []struct {
+		in        string
+		normalize bool
+		merge     bool
+		escaped   hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction
+		want      string
+		ok        bool
+	}{
+		{in: "/a/../b", want: "/a/../b", ok: true},
+		{in: "/a/../b?x=/../", normalize: true, want: "/b?x=/../", ok: true},
+		{in: "/a/./b/", normalize: true, want: "/a/b/", ok: true},
+		{in: "/../../etc", normalize: true, want: "/etc", ok: true},
+		{in: `/a\..\b`, normalize: true, want: "/b", ok: true},
+		{in: "/a/%2E%2e/b", normalize: true, want: "/b", ok: true},
+		{in: "//a///b", merge: true, want: "/a/b", ok: true},
+		{in: "/a%2Fb", escaped: hcmv3.HttpConnectionManager_REJECT_REQUEST, ok: false},
+		{in: "/a%2fb%5C", escaped: hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD, want: `/a/b\`, ok: true},
+		{in: "/a%2Fb", escaped: hcmv3.HttpConnectionManager_KEEP_UNCHANGED, want: "/a%2Fb", ok: true},
+	}
+	for _, tc := range cases {
+		got, ok := normalizePath(tc.in, &connManager{normalizePath: tc.normalize, mergeSlashes: tc.merge, escapedSlashes: tc.escaped})
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("normalizePath(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// normalize_path and merge_slashes apply before routing, so a dot segment
+// cannot reach one server's route through another's prefix.
+func TestNormalizePathBeforeRouting(t *testing.T) {
+	f := newFixture(t, func(r *resources) {
+		r.hcm.NormalizePath = wrapperspb.Bool(true)
+		r.hcm.MergeSlashes = true
+		r.hcm.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_REJECT_REQUEST
+	})
+	for _, p := range []string{"/mcp/other/../alpha", "//mcp//alpha"} {
+		code, _, body := do(t, "POST", f.proxy.URL()+p, []byte(`{}`), nil)
+		expectStatus(t, code, 200, body)
+		if got := f.alpha.last(t).URI; got != "/mcp" {
+			t.Errorf("%s reached %q", p, got)
+		}
+		if got := f.authz.last(t).GetAttributes().GetRequest().GetHttp().GetPath(); got != "/mcp/alpha" {
+			t.Errorf("%s was checked as %q", p, got)
+		}
+	}
+	checks := len(f.authz.requests())
+	code, _, _ := do(t, "POST", f.proxy.URL()+"/mcp/alpha%2F..%2Fx", []byte(`{}`), nil)
+	if code != 400 || len(f.authz.requests()) != checks {
+		t.Errorf("escaped slash: status %d, checks %d -> %d", code, checks, len(f.authz.requests()))
 	}
 }

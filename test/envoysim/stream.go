@@ -73,6 +73,12 @@ func (st *stream) serve() {
 	st.cm = l.hcm
 	st.rt = st.s.routeTable(l)
 	st.h = requestHeaders(st.r)
+	if p, ok := normalizePath(st.h.value(":path"), st.cm); ok {
+		st.h.set(":path", p)
+	} else {
+		st.localReply(http.StatusBadRequest, []byte("Bad Request"), nil)
+		return
+	}
 	st.mutateRequestHeaders()
 
 	st.idle = newIdleTimer(st.cm.streamIdleTimeout)

@@ -51,7 +51,6 @@ type cluster struct {
 	tls     *tls.Config // nil for plaintext
 	sni     string
 	autoSNI bool
-	sanOK   func(*x509.Certificate) bool
 
 	next      atomic.Uint64
 	transport *http.Transport
@@ -111,7 +110,8 @@ func compileCluster(c *clusterv3.Cluster, roots *x509.CertPool) (*cluster, error
 		}
 	}
 
-	if c.GetHttp2ProtocolOptions() != nil { //nolint:staticcheck // the deprecated field is still honoured by Envoy
+	//lint:ignore SA1019 the deprecated field is still honoured by Envoy
+	if c.GetHttp2ProtocolOptions() != nil {
 		out.http2 = true
 	}
 	alpnAuto := false
