@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -666,5 +667,18 @@ func TestContextExtensionsMerge(t *testing.T) {
 	do(t, "GET", f.proxy.URL()+"/merged", nil, nil)
 	if len(f.authz.requests()) != before+1 {
 		t.Error("the route's disabled: false did not re-enable the filter")
+	}
+}
+
+// Options.DownstreamHeaders act as if the client had sent them: the
+// check and the upstream see them, replacing the client's value.
+func TestDownstreamHeadersOption(t *testing.T) {
+	f := newFixtureWith(t, nil, Options{DownstreamHeaders: http.Header{"Authorization": {"Bearer pre-issued"}}})
+	do(t, "POST", f.proxy.URL()+"/mcp/alpha", []byte(`{}`), map[string][]string{"Authorization": {"Bearer from-client"}})
+	if got := f.authz.last(t).GetAttributes().GetRequest().GetHttp().GetHeaders()["authorization"]; got != "Bearer pre-issued" {
+		t.Errorf("check saw authorization %q", got)
+	}
+	if got := f.alpha.last(t).Header.Values("Authorization"); !slices.Equal(got, []string{"Bearer pre-issued"}) {
+		t.Errorf("upstream saw authorization %q", got)
 	}
 }

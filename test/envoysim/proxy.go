@@ -49,6 +49,11 @@ type Options struct {
 	// TLSRootCAs, when set, replaces the trusted CA of every upstream TLS
 	// context (tests pass their own CA here).
 	TLSRootCAs *x509.CertPool
+	// DownstreamHeaders are set on every downstream request as if the
+	// client had sent them, replacing the client's values. Not an Envoy
+	// feature: it lets a client that cannot authenticate (the MCP
+	// conformance runner) present a pre-issued handle.
+	DownstreamHeaders http.Header
 	// Logger receives the harness's logs; nil discards them.
 	Logger *slog.Logger
 }

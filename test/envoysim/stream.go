@@ -73,6 +73,13 @@ func (st *stream) serve() {
 	st.cm = l.hcm
 	st.rt = st.s.routeTable(l)
 	st.h = requestHeaders(st.r)
+	for k, vs := range st.p.opts.DownstreamHeaders {
+		lk := strings.ToLower(k)
+		st.h.remove(lk)
+		for _, v := range vs {
+			st.h.add(lk, v)
+		}
+	}
 	if p, ok := normalizePath(st.h.value(":path"), st.cm); ok {
 		st.h.set(":path", p)
 	} else {
