@@ -92,18 +92,18 @@ type Server struct {
 	// was set for every node.
 	onPublish func(version string)
 
-	mu       sync.Mutex
-	current  *published
-	lastIR   *ir.Config
+	mu      sync.Mutex
+	current *published
+	lastIR  *ir.Config
 	// buildSkipped are the servers stage 2 skipped for lastIR.
 	buildSkipped []translate.ServerError
-	history  []*published
-	skipped  []translate.ServerError
-	lastErr  error
-	nodes    map[string]*node
-	streams  map[streamKey]*stream
-	nacks    uint64
-	lastNACK *NACK
+	history      []*published
+	skipped      []translate.ServerError
+	lastErr      error
+	nodes        map[string]*node
+	streams      map[streamKey]*stream
+	nacks        uint64
+	lastNACK     *NACK
 }
 
 type published struct {
