@@ -173,4 +173,3 @@ func unpackHCM(t *testing.T, a interface{ UnmarshalTo(proto.Message) error }) *h
 	}
 	return &m
 }
-

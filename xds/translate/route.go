@@ -65,12 +65,18 @@ func serverRoutes(s ir.Server) ([]*route.Route, error) {
 			TypedPerFilterConfig: map[string]*anypb.Any{ExtAuthzFilter: perRoute},
 		},
 	}
+	return routes, nil
+}
+
+// validateRoutes validates one server's routes on their own, to find which
+// server broke a route configuration that failed validation as a whole.
+func validateRoutes(routes []*route.Route) error {
 	for _, r := range routes {
 		if err := r.ValidateAll(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return routes, nil
+	return nil
 }
 
 // routeConfiguration assembles the one RouteConfiguration: server routes in

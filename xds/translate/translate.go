@@ -101,7 +101,7 @@ func Build(c ir.Config) (*Resources, []ServerError, error) {
 	}
 	res := &Resources{}
 	var skipped []ServerError
-	var routes []*route.Route
+	var servers []builtServer
 	for _, s := range c.Servers {
 		if err := s.Validate(); err != nil {
 			skipped = append(skipped, ServerError{Name: s.Name, Err: err})
@@ -117,9 +117,8 @@ func Build(c ir.Config) (*Resources, []ServerError, error) {
 			skipped = append(skipped, ServerError{Name: s.Name, Err: fmt.Errorf("cluster: %w", err)})
 			continue
 		}
-		routes = append(routes, rs...)
+		servers = append(servers, builtServer{s.Name, rs})
 		res.Clusters = append(res.Clusters, cl)
-		res.Servers = append(res.Servers, s.Name)
 	}
 	own, err := wardenClusters(c)
 	if err != nil {
@@ -128,35 +127,73 @@ func Build(c ir.Config) (*Resources, []ServerError, error) {
 	res.Clusters = append(res.Clusters, own...)
 	slices.SortFunc(res.Clusters, func(a, b *cluster.Cluster) int { return cmp.Compare(a.GetName(), b.GetName()) })
 
-	rc, err := routeConfiguration(routes)
+	rc, servers, bad, err := assembleRoutes(servers)
 	if err != nil {
-		return nil, nil, fmt.Errorf("route configuration: %w", err)
+		return nil, nil, err
+	}
+	for _, e := range bad {
+		skipped = append(skipped, e)
+		res.Clusters = slices.DeleteFunc(res.Clusters, func(c *cluster.Cluster) bool { return c.GetName() == ClusterName(e.Name) })
+	}
+	for _, b := range servers {
+		res.Servers = append(res.Servers, b.name)
 	}
 	l, err := mcpListener(c)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listener: %w", err)
 	}
+	if err := l.ValidateAll(); err != nil {
+		return nil, nil, fmt.Errorf("listener %s: %w", l.GetName(), err)
+	}
 	res.Listeners = []*listener.Listener{l}
 	res.Routes = []*route.RouteConfiguration{rc}
-
-	// Every top-level resource, validated as a whole (the typed configs
-	// inside Any were validated when packed).
-	for _, l := range res.Listeners {
-		if err := l.ValidateAll(); err != nil {
-			return nil, nil, fmt.Errorf("listener %s: %w", l.GetName(), err)
-		}
-	}
-	for _, r := range res.Routes {
-		if err := r.ValidateAll(); err != nil {
-			return nil, nil, fmt.Errorf("route configuration %s: %w", r.GetName(), err)
-		}
-	}
 	version, err := contentHash(res)
 	if err != nil {
 		return nil, nil, err
 	}
 	res.Version = version
 	return res, skipped, nil
+}
+
+// builtServer is one server's routes, before assembly.
+type builtServer struct {
+	name   string
+	routes []*route.Route
+}
+
+// assembleRoutes builds and validates the route configuration. Fast path:
+// validate the assembled configuration once. Only when that fails are the
+// servers' routes validated one by one, to skip the ones at fault (returned
+// as bad) and keep the rest.
+func assembleRoutes(servers []builtServer) (*route.RouteConfiguration, []builtServer, []ServerError, error) {
+	assemble := func(servers []builtServer) (*route.RouteConfiguration, error) {
+		var routes []*route.Route
+		for _, b := range servers {
+			routes = append(routes, b.routes...)
+		}
+		rc, err := routeConfiguration(routes)
+		if err != nil {
+			return nil, err
+		}
+		return rc, rc.ValidateAll()
+	}
+	rc, err := assemble(servers)
+	if err == nil {
+		return rc, servers, nil, nil
+	}
+	var kept []builtServer
+	var bad []ServerError
+	for _, b := range servers {
+		if verr := validateRoutes(b.routes); verr != nil {
+			bad = append(bad, ServerError{Name: b.name, Err: fmt.Errorf("route: %w", verr)})
+			continue
+		}
+		kept = append(kept, b)
+	}
+	if rc, err = assemble(kept); err != nil {
+		return nil, nil, nil, fmt.Errorf("route configuration %s: %w", RouteConfigName, err)
+	}
+	return rc, kept, bad, nil
 }
 
 // contentHash hashes type, name and deterministic encoding of every resource

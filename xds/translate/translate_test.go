@@ -347,3 +347,30 @@ func TestRewrites(t *testing.T) {
 		}
 	}
 }
+
+// A server whose routes Envoy would reject (here a header-unsafe rewrite
+// that ir validation would have caught) is dropped from the assembled
+// route configuration; the others stay.
+func TestAssembleRoutesSkipsInvalidServer(t *testing.T) {
+	good, err := serverRoutes(ir.Server{Name: "good", Authority: "good", Path: "/mcp", IdleTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := serverRoutes(ir.Server{Name: "bad", Authority: "bad", Path: "/mcp\r\nx-injected: 1", IdleTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, kept, skipped, err := assembleRoutes([]builtServer{{"bad", bad}, {"good", good}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != 1 || kept[0].name != "good" || len(skipped) != 1 || skipped[0].Name != "bad" {
+		t.Fatalf("kept %v skipped %v", kept, skipped)
+	}
+	if err := rc.ValidateAll(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rc.GetVirtualHosts()[0].GetRoutes()); n != 2+3 {
+		t.Fatalf("%d routes, want good's 2 + Warden's 3", n)
+	}
+}
