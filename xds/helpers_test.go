@@ -108,6 +108,14 @@ func start(t *testing.T, src *memSource, nodeIDs ...string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := serve(t, x)
+	h.src, h.reg = src, reg
+	return h
+}
+
+// serve runs x on a loopback gRPC server until the test ends.
+func serve(t *testing.T, x *Server) *harness {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +133,7 @@ func start(t *testing.T, src *memSource, nodeIDs ...string) *harness {
 		}
 		g.Stop()
 	})
-	return &harness{src: src, xds: x, reg: reg, addr: lis.Addr().String()}
+	return &harness{xds: x, addr: lis.Addr().String()}
 }
 
 func (h *harness) conn(t *testing.T) *grpc.ClientConn {

@@ -78,15 +78,17 @@ const historySize = 8
 type Server struct {
 	src      Source
 	settings translate.Settings
-	log      *slog.Logger
-	now      func() time.Time
-	retry    time.Duration
-	metrics  *metrics
-	cache    cache.SnapshotCache
-	xds      serverv3.Server
-	ctx      context.Context // lifetime of streams and cache responses
-	stop     context.CancelFunc
-	allowed  map[string]bool // nil: any node
+	// translator memoizes per-server output between publishes.
+	translator *translate.Translator
+	log        *slog.Logger
+	now        func() time.Time
+	retry      time.Duration
+	metrics    *metrics
+	cache      cache.SnapshotCache
+	xds        serverv3.Server
+	ctx        context.Context // lifetime of streams and cache responses
+	stop       context.CancelFunc
+	allowed    map[string]bool // nil: any node
 
 	// onPublish, when set (tests, benchmarks), is called after a snapshot
 	// was set for every node.
@@ -163,7 +165,7 @@ func New(o Options) (*Server, error) {
 	}
 	log := o.Logger.With("component", "xds")
 	s := &Server{
-		src: o.Source, settings: o.Settings, log: log, now: o.Now, retry: o.RetryInterval, metrics: m,
+		src: o.Source, settings: o.Settings, translator: translate.NewTranslator(), log: log, now: o.Now, retry: o.RetryInterval, metrics: m,
 		nodes: map[string]*node{}, streams: map[streamKey]*stream{},
 	}
 	if len(o.NodeIDs) > 0 {
@@ -249,7 +251,7 @@ func (s *Server) publish(ctx context.Context) error {
 		return nil
 	}
 	s.mu.Unlock()
-	res, buildSkipped, err := translate.Build(c)
+	res, buildSkipped, err := s.translator.Build(c)
 	if err != nil {
 		return s.fail(permanent{err})
 	}

@@ -349,28 +349,79 @@ func TestRewrites(t *testing.T) {
 }
 
 // A server whose routes Envoy would reject (here a header-unsafe rewrite
-// that ir validation would have caught) is dropped from the assembled
-// route configuration; the others stay.
-func TestAssembleRoutesSkipsInvalidServer(t *testing.T) {
-	good, err := serverRoutes(ir.Server{Name: "good", Authority: "good", Path: "/mcp", IdleTimeout: time.Hour})
+// that ir validation would have caught) is skipped by its own validation.
+func TestServerRejectedByEnvoyValidationIsSkipped(t *testing.T) {
+	c, _, err := BuildIR(nil, testSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad, err := serverRoutes(ir.Server{Name: "bad", Authority: "bad", Path: "/mcp\r\nx-injected: 1", IdleTimeout: time.Hour})
+	out := buildServer(c, ir.Server{Name: "bad", Upstream: ir.Endpoint{Host: "bad", Port: 80}, Authority: "bad",
+		Path: "/mcp\r\nx-injected: 1", ConnectTimeout: time.Second, IdleTimeout: time.Hour})
+	if out.err == nil {
+		t.Fatal("ir validation rejects this path first")
+	}
+	// Bypass ir validation to reach Envoy's own rules.
+	rs, err := serverRoutes(ir.Server{Name: "bad", Authority: "bad", Path: "/mcp\r\nx-injected: 1", IdleTimeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, kept, skipped, err := assembleRoutes([]builtServer{{"bad", bad}, {"good", good}})
-	if err != nil {
-		t.Fatal(err)
+	if err := validateRoutes(rs); err == nil {
+		t.Fatal("Envoy validation accepted a CRLF in prefix_rewrite")
 	}
-	if len(kept) != 1 || kept[0].name != "good" || len(skipped) != 1 || skipped[0].Name != "bad" {
-		t.Fatalf("kept %v skipped %v", kept, skipped)
+}
+
+// The memoizing Translator gives exactly Build's output, call after call.
+func TestTranslatorMatchesBuild(t *testing.T) {
+	tr := NewTranslator()
+	steps := [][]store.Server{
+		{{Name: "a", URL: "http://a/"}, {Name: "b", URL: "https://b.example.com/mcp"}},
+		{{Name: "a", URL: "http://a/"}, {Name: "b", URL: "https://b.example.com/mcp"}, {Name: "c", URL: "http://c:81/x"}},
+		{{Name: "a", URL: "http://a/", HTTP2: true}, {Name: "c", URL: "http://c:81/x"}},
+		{{Name: "a", URL: "http://a/", HTTP2: true}, {Name: "c", URL: "http://c:81/x"}},
 	}
-	if err := rc.ValidateAll(); err != nil {
-		t.Fatal(err)
+	for i, servers := range steps {
+		c, _, err := BuildIR(servers, testSettings())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _, err := Build(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := tr.Build(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Version != want.Version {
+			t.Fatalf("step %d: version %s, pure build %s", i, got.Version, want.Version)
+		}
+		for _, pair := range [][2][]proto.Message{
+			{msgs(got.Listeners), msgs(want.Listeners)}, {msgs(got.Routes), msgs(want.Routes)}, {msgs(got.Clusters), msgs(want.Clusters)},
+		} {
+			if len(pair[0]) != len(pair[1]) {
+				t.Fatalf("step %d: %d vs %d resources", i, len(pair[0]), len(pair[1]))
+			}
+			for j := range pair[0] {
+				if !proto.Equal(pair[0][j], pair[1][j]) {
+					t.Fatalf("step %d: resource %d differs", i, j)
+				}
+			}
+		}
 	}
-	if n := len(rc.GetVirtualHosts()[0].GetRoutes()); n != 2+3 {
-		t.Fatalf("%d routes, want good's 2 + Warden's 3", n)
+	// The hash covers the route configuration's own fields, not only its routes.
+	c, _, _ := BuildIR(steps[0], testSettings())
+	a, _, _ := Build(c)
+	b, _, _ := Build(c)
+	b.Routes[0].VirtualHosts[0].Domains = []string{"example.com"}
+	if v, _ := contentHash(b, nil); v == a.Version {
+		t.Fatal("a change outside the routes did not change the hash")
 	}
+}
+
+func msgs[T proto.Message](in []T) []proto.Message {
+	out := make([]proto.Message, len(in))
+	for i, m := range in {
+		out[i] = m
+	}
+	return out
 }
