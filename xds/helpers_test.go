@@ -120,7 +120,7 @@ func serve(t *testing.T, x *Server) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(GRPCServerOptions()...)
 	x.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	ctx, cancel := context.WithCancel(context.Background())

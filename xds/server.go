@@ -290,7 +290,7 @@ func (s *Server) publish(ctx context.Context) error {
 	s.metrics.published.Inc()
 	s.metrics.servers.Set(float64(len(res.Servers)))
 	s.log.Info("published xDS snapshot", "version", res.Version, "servers", len(res.Servers),
-		"skipped", len(skipped), "nodes", len(s.nodes), "took", s.now().Sub(start))
+		"skipped", len(s.skipped), "nodes", len(s.nodes), "took", s.now().Sub(start))
 	if s.onPublish != nil {
 		s.onPublish(res.Version)
 	}
