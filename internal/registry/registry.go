@@ -66,9 +66,10 @@ type Registry struct {
 	seal  Sealer
 	now   func() time.Time
 
-	mu   sync.Mutex
-	subs map[int]chan struct{}
-	next int
+	mu    sync.Mutex
+	subs  map[int]chan struct{}
+	next  int
+	hooks []func()
 }
 
 // New returns a registry over st.
@@ -362,9 +363,21 @@ func (r *Registry) Subscribe() (<-chan struct{}, func()) {
 	}
 }
 
+// OnChange registers fn to run synchronously after every change, before
+// the changing call returns: caches that must never serve a stale server
+// (the ext_authz catalog) invalidate here.
+func (r *Registry) OnChange(fn func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hooks = append(r.hooks, fn)
+}
+
 func (r *Registry) notify() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for _, fn := range r.hooks {
+		fn()
+	}
 	for _, ch := range r.subs {
 		select {
 		case ch <- struct{}{}:

@@ -47,8 +47,11 @@ type Grant struct {
 	Groups   []string       `json:"groups,omitempty"`
 	Claims   map[string]any `json:"claims,omitempty"`
 	ClientID string         `json:"client_id"`
-	Kind     Kind           `json:"kind"`
-	Scopes   []string       `json:"scopes,omitempty"`
+	// ClientName snapshots the client's display name for policy and audit,
+	// so the hot path needs no client lookup.
+	ClientName string   `json:"client_name,omitempty"`
+	Kind       Kind     `json:"kind"`
+	Scopes     []string `json:"scopes,omitempty"`
 	// Resources are the canonical resource URLs (RFC 8707) the grant is
 	// bound to and Servers the registered server names they resolve to.
 	Resources []string `json:"resources,omitempty"`
