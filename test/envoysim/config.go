@@ -189,9 +189,6 @@ func compileConnManager(h *hcmv3.HttpConnectionManager) (*connManager, error) {
 		mergeSlashes:              h.GetMergeSlashes(),
 		escapedSlashes:            h.GetPathWithEscapedSlashesAction(),
 	}
-	if cm.escapedSlashes == hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT {
-		return nil, errors.New("path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT is not supported by envoysim")
-	}
 	if h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP2 || h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP3 {
 		return nil, fmt.Errorf("codec_type %s is not supported by envoysim (it serves HTTP/1.1)", h.GetCodecType())
 	}

@@ -472,23 +472,25 @@ func TestNormalizePath(t *testing.T) {
 		merge     bool
 		escaped   hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction
 		want      string
-		ok        bool
+		action    pathAction
 	}{
-		{in: "/a/../b", want: "/a/../b", ok: true},
-		{in: "/a/../b?x=/../", normalize: true, want: "/b?x=/../", ok: true},
-		{in: "/a/./b/", normalize: true, want: "/a/b/", ok: true},
-		{in: "/../../etc", normalize: true, want: "/etc", ok: true},
-		{in: `/a\..\b`, normalize: true, want: "/b", ok: true},
-		{in: "/a/%2E%2e/b", normalize: true, want: "/b", ok: true},
-		{in: "//a///b", merge: true, want: "/a/b", ok: true},
-		{in: "/a%2Fb", escaped: hcmv3.HttpConnectionManager_REJECT_REQUEST, ok: false},
-		{in: "/a%2fb%5C", escaped: hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD, want: `/a/b\`, ok: true},
-		{in: "/a%2Fb", escaped: hcmv3.HttpConnectionManager_KEEP_UNCHANGED, want: "/a%2Fb", ok: true},
+		{in: "/a/../b", want: "/a/../b"},
+		{in: "/a/../b?x=/../", normalize: true, want: "/b?x=/../"},
+		{in: "/a/./b/", normalize: true, want: "/a/b/"},
+		{in: "/../../etc", normalize: true, want: "/etc"},
+		{in: `/a\..\b`, normalize: true, want: "/b"},
+		{in: "/a/%2E%2e/b", normalize: true, want: "/b"},
+		{in: "//a///b", merge: true, want: "/a/b"},
+		{in: "/a%2Fb", escaped: hcmv3.HttpConnectionManager_REJECT_REQUEST, action: pathReject},
+		{in: "/a%2fb%5C", escaped: hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD, want: `/a/b\`},
+		{in: "/a%2Fb", escaped: hcmv3.HttpConnectionManager_KEEP_UNCHANGED, want: "/a%2Fb"},
+		{in: "/x/a%2F..%2Fb?q=1", normalize: true, merge: true, escaped: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT, want: "/x/b?q=1", action: pathRedirect},
+		{in: "/x/../b", normalize: true, escaped: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT, want: "/b"},
 	}
 	for _, tc := range cases {
-		got, ok := normalizePath(tc.in, &connManager{normalizePath: tc.normalize, mergeSlashes: tc.merge, escapedSlashes: tc.escaped})
-		if ok != tc.ok || (ok && got != tc.want) {
-			t.Errorf("normalizePath(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		got, action := normalizePath(tc.in, &connManager{normalizePath: tc.normalize, mergeSlashes: tc.merge, escapedSlashes: tc.escaped})
+		if action != tc.action || (action != pathReject && got != tc.want) {
+			t.Errorf("normalizePath(%q) = %q, %v; want %q, %v", tc.in, got, action, tc.want, tc.action)
 		}
 	}
 }
@@ -515,5 +517,20 @@ func TestNormalizePathBeforeRouting(t *testing.T) {
 	code, _, _ := do(t, "POST", f.proxy.URL()+"/mcp/alpha%2F..%2Fx", []byte(`{}`), nil)
 	if code != 400 || len(f.authz.requests()) != checks {
 		t.Errorf("escaped slash: status %d, checks %d -> %d", code, checks, len(f.authz.requests()))
+	}
+
+	// Warden's own setting: unescape, normalize, then redirect (307) to the
+	// resulting path without checking or forwarding.
+	f.update(t, func(r *resources) {
+		r.hcm.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT
+	})
+	noRedirect := &http.Client{Transport: client.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Post(f.proxy.URL()+"/mcp/other%2F..%2Falpha?x=1", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != 307 || resp.Header.Get("Location") != "/mcp/alpha?x=1" || len(f.authz.requests()) != checks {
+		t.Errorf("UNESCAPE_AND_REDIRECT: status %d location %q checks %d -> %d", resp.StatusCode, resp.Header.Get("Location"), checks, len(f.authz.requests()))
 	}
 }

@@ -80,12 +80,16 @@ func (st *stream) serve() {
 			st.h.add(lk, v)
 		}
 	}
-	if p, ok := normalizePath(st.h.value(":path"), st.cm); ok {
-		st.h.set(":path", p)
-	} else {
-		st.localReply(http.StatusBadRequest, []byte("Bad Request"), nil)
+	p, action := normalizePath(st.h.value(":path"), st.cm)
+	switch action {
+	case pathReject:
+		st.localReply(http.StatusBadRequest, nil, nil)
+		return
+	case pathRedirect:
+		st.localReply(http.StatusTemporaryRedirect, nil, []header{{"location", p}})
 		return
 	}
+	st.h.set(":path", p)
 	st.mutateRequestHeaders()
 
 	st.idle = newIdleTimer(st.cm.streamIdleTimeout)
