@@ -3,6 +3,7 @@ package envoysim
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -94,7 +95,20 @@ type connManager struct {
 	normalizePath             bool
 	mergeSlashes              bool
 	escapedSlashes            hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction
+	internalCIDRs             []*net.IPNet
 	suppressEnvoyHeaders      bool // from the router filter
+}
+
+// isInternal reports whether an address is in internal_address_config.
+// Since Envoy 1.33 no address is internal unless configured.
+func (cm *connManager) isInternal(addr string) bool {
+	ip := net.ParseIP(addr)
+	for _, n := range cm.internalCIDRs {
+		if ip != nil && n.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // httpFilter is one entry of http_filters: ext_authz or the router.
@@ -188,6 +202,13 @@ func compileConnManager(h *hcmv3.HttpConnectionManager) (*connManager, error) {
 		normalizePath:             h.GetNormalizePath().GetValue(),
 		mergeSlashes:              h.GetMergeSlashes(),
 		escapedSlashes:            h.GetPathWithEscapedSlashesAction(),
+	}
+	for _, c := range h.GetInternalAddressConfig().GetCidrRanges() {
+		_, n, err := net.ParseCIDR(fmt.Sprintf("%s/%d", c.GetAddressPrefix(), c.GetPrefixLen().GetValue()))
+		if err != nil {
+			return nil, fmt.Errorf("internal_address_config: %w", err)
+		}
+		cm.internalCIDRs = append(cm.internalCIDRs, n)
 	}
 	if h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP2 || h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP3 {
 		return nil, fmt.Errorf("codec_type %s is not supported by envoysim (it serves HTTP/1.1)", h.GetCodecType())

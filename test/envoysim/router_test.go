@@ -394,32 +394,56 @@ func TestTLSUpstream(t *testing.T) {
 	}
 }
 
-// x-forwarded-for is appended only with use_remote_address;
-// x-forwarded-proto is the downstream scheme unless xff_num_trusted_hops
-// trusts the client's; with use_remote_address an external x-request-id is
-// replaced; responses carry server: envoy and x-envoy-upstream-service-time.
+// The connection manager's header handling: x-forwarded-for appended
+// only with use_remote_address; x-forwarded-proto overwritten only with
+// use_remote_address and no trusted hop; internal_address_config decides
+// internal (x-envoy-internal) vs external (x-envoy-* control headers
+// stripped; on the edge also x-envoy-external-address and a fresh
+// x-request-id); responses carry server: envoy and
+// x-envoy-upstream-service-time.
 func TestForwardedHeaders(t *testing.T) {
 	clientHdr := map[string][]string{
-		"X-Forwarded-For":   {"203.0.113.9"},
-		"X-Forwarded-Proto": {"https"},
-		"X-Request-Id":      {"client-id"},
+		"X-Forwarded-For":                    {"203.0.113.9"},
+		"X-Forwarded-Proto":                  {"https"},
+		"X-Request-Id":                       {"client-id"},
+		"X-Envoy-Retry-On":                   {"5xx"},
+		"X-Envoy-Downstream-Service-Cluster": {"spoofed"},
+		"X-Envoy-Internal":                   {"true"},
 	}
 	cases := []struct {
-		name                string
-		useRemote           bool
-		trustedHops         uint32
-		wantXFF, wantXFP    string
-		wantClientRequestID bool
+		name             string
+		useRemote        bool
+		trustedHops      uint32
+		internalCIDR     string
+		wantXFF, wantXFP string
+		wantRequestID    string // "client-id" or "generated"
+		wantExternal     string // x-envoy-external-address, "" for absent
+		wantInternal     bool
+		wantRetryOn      bool // x-envoy-retry-on survives
+		wantServiceClust bool // x-envoy-downstream-service-cluster survives
 	}{
-		{name: "defaults", wantXFF: "203.0.113.9", wantXFP: "http", wantClientRequestID: true},
-		{name: "use_remote_address", useRemote: true, wantXFF: "203.0.113.9,127.0.0.1", wantXFP: "http"},
-		{name: "one trusted hop", trustedHops: 1, wantXFF: "203.0.113.9", wantXFP: "https", wantClientRequestID: true},
+		{name: "defaults: not the edge", wantXFF: "203.0.113.9", wantXFP: "https", wantRequestID: "client-id",
+			wantServiceClust: true},
+		{name: "use_remote_address: the edge", useRemote: true, wantXFF: "203.0.113.9,127.0.0.1", wantXFP: "http",
+			wantRequestID: "generated", wantExternal: "127.0.0.1"},
+		{name: "use_remote_address with one trusted hop", useRemote: true, trustedHops: 1, wantXFF: "203.0.113.9,127.0.0.1",
+			wantXFP: "https", wantRequestID: "generated", wantExternal: "203.0.113.9"},
+		{name: "use_remote_address from an internal address", useRemote: true, internalCIDR: "127.0.0.0/8",
+			wantXFF: "203.0.113.9,127.0.0.1", wantXFP: "http", wantRequestID: "client-id", wantInternal: true,
+			wantRetryOn: true, wantServiceClust: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, func(r *resources) {
 				r.hcm.UseRemoteAddress = wrapperspb.Bool(tc.useRemote)
 				r.hcm.XffNumTrustedHops = tc.trustedHops
+				if tc.internalCIDR != "" {
+					ip, bits, _ := strings.Cut(tc.internalCIDR, "/")
+					n, _ := strconv.Atoi(bits)
+					r.hcm.InternalAddressConfig = &hcmv3.HttpConnectionManager_InternalAddressConfig{CidrRanges: []*corev3.CidrRange{{
+						AddressPrefix: ip, PrefixLen: wrapperspb.UInt32(uint32(n)),
+					}}}
+				}
 			})
 			f.alpha.setHandler(func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Server", "upstream/1.0")
@@ -428,19 +452,31 @@ func TestForwardedHeaders(t *testing.T) {
 			})
 			code, hdr, body := do(t, "POST", f.proxy.URL()+"/mcp/alpha", []byte(`{}`), clientHdr)
 			expectStatus(t, code, 200, body)
-			up := f.alpha.last(t)
-			if got := up.Header.Get("X-Forwarded-For"); got != tc.wantXFF {
+			up := f.alpha.last(t).Header
+			if got := up.Get("X-Forwarded-For"); got != tc.wantXFF {
 				t.Errorf("x-forwarded-for %q, want %q", got, tc.wantXFF)
 			}
-			if got := up.Header.Get("X-Forwarded-Proto"); got != tc.wantXFP {
+			if got := up.Get("X-Forwarded-Proto"); got != tc.wantXFP {
 				t.Errorf("x-forwarded-proto %q, want %q", got, tc.wantXFP)
 			}
-			if checkScheme := f.authz.last(t).GetAttributes().GetRequest().GetHttp().GetScheme(); checkScheme != tc.wantXFP {
-				t.Errorf("CheckRequest scheme %q, want %q", checkScheme, tc.wantXFP)
+			if got := f.authz.last(t).GetAttributes().GetRequest().GetHttp().GetScheme(); got != tc.wantXFP {
+				t.Errorf("CheckRequest scheme %q, want %q", got, tc.wantXFP)
 			}
-			rid := up.Header.Get("X-Request-Id")
-			if (rid == "client-id") != tc.wantClientRequestID || rid == "" {
-				t.Errorf("x-request-id %q (client's kept: want %v)", rid, tc.wantClientRequestID)
+			rid := up.Get("X-Request-Id")
+			if (tc.wantRequestID == "client-id") != (rid == "client-id") || !(rid == "client-id" || uuidRE.MatchString(rid)) {
+				t.Errorf("x-request-id %q, want %s", rid, tc.wantRequestID)
+			}
+			if got := up.Get("X-Envoy-External-Address"); got != tc.wantExternal {
+				t.Errorf("x-envoy-external-address %q, want %q", got, tc.wantExternal)
+			}
+			if got := up.Get("X-Envoy-Internal") == "true"; got != tc.wantInternal {
+				t.Errorf("x-envoy-internal %q, want internal=%v", up.Get("X-Envoy-Internal"), tc.wantInternal)
+			}
+			if got := up.Get("X-Envoy-Retry-On") != ""; got != tc.wantRetryOn {
+				t.Errorf("x-envoy-retry-on kept=%v, want %v", got, tc.wantRetryOn)
+			}
+			if got := up.Get("X-Envoy-Downstream-Service-Cluster") != ""; got != tc.wantServiceClust {
+				t.Errorf("x-envoy-downstream-service-cluster kept=%v, want %v", got, tc.wantServiceClust)
 			}
 			if hdr.Get("Server") != "envoy" {
 				t.Errorf("server %q, want envoy", hdr.Get("Server"))

@@ -16,13 +16,14 @@ import (
 
 // routeTable is a compiled RouteConfiguration.
 type routeTable struct {
-	name             string
-	vhosts           []*virtualHost
-	perFilter        map[string]*perFilter
-	reqHeaders       headerMutations
-	respHeaders      headerMutations
-	mostSpecificWins bool
-	ignorePort       bool
+	name                string
+	vhosts              []*virtualHost
+	perFilter           map[string]*perFilter
+	reqHeaders          headerMutations
+	respHeaders         headerMutations
+	mostSpecificWins    bool
+	ignorePort          bool
+	internalOnlyHeaders []string
 }
 
 type virtualHost struct {
@@ -100,6 +101,9 @@ func compileRouteConfig(rc *routev3.RouteConfiguration) (*routeTable, error) {
 		name:             rc.GetName(),
 		mostSpecificWins: rc.GetMostSpecificHeaderMutationsWins(),
 		ignorePort:       rc.GetIgnorePortInHostMatching(),
+	}
+	for _, k := range rc.GetInternalOnlyHeaders() {
+		t.internalOnlyHeaders = append(t.internalOnlyHeaders, strings.ToLower(k))
 	}
 	var err error
 	if t.perFilter, err = compilePerFilter(rc.GetTypedPerFilterConfig()); err != nil {
