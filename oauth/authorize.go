@@ -102,7 +102,9 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		redirectURI = client.RedirectURIs[0]
 	}
 	state := q.Get("state")
-	fail := func(code, desc string) { s.redirectError(w, r, redirectURI, state, redirectError{Code: code, Description: desc}) }
+	fail := func(code, desc string) {
+		s.redirectError(w, r, redirectURI, state, redirectError{Code: code, Description: desc})
+	}
 
 	if q.Get("response_type") != "code" {
 		fail("unsupported_response_type", "only response_type=code is supported")
