@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -270,5 +271,63 @@ func TestUnverifiedEmailIsDropped(t *testing.T) {
 	_, g, _ := h.Store.ResolveHandle(context.Background(), handle.Digest(tok["access_token"].(string)))
 	if g.Subject != idp.Mallory || g.Email != "" {
 		t.Fatalf("unverified email kept: %+v", g)
+	}
+}
+
+// TestMCPTypeScriptSDKClient: the official SDK's auth() discovers Warden
+// from the MCP server URL, registers, authorizes (headless browser through
+// the IdP and consent), exchanges the code and refreshes.
+func TestMCPTypeScriptSDKClient(t *testing.T) {
+	h := start(t, 0, nil)
+	node := idp.Node(t)
+	const redirect = "http://127.0.0.1:33418/oauth/callback"
+	arg, _ := json.Marshal(map[string]string{"serverUrl": h.Config.ResourceURL("hr"), "redirectUrl": redirect})
+	cmd := exec.Command(node, "oauthflow/sdk_client.mjs", string(arg))
+	cmd.Dir = idp.TestDir()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sdk client: %v\n%s\nidp:\n%s", err, stderr.String(), h.IdP.Stderr())
+	}
+	var res struct {
+		Steps            []string       `json:"steps"`
+		AuthorizationURL string         `json:"authorizationUrl"`
+		CallbackState    string         `json:"callbackState"`
+		CallbackIss      string         `json:"callbackIss"`
+		ClientID         string         `json:"clientId"`
+		First            map[string]any `json:"first"`
+		Second           map[string]any `json:"second"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("sdk output %q: %v", out, err)
+	}
+	if strings.Join(res.Steps, ",") != "REDIRECT,AUTHORIZED,AUTHORIZED" {
+		t.Fatalf("sdk steps %v", res.Steps)
+	}
+	au, _ := url.Parse(res.AuthorizationURL)
+	aq := au.Query()
+	if aq.Get("code_challenge_method") != "S256" || aq.Get("resource") != h.Config.ResourceURL("hr") || aq.Get("scope") != "hr:read hr:write" ||
+		aq.Get("client_id") != res.ClientID {
+		t.Fatalf("sdk authorization request: %s", res.AuthorizationURL)
+	}
+	if res.CallbackState != aq.Get("state") || res.CallbackIss != h.Server.Issuer() {
+		t.Fatalf("callback state %q iss %q", res.CallbackState, res.CallbackIss)
+	}
+	c, err := h.Store.GetClient(context.Background(), res.ClientID)
+	if err != nil || c.Source != "dcr" || c.Name != "MCP TypeScript SDK (Warden test)" {
+		t.Fatalf("sdk registration: %+v %v", c, err)
+	}
+	first, second := res.First["refresh_token"], res.Second["refresh_token"]
+	if first == nil || second == nil || first == second || res.First["access_token"] == res.Second["access_token"] {
+		t.Fatalf("refresh did not rotate: %v / %v", res.First, res.Second)
+	}
+	hd, g, err := h.Store.ResolveHandle(context.Background(), handle.Digest(res.Second["access_token"].(string)))
+	if err != nil || hd.Resources[0] != h.Config.ResourceURL("hr") || g.Subject != idp.Alice || g.ClientID != res.ClientID {
+		t.Fatalf("sdk token: %+v %+v %v", hd, g, err)
+	}
+	old, err := h.Store.GetHandle(context.Background(), handle.Digest(first.(string)))
+	if err != nil || old.UsedAt.IsZero() {
+		t.Fatalf("rotated refresh handle not marked used: %+v %v", old, err)
 	}
 }
