@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"github.com/warden-mcp/warden/internal/store"
@@ -103,16 +104,28 @@ func (s *Server) openTokens(g store.Grant) (connector.Tokens, bool, error) {
 // horizon (plus the connector's margin). A refusal by the IdP revokes the
 // grant and is returned as connector.ErrRefused.
 func (s *Server) refreshUpstream(ctx context.Context, g store.Grant, horizon time.Duration) (store.Grant, error) {
-	if s.redirectConn == nil {
+	if s.redirectConn == nil || len(g.Upstream) == 0 {
 		return g, nil
-	}
-	t, ok, err := s.openTokens(g)
-	if err != nil || !ok {
-		return g, err
 	}
 	margin := s.ocfg.Connector.OIDC.RefreshMargin.D()
-	if t.RefreshToken == "" || t.Expiry.IsZero() || t.Expiry.After(s.now().Add(horizon+margin)) {
-		return g, nil
+	due := func(t connector.Tokens) bool {
+		return t.RefreshToken != "" && !t.Expiry.IsZero() && !t.Expiry.After(s.now().Add(horizon+margin))
+	}
+	t, ok, err := s.openTokens(g)
+	if err != nil || !ok || !due(t) {
+		return g, err
+	}
+	// One refresh per grant at a time: IdPs rotate refresh tokens and
+	// treat a second use of the old one as theft, so two concurrent
+	// refreshes would get the user's grant revoked. The loser of the race
+	// rereads the grant and finds the fresh tokens.
+	unlock := s.lockGrant(g.ID)
+	defer unlock()
+	if g, err = s.st.GetGrant(ctx, g.ID); err != nil {
+		return g, err
+	}
+	if t, ok, err = s.openTokens(g); err != nil || !ok || !due(t) {
+		return g, err
 	}
 	next, err := s.redirectConn.Refresh(ctx, t)
 	if errors.Is(err, connector.ErrRefused) {
@@ -138,6 +151,17 @@ func (s *Server) refreshUpstream(ctx context.Context, g store.Grant, horizon tim
 		return cur, nil
 	})
 	return g, err
+}
+
+// lockGrant serialises upstream refreshes of one grant in this process.
+// A fixed set of striped mutexes keeps memory bounded; two grants sharing
+// a stripe only wait for each other's IdP round trip.
+func (s *Server) lockGrant(id string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	m := &s.grantLocks[h.Sum32()%uint32(len(s.grantLocks))]
+	m.Lock()
+	return m.Unlock
 }
 
 // ErrNoUpstreamToken means the grant carries no IdP token (static

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,10 +85,11 @@ type Server struct {
 	passwordConn connector.Password
 	bootstrap    connector.Bootstrap
 
-	cimd    *cimdFetcher
-	limits  limiters
-	metrics *metrics
-	pages   *pages
+	cimd       *cimdFetcher
+	limits     limiters
+	grantLocks [64]sync.Mutex // see lockGrant
+	metrics    *metrics
+	pages      *pages
 }
 
 // New builds the server. With the static connector and no configured users

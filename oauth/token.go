@@ -184,7 +184,7 @@ func (s *Server) exchangeCode(r *http.Request, c store.Client) (tokenResponse, e
 	if g.Revoked() || g.Expired(s.now()) {
 		return tokenResponse{}, errInvalidGrant("the authorization was revoked")
 	}
-	return s.issueTokens(ctx, g, c, resources, code.Scopes, "token_issued", grantCode)
+	return s.issueTokens(ctx, g, c, resources, code.Scopes, code.Scopes, "token_issued", grantCode)
 }
 
 // refresh redeems a refresh token (RFC 6749 6, OAuth 2.1 4.3). Refresh
@@ -272,7 +272,9 @@ func (s *Server) refresh(r *http.Request, c store.Client) (tokenResponse, error)
 		return tokenResponse{}, err
 	}
 	g.ExpiresAt = exp
-	return s.issueTokens(ctx, g, c, resources, scopes, "token_refreshed", grantRefr)
+	// The new refresh token keeps the scope of the one it replaces (RFC
+	// 6749 6); only the access token is narrowed.
+	return s.issueTokens(ctx, g, c, resources, scopes, h.Scopes, "token_refreshed", grantRefr)
 }
 
 // clientCredentials issues a token to a confidential client acting as
@@ -303,13 +305,13 @@ func (s *Server) clientCredentials(r *http.Request, c store.Client) (tokenRespon
 	if err := s.st.CreateGrant(ctx, g); err != nil {
 		return tokenResponse{}, err
 	}
-	return s.issueTokens(ctx, g, c, g.Resources, scopes, "token_issued", grantCreds)
+	return s.issueTokens(ctx, g, c, g.Resources, scopes, nil, "token_issued", grantCreds)
 }
 
-// issueTokens mints an access handle (and a refresh handle for user grants
-// of clients allowed to refresh), audits the issuance and only then
-// returns the raw values.
-func (s *Server) issueTokens(ctx context.Context, g store.Grant, c store.Client, resources, scopes []string, event, grantType string) (tokenResponse, error) {
+// issueTokens mints an access handle for resources and scopes (and a
+// refresh handle with refreshScopes for user grants of clients allowed to
+// refresh), audits the issuance and only then returns the raw values.
+func (s *Server) issueTokens(ctx context.Context, g store.Grant, c store.Client, resources, scopes, refreshScopes []string, event, grantType string) (tokenResponse, error) {
 	now := s.now()
 	ttl := s.ocfg.AccessTokenTTL.D()
 	atRaw, atDigest := handle.New(handle.PrefixAccess)
@@ -326,7 +328,7 @@ func (s *Server) issueTokens(ctx context.Context, g store.Grant, c store.Client,
 	if g.Kind == store.KindUser && clientAllows(c, grantRefr) {
 		rtRaw, rtDigest := handle.New(handle.PrefixRefresh)
 		rt := store.Handle{Digest: rtDigest, Kind: store.HandleRefresh, GrantID: g.ID, ClientID: c.ID,
-			Resources: g.Resources, Scopes: scopes, IssuedAt: now, ExpiresAt: now.Add(s.ocfg.RefreshTokenTTL.D())}
+			Resources: g.Resources, Scopes: refreshScopes, IssuedAt: now, ExpiresAt: now.Add(s.ocfg.RefreshTokenTTL.D())}
 		if err := s.st.CreateHandle(ctx, rt); err != nil {
 			s.dropHandles(created)
 			return tokenResponse{}, err

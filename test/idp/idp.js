@@ -63,6 +63,9 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
     // Issue refresh tokens to every client allowed to refresh, without
     // requiring offline_access + prompt=consent.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // Rotate refresh tokens on every use, as Okta and Entra ID can: a
+    // second use of a rotated token revokes the grant at the IdP.
+    rotateRefreshToken: true,
     pkce: { required: () => true },
     ttl: {
       AccessToken: cfg.access_token_ttl || 3600,

@@ -331,3 +331,50 @@ func TestMCPTypeScriptSDKClient(t *testing.T) {
 		t.Fatalf("rotated refresh handle not marked used: %+v %v", old, err)
 	}
 }
+
+// TestConcurrentUpstreamRefresh: the IdP rotates refresh tokens and treats
+// reuse as theft, so concurrent users of a grant's IdP token (ext_authz in
+// "idp" credential mode) must not refresh it in parallel.
+func TestConcurrentUpstreamRefresh(t *testing.T) {
+	h := start(t, time.Minute, func(c *config.Config) {
+		c.OAuth.Clients = []config.OAuthClient{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}, SkipConsent: true}}
+	})
+	verifier, challenge := oauthtest.PKCE()
+	q := url.Values{"response_type": {"code"}, "client_id": {"cli"}, "code_challenge": {challenge}, "code_challenge_method": {"S256"},
+		"resource": {h.Config.ResourceURL("files")}}
+	back, err := oauthtest.NewBrowser().Authorize(h.URL+"/oauth/authorize?"+q.Encode(), "http://127.0.0.1:9/cb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, tok, _ := h.postForm(h.URL+"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "client_id": {"cli"},
+		"code": {back.Query().Get("code")}, "code_verifier": {verifier}})
+	if status != 200 {
+		t.Fatalf("token: %v", tok)
+	}
+	ctx := context.Background()
+	_, g, _ := h.Store.ResolveHandle(ctx, handle.Digest(tok["access_token"].(string)))
+	// The IdP token (60s) is now within the refresh margin (1m).
+	h.Clock.Advance(30 * time.Second)
+	// Callers holding a stale copy of the grant must not refresh with the
+	// IdP refresh token another caller already rotated.
+	for i := 0; i < 3; i++ {
+		if _, err := h.Server.IdPAccessToken(ctx, g); err != nil {
+			t.Fatalf("IdPAccessToken with a stale grant, call %d: %v", i, err)
+		}
+	}
+	errs := make(chan error, 6)
+	for i := 0; i < cap(errs); i++ {
+		go func() {
+			_, err := h.Server.IdPAccessToken(ctx, g) // every caller holds the same stale grant
+			errs <- err
+		}()
+	}
+	for i := 0; i < cap(errs); i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("IdPAccessToken: %v", err)
+		}
+	}
+	if g, _ = h.Store.GetGrant(ctx, g.ID); g.Revoked() {
+		t.Fatalf("concurrent refreshes got the grant revoked: %s\n%s", g.RevokeReason, h.IdP.Stderr())
+	}
+}
