@@ -151,6 +151,27 @@ func TestFlowStaticConnector(t *testing.T) {
 	resp, m = e.token(url.Values{"grant_type": {"refresh_token"}, "client_id": {client}, "refresh_token": {rt3}}, "", "")
 	wantOAuthError(t, resp, m, 400, "invalid_grant")
 
+	issued := map[string]float64{}
+	mfs, err := e.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "warden_oauth_token_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			issued[labels["grant_type"]+"/"+labels["result"]] = m.GetCounter().GetValue()
+		}
+	}
+	if issued["authorization_code/issued"] != 1 || issued["refresh_token/issued"] != 2 || issued["refresh_token/invalid_scope"] != 1 || issued["refresh_token/invalid_grant"] != 1 {
+		t.Fatalf("token metrics: %v", issued)
+	}
+
 	types := strings.Join(e.AuditTypes(t), ",")
 	for _, want := range []string{"client_registered", "consent_granted", "code_issued", "token_issued", "token_refreshed", "token_revoked", "grant_revoked"} {
 		if !strings.Contains(types, want) {

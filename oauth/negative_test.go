@@ -505,3 +505,37 @@ func TestClientIDMetadataDocuments(t *testing.T) {
 		}
 	})
 }
+
+func TestPagesCannotBeFramedOrLeakTheirURL(t *testing.T) {
+	e := newEnv(t, oauthtest.EnvOptions{})
+	client := e.publicClient()
+	_, challenge := oauthtest.PKCE()
+	b := oauthtest.NewBrowser()
+	resp, err := b.Client.Get(e.authURL(authz{client: client, redirectURI: redirect, challenge: challenge, method: "S256", resources: []string{e.res("files")}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// 303, not 307: a redirect after a form post must not re-post the
+	// credentials to the next site (RFC 9700 4.12).
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("authorize redirect status %d", resp.StatusCode)
+	}
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		cookie = c
+	}
+	if cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteLaxMode {
+		t.Fatalf("browser-binding cookie: %+v", cookie)
+	}
+	resp, err = b.Client.Get(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	h := resp.Header
+	if resp.StatusCode != 200 || h.Get("X-Frame-Options") != "DENY" || !strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors 'none'") ||
+		h.Get("Referrer-Policy") != "no-referrer" || h.Get("Cache-Control") != "no-store" {
+		t.Fatalf("login page headers: %d %v", resp.StatusCode, h)
+	}
+}
