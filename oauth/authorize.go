@@ -102,7 +102,12 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		redirectURI = client.RedirectURIs[0]
 	}
 	state := q.Get("state")
+	trusted := s.redirectTrusted(client, redirectURI)
 	fail := func(code, desc string) {
+		if !trusted {
+			s.renderError(w, r, pageError{Title: "Invalid authorization request", Message: code + ": " + desc})
+			return
+		}
 		s.redirectError(w, r, redirectURI, state, redirectError{Code: code, Description: desc})
 	}
 
@@ -167,6 +172,31 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// redirectTrusted says whether errors found before the user signed in may
+// be redirected to redirectURI. Anyone can register a client with open
+// registration, so an https redirect URI of a self-registered client is
+// not trusted: redirecting errors there would make Warden an open
+// redirector for phishing (RFC 9700 4.11.2). Operator-declared clients,
+// allow-listed registrations, and URIs that can only reach the user's own
+// device (loopback, private-use schemes) are trusted.
+func (s *Server) redirectTrusted(c store.Client, redirectURI string) bool {
+	if c.Source == sourceConfig || (c.Source == sourceDCR && s.ocfg.Registration.Mode == "allowlist") {
+		return true
+	}
+	u, err := url.Parse(redirectURI)
+	if err != nil {
+		return false
+	}
+	switch u.Scheme {
+	case "https":
+		return false
+	case "http":
+		return isLoopbackHost(u.Hostname())
+	default:
+		return true
+	}
 }
 
 // serveCallback is the one static redirect URI registered at the IdP.

@@ -539,3 +539,27 @@ func TestPagesCannotBeFramedOrLeakTheirURL(t *testing.T) {
 		t.Fatalf("login page headers: %d %v", resp.StatusCode, h)
 	}
 }
+
+// TestNoOpenRedirectForSelfRegisteredClients: errors found before sign-in
+// are not redirected to a self-registered https redirect URI, or anyone
+// could use Warden's authorize URL to bounce users to a phishing site.
+func TestNoOpenRedirectForSelfRegisteredClients(t *testing.T) {
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) {
+		c.OAuth.Clients = []config.OAuthClient{{ID: "declared", RedirectURIs: []string{"https://app.example/cb"}}}
+	}})
+	code, m := e.register(map[string]any{"redirect_uris": []string{"https://phish.example/cb"}, "token_endpoint_auth_method": "none"}, nil)
+	if code != 201 {
+		t.Fatal(m)
+	}
+	_, challenge := oauthtest.PKCE()
+	b := oauthtest.NewBrowser()
+	_, err := b.Authorize(e.authURL(authz{client: m["client_id"].(string), redirectURI: "https://phish.example/cb", challenge: challenge, method: "S256", scope: "bogus", resources: []string{e.res("files")}}), "https://phish.example")
+	if pe, ok := err.(*oauthtest.PageError); !ok || pe.Status != 400 || !strings.Contains(pe.Text, "invalid_scope") {
+		t.Fatalf("want an error page, got %v", err)
+	}
+	// An operator-declared client's redirect URI is trusted.
+	back, err := b.Authorize(e.authURL(authz{client: "declared", redirectURI: "https://app.example/cb", challenge: challenge, method: "S256", scope: "bogus", resources: []string{e.res("files")}}), "https://app.example")
+	if err != nil || back.Query().Get("error") != "invalid_scope" {
+		t.Fatalf("declared client: %v %v", back, err)
+	}
+}
