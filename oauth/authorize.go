@@ -52,8 +52,9 @@ type pendingConsent struct {
 	Identity connector.Identity `json:"identity"`
 	GrantID  string             `json:"grant_id"`
 	// Upstream holds the IdP's tokens, already sealed for GrantID.
-	Upstream *store.Sealed `json:"upstream,omitempty"`
-	CSRF     string        `json:"csrf"`
+	Upstream   *store.Sealed `json:"upstream,omitempty"`
+	CSRF       string        `json:"csrf"`
+	ClientName string        `json:"client_name,omitempty"`
 }
 
 var codeChallengePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
@@ -346,6 +347,7 @@ func (s *Server) afterLogin(w http.ResponseWriter, r *http.Request, req authRequ
 		s.renderError(w, r, pageError{Title: "Unknown application", Message: "The application is no longer registered."})
 		return
 	}
+	pc.ClientName = client.Name
 	if s.skipConsent(client.ID) || s.consentCovers(r.Context(), id.Subject, client.ID, req) {
 		s.issueCode(w, r, pc)
 		return
@@ -480,7 +482,7 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, pc pendingCon
 	req := pc.Req
 	g := store.Grant{
 		ID: pc.GrantID, Subject: pc.Identity.Subject, Email: pc.Identity.Email, Name: pc.Identity.Name,
-		Groups: pc.Identity.Groups, Claims: pc.Identity.Claims, ClientID: req.ClientID, Kind: store.KindUser,
+		Groups: pc.Identity.Groups, Claims: pc.Identity.Claims, ClientID: req.ClientID, ClientName: pc.ClientName, Kind: store.KindUser,
 		Scopes: req.Scopes, Resources: req.Resources, Servers: req.Servers,
 		CreatedAt: now, ExpiresAt: now.Add(s.ocfg.RefreshTokenTTL.D()),
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/internal/revoke"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/oauth/connector"
 	"github.com/warden-mcp/warden/oauth/oauthtest"
@@ -433,4 +434,36 @@ func mustClientFromCode(t *testing.T, e *env, code string) string {
 		t.Fatal(err)
 	}
 	return h.ClientID
+}
+
+// TestRefreshAfterServerRevocation: revoking one server of a grant (the
+// admin "revoke server" operation) removes it from grant.Servers; refreshed
+// access handles no longer name its resource.
+func TestRefreshAfterServerRevocation(t *testing.T) {
+	e := newEnv(t, oauthtest.EnvOptions{})
+	client := e.publicClient()
+	code, verifier := e.code(oauthtest.NewBrowser(), client, e.res("files"), e.res("hr"))
+	resp, tok := e.token(url.Values{"grant_type": {"authorization_code"}, "client_id": {client}, "code": {code},
+		"code_verifier": {verifier}, "redirect_uri": {redirect}}, "", "")
+	if resp.StatusCode != 200 {
+		t.Fatal(tok)
+	}
+	_, g, _ := e.resolve(tok["access_token"].(string))
+	if g.ClientName != "Test MCP Client" {
+		t.Fatalf("grant client name %q", g.ClientName)
+	}
+	res, err := revoke.New(e.Store, e.Trail, e.Clock.Now).Revoke(context.Background(), "admin", revoke.Target{Server: "hr"}, "hr decommissioned")
+	if err != nil || len(res.Narrowed) != 1 {
+		t.Fatalf("narrow: %+v %v", res, err)
+	}
+	resp, tok = e.token(url.Values{"grant_type": {"refresh_token"}, "client_id": {client}, "refresh_token": {tok["refresh_token"].(string)}}, "", "")
+	if resp.StatusCode != 200 {
+		t.Fatal(tok)
+	}
+	h, _, _ := e.resolve(tok["access_token"].(string))
+	if strings.Join(h.Resources, ",") != e.res("files") {
+		t.Fatalf("refreshed handle still names a revoked server: %v", h.Resources)
+	}
+	resp, m := e.token(url.Values{"grant_type": {"refresh_token"}, "client_id": {client}, "refresh_token": {tok["refresh_token"].(string)}, "resource": {e.res("hr")}}, "", "")
+	wantOAuthError(t, resp, m, 400, "invalid_grant")
 }

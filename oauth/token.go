@@ -169,20 +169,23 @@ func (s *Server) exchangeCode(r *http.Request, c store.Client) (tokenResponse, e
 	if subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(code.CodeChallenge)) != 1 {
 		return reject("code_verifier does not match the code_challenge (PKCE)")
 	}
-	resources := code.Resources
-	if req := r.PostForm["resource"]; len(req) > 0 {
-		tgt, err := s.resolveResources(ctx, req)
-		if err != nil || !subset(tgt.Resources, code.Resources) {
-			return reject("resource was not part of the authorization request")
-		}
-		resources = tgt.Resources
-	}
 	g, err := s.st.GetGrant(ctx, code.GrantID)
 	if err != nil {
 		return tokenResponse{}, err
 	}
 	if g.Revoked() || g.Expired(s.now()) {
 		return tokenResponse{}, errInvalidGrant("the authorization was revoked")
+	}
+	resources := s.liveResources(g, code.Resources)
+	if req := r.PostForm["resource"]; len(req) > 0 {
+		tgt, err := s.resolveResources(ctx, req)
+		if err != nil || !subset(tgt.Resources, code.Resources) {
+			return reject("resource was not part of the authorization request")
+		}
+		resources = s.liveResources(g, tgt.Resources)
+	}
+	if len(resources) == 0 {
+		return tokenResponse{}, errInvalidGrant("access to the requested servers was revoked")
 	}
 	return s.issueTokens(ctx, g, c, resources, code.Scopes, code.Scopes, "token_issued", grantCode)
 }
@@ -229,13 +232,16 @@ func (s *Server) refresh(r *http.Request, c store.Client) (tokenResponse, error)
 		}
 		scopes = req
 	}
-	resources := g.Resources
+	resources := s.liveResources(g, g.Resources)
 	if req := r.PostForm["resource"]; len(req) > 0 {
 		tgt, err := s.resolveResources(ctx, req)
 		if err != nil || !subset(tgt.Resources, g.Resources) {
 			return tokenResponse{}, jsonError{Status: http.StatusBadRequest, Code: "invalid_target", Description: "resource was not part of the authorization"}
 		}
-		resources = tgt.Resources
+		resources = s.liveResources(g, tgt.Resources)
+	}
+	if len(resources) == 0 {
+		return tokenResponse{}, errInvalidGrant("access to every server of this authorization was revoked")
 	}
 	// Ask the IdP before spending the refresh token: a transient IdP
 	// failure must leave the client able to retry.
@@ -277,6 +283,21 @@ func (s *Server) refresh(r *http.Request, c store.Client) (tokenResponse, error)
 	return s.issueTokens(ctx, g, c, resources, scopes, h.Scopes, "token_refreshed", grantRefr)
 }
 
+// liveResources keeps the resources whose server the grant still covers:
+// revoking one server of a grant removes it from grant.Servers only.
+func (s *Server) liveResources(g store.Grant, resources []string) []string {
+	var out []string
+	for _, r := range resources {
+		for _, name := range g.Servers {
+			if r == s.cfg.ResourceURL(name) {
+				out = append(out, r)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // clientCredentials issues a token to a confidential client acting as
 // itself: a service or agent identity, recorded as non-human.
 func (s *Server) clientCredentials(r *http.Request, c store.Client) (tokenResponse, error) {
@@ -298,7 +319,7 @@ func (s *Server) clientCredentials(r *http.Request, c store.Client) (tokenRespon
 		name = c.ID
 	}
 	g := store.Grant{
-		ID: "g_" + randomID(16), Subject: "client:" + c.ID, Name: name, ClientID: c.ID, Kind: store.KindService,
+		ID: "g_" + randomID(16), Subject: "client:" + c.ID, Name: name, ClientID: c.ID, ClientName: c.Name, Kind: store.KindService,
 		Scopes: scopes, Resources: tgt.Resources, Servers: tgt.names(),
 		CreatedAt: now, ExpiresAt: now.Add(s.ocfg.AccessTokenTTL.D()),
 	}
