@@ -218,6 +218,7 @@ func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	id, tokens, err := s.redirectConn.Exchange(r.Context(), q.Get("code"), req.Nonce, req.Verifier)
 	if err != nil {
+		s.metrics.logins.WithLabelValues("failed").Inc()
 		s.log.Warn("callback: sign-in failed", "client_id", req.ClientID, "err", err)
 		s.auditLoginFailed(r, req, "", err.Error())
 		code, desc := "access_denied", "sign-in at the identity provider failed"

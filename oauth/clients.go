@@ -386,7 +386,7 @@ func (s *Server) deleteClient(ctx context.Context, c store.Client, actor string)
 		return err
 	}
 	for _, g := range grants {
-		if err := s.revokeGrant(ctx, g.ID, actor, "client deleted"); err != nil {
+		if err := s.revokeGrant(ctx, g.ID, actor, reasonClientDeleted); err != nil {
 			return err
 		}
 	}

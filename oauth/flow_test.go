@@ -34,8 +34,11 @@ func TestMetadataDocuments(t *testing.T) {
 		if got := m["code_challenge_methods_supported"].([]any); len(got) != 1 || got[0] != "S256" {
 			t.Fatalf("code_challenge_methods_supported = %v", got)
 		}
-		scopes := strings.Fields(strings.Trim(strings.ReplaceAll(jsonString(m["scopes_supported"]), ",", " "), "[]"))
-		for _, want := range []string{`"files:read"`, `"hr:read"`, `"hr:write"`, `"offline_access"`} {
+		var scopes []string
+		for _, sc := range m["scopes_supported"].([]any) {
+			scopes = append(scopes, sc.(string))
+		}
+		for _, want := range []string{"files:read", "hr:read", "hr:write", "offline_access"} {
 			if !contains(scopes, want) {
 				t.Fatalf("scopes_supported %v lacks %s", scopes, want)
 			}

@@ -45,17 +45,27 @@ func (s *Server) revokeGrant(ctx context.Context, grantID, actor, reason string)
 		Kind: g.Kind, GrantID: g.ID, Reason: reason})
 }
 
+// Reasons the authorization server revokes grants for by itself.
+const (
+	reasonCodeReplay         = "authorization code used twice"
+	reasonRefreshReplay      = "rotated refresh token used again"
+	reasonRefreshOtherClient = "refresh token presented by another client"
+	reasonIdPRefused         = "identity provider refused refresh"
+	reasonByClient           = "revoked by the client"
+	reasonClientDeleted      = "client deleted"
+)
+
 func revocationLabel(reason string) string {
-	switch {
-	case reason == "authorization code used twice":
+	switch reason {
+	case reasonCodeReplay:
 		return "code_replay"
-	case reason == "rotated refresh token used again" || reason == "refresh token presented by another client":
+	case reasonRefreshReplay, reasonRefreshOtherClient:
 		return "refresh_replay"
-	case reason == "identity provider refused refresh":
+	case reasonIdPRefused:
 		return "idp_refused"
-	case reason == "revoked by the client":
+	case reasonByClient:
 		return "client"
-	case reason == "client deleted":
+	case reasonClientDeleted:
 		return "client_deleted"
 	default:
 		return "other"
@@ -130,7 +140,7 @@ func (s *Server) refreshUpstream(ctx context.Context, g store.Grant, horizon tim
 	next, err := s.redirectConn.Refresh(ctx, t)
 	if errors.Is(err, connector.ErrRefused) {
 		_ = s.audit.RecordSync(ctx, store.AuditEvent{Type: "idp_refresh_refused", Subject: g.Subject, ClientID: g.ClientID, Kind: g.Kind, GrantID: g.ID, Reason: err.Error()})
-		if rerr := s.revokeGrant(ctx, g.ID, "system", "identity provider refused refresh"); rerr != nil {
+		if rerr := s.revokeGrant(ctx, g.ID, "system", reasonIdPRefused); rerr != nil {
 			return g, rerr
 		}
 		return g, err

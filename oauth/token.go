@@ -140,7 +140,7 @@ func (s *Server) exchangeCode(r *http.Request, c store.Client) (tokenResponse, e
 	})
 	switch {
 	case errors.Is(err, errReplay):
-		s.revokeAfterReplay(ctx, code, "code_replay", "authorization code used twice")
+		s.revokeAfterReplay(ctx, code, "code_replay", reasonCodeReplay)
 		return tokenResponse{}, errInvalidGrant("the authorization code was already used; everything issued from it is revoked")
 	case errors.Is(err, store.ErrNotFound):
 		return tokenResponse{}, errInvalidGrant("the authorization code is invalid or expired")
@@ -211,11 +211,11 @@ func (s *Server) refresh(r *http.Request, c store.Client) (tokenResponse, error)
 		return tokenResponse{}, errInvalidGrant("the refresh token is invalid or expired")
 	}
 	if !h.UsedAt.IsZero() {
-		s.revokeAfterReplay(ctx, h, "refresh_replay", "rotated refresh token used again")
+		s.revokeAfterReplay(ctx, h, "refresh_replay", reasonRefreshReplay)
 		return tokenResponse{}, errInvalidGrant("the refresh token was already used; the authorization is revoked")
 	}
 	if h.ClientID != c.ID {
-		s.revokeAfterReplay(ctx, h, "refresh_replay", "refresh token presented by another client")
+		s.revokeAfterReplay(ctx, h, "refresh_replay", reasonRefreshOtherClient)
 		return tokenResponse{}, errInvalidGrant("the refresh token was issued to another client")
 	}
 	g, err := s.st.GetGrant(ctx, h.GrantID)
@@ -260,7 +260,7 @@ func (s *Server) refresh(r *http.Request, c store.Client) (tokenResponse, error)
 		return cur, nil
 	})
 	if errors.Is(err, errReplay) {
-		s.revokeAfterReplay(ctx, h, "refresh_replay", "rotated refresh token used again")
+		s.revokeAfterReplay(ctx, h, "refresh_replay", reasonRefreshReplay)
 		return tokenResponse{}, errInvalidGrant("the refresh token was already used; the authorization is revoked")
 	}
 	if err != nil {
@@ -404,7 +404,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		default:
 			err = s.audit.RecordSync(ctx, store.AuditEvent{Type: "token_revoked", Actor: "client:" + c.ID, ClientID: c.ID, GrantID: h.GrantID, Details: map[string]any{"token_type": string(h.Kind)}})
 			if err == nil {
-				err = s.revokeGrant(ctx, h.GrantID, "client:"+c.ID, "revoked by the client")
+				err = s.revokeGrant(ctx, h.GrantID, "client:"+c.ID, reasonByClient)
 			}
 		}
 	}
