@@ -34,6 +34,7 @@ import (
 	"github.com/warden-mcp/warden/internal/revoke"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
 	"github.com/warden-mcp/warden/xds"
 )
@@ -202,8 +203,20 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 		},
 	})
 
+	authServer, err := oauth.New(oauth.Options{
+		Config: cfg, Store: st, Signer: signer, Keyring: ring, Auditor: trail,
+		Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if b := authServer.StaticBootstrap(); b.Password != "" {
+		// The one-time password goes to the terminal, never to the log.
+		fmt.Fprint(stderr, b.Banner())
+	}
 	httpMux := http.NewServeMux()
-	httpMux.Handle("GET /oauth/jwks", signer)
+	httpMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	httpMux.Handle("/", authServer.Handler())
 
 	authzLis, err := net.Listen("tcp", cfg.Listen.Authz)
 	if err != nil {
