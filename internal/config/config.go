@@ -182,7 +182,9 @@ func (c *Config) resolvePaths() {
 // Validate reports every problem, joined.
 func (c Config) Validate() error {
 	var errs []error
-	bad := func(field, f string, a ...any) { errs = append(errs, fmt.Errorf("%s: "+f, append([]any{field}, a...)...)) }
+	bad := func(field, f string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+f, append([]any{field}, a...)...))
+	}
 	if c.DataDir == "" {
 		bad("data_dir", "must be set")
 	}

@@ -1,28 +1,119 @@
 package config
 
-import "fmt"
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
 
-// XDS configures the Envoy resources Warden publishes.
+// XDS configures the Envoy resources Warden publishes over ADS.
 type XDS struct {
-	// NodeIDs limits which Envoy node ids get a snapshot; empty serves any.
+	// NodeIDs limits which Envoy node ids get a snapshot; empty serves any
+	// node that connects. A node not in a non-empty list is refused.
 	NodeIDs []string `json:"node_ids,omitempty"`
-	// ListenerPort is the port of the Envoy listener carrying MCP traffic.
-	ListenerPort int `json:"listener_port"`
-	// MaxRequestBytes is ext_authz with_request_body.max_request_bytes.
+	// ListenerAddress and ListenerPort are where Envoy's MCP listener binds.
+	ListenerAddress string `json:"listener_address"`
+	ListenerPort    int    `json:"listener_port"`
+	// MaxRequestBytes is ext_authz with_request_body.max_request_bytes: the
+	// largest MCP request body Envoy buffers for Check (413 beyond it). Keep
+	// it equal to authz.max_body_bytes.
 	MaxRequestBytes int `json:"max_request_bytes"`
+	// AuthzTimeout is the ext_authz gRPC call timeout in Envoy. Past it Envoy
+	// answers 503 (status_on_error). It should exceed authz.timeout so that
+	// Warden's own deadline answers first with a proper body.
+	AuthzTimeout Duration `json:"authz_timeout"`
+	// WardenAuthzAddress and WardenHTTPAddress are host:port where Envoy
+	// reaches Warden's ext_authz gRPC listener and HTTP (OAuth) listener;
+	// they become the clusters warden_authz and warden_http.
+	WardenAuthzAddress string `json:"warden_authz_address"`
+	WardenHTTPAddress  string `json:"warden_http_address"`
+	// StreamIdleTimeout closes downstream streams with no activity (HTTP
+	// connection manager); MCP routes override it with RouteIdleTimeout.
+	StreamIdleTimeout Duration `json:"stream_idle_timeout"`
+	// RouteIdleTimeout is the idle timeout of MCP routes (long-lived SSE
+	// streams) unless a server sets its own idle_timeout.
+	RouteIdleTimeout Duration `json:"route_idle_timeout"`
+	// ConnectTimeout is the upstream connect timeout unless a server sets
+	// its own connect_timeout.
+	ConnectTimeout Duration `json:"connect_timeout"`
+	// UpstreamCAFile is the CA bundle, as a path inside the Envoy container,
+	// that https upstreams are verified against.
+	UpstreamCAFile string `json:"upstream_ca_file"`
 }
 
 func defaultXDS() XDS {
-	return XDS{ListenerPort: 10000, MaxRequestBytes: 1 << 20}
+	return XDS{
+		ListenerAddress:    "0.0.0.0",
+		ListenerPort:       10000,
+		MaxRequestBytes:    1 << 20,
+		AuthzTimeout:       Duration(3 * time.Second),
+		WardenAuthzAddress: "127.0.0.1:9191",
+		WardenHTTPAddress:  "127.0.0.1:8080",
+		StreamIdleTimeout:  Duration(5 * time.Minute),
+		RouteIdleTimeout:   Duration(time.Hour),
+		ConnectTimeout:     Duration(5 * time.Second),
+		UpstreamCAFile:     "/etc/ssl/certs/ca-certificates.crt",
+	}
 }
 
 func (x XDS) validate() []error {
 	var errs []error
+	bad := func(field, f string, a ...any) {
+		errs = append(errs, fmt.Errorf("xds.%s: "+f, append([]any{field}, a...)...))
+	}
 	if x.ListenerPort <= 0 || x.ListenerPort > 65535 {
-		errs = append(errs, fmt.Errorf("xds.listener_port: must be 1-65535, got %d", x.ListenerPort))
+		bad("listener_port", "must be 1-65535, got %d", x.ListenerPort)
+	}
+	if net.ParseIP(x.ListenerAddress) == nil {
+		bad("listener_address", "must be an IP address, got %q", x.ListenerAddress)
 	}
 	if x.MaxRequestBytes <= 0 {
-		errs = append(errs, fmt.Errorf("xds.max_request_bytes: must be positive"))
+		bad("max_request_bytes", "must be positive")
+	}
+	// Slices, not maps, so errors come out in a stable order.
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{
+		{"authz_timeout", x.AuthzTimeout}, {"stream_idle_timeout", x.StreamIdleTimeout},
+		{"route_idle_timeout", x.RouteIdleTimeout}, {"connect_timeout", x.ConnectTimeout},
+	} {
+		if d.v <= 0 {
+			bad(d.field, "must be positive")
+		}
+	}
+	for _, a := range []struct{ field, addr string }{
+		{"warden_authz_address", x.WardenAuthzAddress}, {"warden_http_address", x.WardenHTTPAddress},
+	} {
+		if err := checkHostPort(a.addr); err != nil {
+			bad(a.field, "%v", err)
+		}
+	}
+	if x.UpstreamCAFile == "" {
+		bad("upstream_ca_file", "must be set")
+	}
+	seen := map[string]bool{}
+	for i, id := range x.NodeIDs {
+		if id == "" || seen[id] {
+			bad(fmt.Sprintf("node_ids[%d]", i), "must be non-empty and unique, got %q", id)
+		}
+		seen[id] = true
 	}
 	return errs
+}
+
+// checkHostPort accepts host:port with a non-empty host and a port 1-65535.
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("invalid address %q: %v", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("address %q: host must be set (Envoy dials it)", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		return fmt.Errorf("address %q: port must be 1-65535", addr)
+	}
+	return nil
 }

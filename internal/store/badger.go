@@ -585,3 +585,7 @@ func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a
 func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
 func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a...) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a...) }
+
+// AuditKey is the Badger key of audit event seq. Exported for tests that
+// tamper with the trail on disk to prove verification catches it.
+func AuditKey(seq uint64) []byte { return auditKey(seq) }

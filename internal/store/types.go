@@ -10,16 +10,16 @@ type Client struct {
 	// SecretHash is the SHA-256 of the client secret; empty for public
 	// clients. Secrets are generated with 256 bits of entropy, so a fast hash
 	// is enough and comparisons are constant-time.
-	SecretHash              []byte    `json:"secret_hash,omitempty"`
-	RedirectURIs            []string  `json:"redirect_uris,omitempty"`
-	GrantTypes              []string  `json:"grant_types,omitempty"`
-	ResponseTypes           []string  `json:"response_types,omitempty"`
-	TokenEndpointAuthMethod string    `json:"token_endpoint_auth_method,omitempty"`
-	Scope                   string    `json:"scope,omitempty"`
-	ClientURI               string    `json:"client_uri,omitempty"`
-	LogoURI                 string    `json:"logo_uri,omitempty"`
-	Kind                    Kind      `json:"kind,omitempty"`
-	Source                  string    `json:"source,omitempty"` // dcr, cimd, config, admin
+	SecretHash              []byte   `json:"secret_hash,omitempty"`
+	RedirectURIs            []string `json:"redirect_uris,omitempty"`
+	GrantTypes              []string `json:"grant_types,omitempty"`
+	ResponseTypes           []string `json:"response_types,omitempty"`
+	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method,omitempty"`
+	Scope                   string   `json:"scope,omitempty"`
+	ClientURI               string   `json:"client_uri,omitempty"`
+	LogoURI                 string   `json:"logo_uri,omitempty"`
+	Kind                    Kind     `json:"kind,omitempty"`
+	Source                  string   `json:"source,omitempty"` // dcr, cimd, config, admin
 	// RegistrationTokenHash is the SHA-256 of the RFC 7592 registration
 	// access token handed to the registering party.
 	RegistrationTokenHash []byte    `json:"registration_token_hash,omitempty"`
@@ -47,8 +47,11 @@ type Grant struct {
 	Groups   []string       `json:"groups,omitempty"`
 	Claims   map[string]any `json:"claims,omitempty"`
 	ClientID string         `json:"client_id"`
-	Kind     Kind           `json:"kind"`
-	Scopes   []string       `json:"scopes,omitempty"`
+	// ClientName snapshots the client's display name for policy and audit,
+	// so the hot path needs no client lookup.
+	ClientName string   `json:"client_name,omitempty"`
+	Kind       Kind     `json:"kind"`
+	Scopes     []string `json:"scopes,omitempty"`
 	// Resources are the canonical resource URLs (RFC 8707) the grant is
 	// bound to and Servers the registered server names they resolve to.
 	Resources []string `json:"resources,omitempty"`

@@ -1,0 +1,57 @@
+# Warden. `make help` lists the targets.
+GO        ?= go
+BIN       := bin/warden
+PKGS      := ./...
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/warden
+	$(GO) build -o $(BIN) ./cmd/warden
+
+.PHONY: run
+run: build ## Start Warden on embedded defaults (data in ./data)
+	./$(BIN) serve
+
+.PHONY: deps
+deps: ## Install test dependencies (Go modules, npm packages under test/)
+	$(GO) mod download
+	cd test && npm ci --no-audit --no-fund
+
+.PHONY: test
+test: deps ## Run every test with the race detector (unit, integration, end to end)
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+.PHONY: e2e
+e2e: deps build ## Run the end-to-end tests only
+	$(GO) test -count=1 -timeout 15m ./test/...
+
+.PHONY: lint
+lint: ## gofmt, go vet, staticcheck, go mod tidy check
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
+	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum
+
+.PHONY: bench
+bench: build ## Benchmarks: in-process Check, then the gRPC load generator at 1/4/16 callers
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./authz ./policy ./internal/mcp
+	$(GO) run ./test/loadgen -warden $(BIN)
+
+.PHONY: fuzz
+fuzz: ## Fuzz the JSON-RPC classifier and Check input handling (60s each)
+	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 60s ./internal/mcp
+	$(GO) test -run '^$$' -fuzz FuzzCheck -fuzztime 60s ./authz
+
+.PHONY: testdata
+testdata: ## Regenerate golden files
+	$(GO) test ./xds/... -update
+
+.PHONY: clean
+clean: ## Remove build output (keeps ./data)
+	rm -rf bin

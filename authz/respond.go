@@ -1,0 +1,221 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+
+	"github.com/warden-mcp/warden/internal/mcp"
+	"github.com/warden-mcp/warden/internal/store"
+)
+
+// CodePolicyDenied is the JSON-RPC error code of a policy denial: in the
+// implementation-defined server error range of JSON-RPC 2.0.
+const CodePolicyDenied = -32003
+
+func (s *Service) unauthorized(c *check, reason string, presented bool) outcome {
+	// RFC 6750 section 3 and RFC 9728 section 5.1: the challenge names the
+	// metadata document so the client can discover the authorization server.
+	var b strings.Builder
+	b.WriteString(`Bearer resource_metadata="`)
+	b.WriteString(s.o.ResourceMetadataURL(c.server))
+	b.WriteString(`"`)
+	if len(c.srv.Scopes) > 0 {
+		b.WriteString(`, scope="` + strings.Join(c.srv.Scopes, " ") + `"`)
+	}
+	desc := "authentication required"
+	if presented {
+		// RFC 6750 section 3.1: invalid_token only when a token was sent.
+		b.WriteString(`, error="invalid_token", error_description="` + reason + `"`)
+		desc = reason
+	}
+	return outcome{
+		status:  401,
+		reason:  reason,
+		headers: []header{{"www-authenticate", b.String()}, {"content-type", "application/json"}, {"cache-control", "no-store"}},
+		body:    oauthError("invalid_token", desc),
+	}
+}
+
+func (s *Service) forbiddenScope(c *check, required []string) outcome {
+	scope := strings.Join(required, " ")
+	return outcome{
+		status: 403,
+		reason: "insufficient scope: requires " + scope,
+		headers: []header{
+			{"www-authenticate", `Bearer error="insufficient_scope", scope="` + scope + `", resource_metadata="` + s.o.ResourceMetadataURL(c.server) + `"`},
+			{"content-type", "application/json"},
+		},
+		body: oauthError("insufficient_scope", "this server requires scope "+scope),
+	}
+}
+
+func (s *Service) failed(c *check, class string, err error) outcome {
+	s.o.Metrics.failure(class)
+	s.o.Logger.Error("authz: failing closed", "class", class, "err", err, "request_id", c.requestID, "server", c.server)
+	return internalError("authorization temporarily unavailable")
+}
+
+func internalError(msg string) outcome {
+	return outcome{status: 503, reason: msg, failure: "internal", body: jsonError(nil, -32603, msg)}
+}
+
+func badRequest(msg string) outcome {
+	return outcome{status: 400, reason: msg, body: jsonError(nil, mcp.CodeInvalidRequest, msg)}
+}
+
+// policyDenied answers a denied message with a JSON-RPC error carrying its
+// id and the policy's reason, so the client and its model see why. A denied
+// batch answers every request of the batch (the others were not executed).
+func policyDenied(r *mcp.Request, i int, reason string) outcome {
+	if reason == "" {
+		reason = "denied by policy"
+	}
+	o := outcome{status: 403, reason: reason}
+	if !r.Batch {
+		o.body = jsonError(r.Messages[i].ID, CodePolicyDenied, reason)
+		return o
+	}
+	var parts []string
+	for j, m := range r.Messages {
+		if m.Kind != mcp.KindRequest {
+			continue
+		}
+		msg := reason
+		if j != i {
+			msg = "batch refused: another message in it was denied (" + reason + ")"
+		}
+		parts = append(parts, jsonError(m.ID, CodePolicyDenied, msg))
+	}
+	if len(parts) == 0 {
+		o.body = jsonError(nil, CodePolicyDenied, reason)
+	} else {
+		o.body = "[" + strings.Join(parts, ",") + "]"
+	}
+	return o
+}
+
+type rpcError struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Error   struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func jsonError(id json.RawMessage, code int, msg string) string {
+	e := rpcError{JSONRPC: "2.0", ID: id}
+	if len(id) == 0 {
+		e.ID = json.RawMessage("null")
+	}
+	e.Error.Code, e.Error.Message = code, msg
+	b, _ := json.Marshal(e)
+	return string(b)
+}
+
+func oauthError(code, desc string) string {
+	b, _ := json.Marshal(map[string]string{"error": code, "error_description": desc})
+	return string(b)
+}
+
+func hvo(h header) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: h.key, Value: h.value},
+		// The zero value appends a second header instead of replacing the
+		// client's: the token swap must overwrite (ENVOY-EXTAUTHZ.md).
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// finish records the decision and turns the outcome into Envoy's answer. An
+// allow that cannot be audited becomes a 503 deny.
+func (s *Service) finish(ctx context.Context, c *check, o outcome) *authv3.CheckResponse {
+	ev := s.event(c, o)
+	if err := s.o.Audit.Record(ctx, ev); err != nil {
+		s.o.Metrics.failure("audit")
+		s.o.Logger.Error("authz: audit unavailable, failing closed", "err", err, "request_id", c.requestID)
+		if o.allow {
+			o = internalError("audit trail unavailable")
+		}
+	}
+	s.o.Metrics.observe(o, s.o.Now().Sub(c.start))
+	if o.allow {
+		ok := &authv3.OkHttpResponse{HeadersToRemove: o.remove}
+		for _, h := range o.headers {
+			ok.Headers = append(ok.Headers, hvo(h))
+		}
+		return &authv3.CheckResponse{
+			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		}
+	}
+	denied := &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode(o.status)}, Body: o.body}
+	hasCT := false
+	for _, h := range o.headers {
+		hasCT = hasCT || h.key == "content-type"
+		denied.Headers = append(denied.Headers, hvo(h))
+	}
+	if !hasCT && o.body != "" {
+		denied.Headers = append(denied.Headers, hvo(header{"content-type", "application/json"}))
+	}
+	code := codes.PermissionDenied
+	switch {
+	case o.status == 401:
+		code = codes.Unauthenticated
+	case o.status >= 500:
+		code = codes.Unavailable
+	}
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(code), Message: o.reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
+	}
+}
+
+func (s *Service) event(c *check, o outcome) store.AuditEvent {
+	ev := store.AuditEvent{
+		Time:      c.start,
+		Type:      "decision",
+		RequestID: c.requestID,
+		Subject:   c.grant.Subject,
+		ClientID:  c.grant.ClientID,
+		Kind:      c.grant.Kind,
+		GrantID:   c.grant.ID,
+		Server:    c.server,
+		Decision:  "deny",
+		Status:    o.status,
+		Reason:    o.reason,
+		PolicyRev: c.policyRev,
+		LatencyUS: s.o.Now().Sub(c.start).Microseconds(),
+	}
+	if o.allow {
+		ev.Decision = "allow"
+	}
+	if c.req != nil && len(c.req.Messages) > 0 {
+		m := c.req.Messages[c.decisive]
+		ev.Method, ev.Tool = m.Method, m.Tool
+		switch {
+		case m.Kind == mcp.KindStream:
+			ev.Method = "GET (stream)"
+		case m.Kind == mcp.KindSessionEnd:
+			ev.Method = "DELETE (session end)"
+		case m.Resource != "":
+			ev.Details = map[string]any{"resource": m.Resource}
+		case m.Prompt != "":
+			ev.Details = map[string]any{"prompt": m.Prompt}
+		}
+		if c.req.Batch {
+			if ev.Details == nil {
+				ev.Details = map[string]any{}
+			}
+			ev.Details["batch_size"] = len(c.req.Messages)
+		}
+	}
+	return ev
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warden-mcp/warden/internal/store"
+)
+
+func qe(s string) string { return url.QueryEscape(s) }
+
+func newAuditCmd(af *adminFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Read and verify the audit trail"}
+	var n int
+	var follow bool
+	var asJSON bool
+	tail := &cobra.Command{
+		Use:   "tail [-n 50] [-f]",
+		Short: "Show the newest audit events",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var evs []store.AuditEvent
+			if _, err := c.do(cmd.Context(), "GET", "/api/v1/audit?limit="+strconv.Itoa(n), nil, &evs); err != nil {
+				return err
+			}
+			next := uint64(0)
+			printEvents := func(evs []store.AuditEvent) {
+				for _, e := range evs {
+					if asJSON {
+						raw, _ := json.Marshal(e)
+						fmt.Fprintln(cmd.OutOrStdout(), string(raw))
+					} else {
+						fmt.Fprintln(cmd.OutOrStdout(), formatEvent(e))
+					}
+					next = e.Seq + 1
+				}
+			}
+			printEvents(evs)
+			for follow {
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+				evs = nil
+				_, err := c.do(ctx, "GET", "/api/v1/audit?limit=1000&from="+strconv.FormatUint(next, 10), nil, &evs)
+				cancel()
+				if err != nil {
+					return err
+				}
+				printEvents(evs)
+			}
+			return nil
+		},
+	}
+	tail.Flags().IntVarP(&n, "lines", "n", 50, "how many events")
+	tail.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
+	tail.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines")
+
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Walk the hash chain and report the first broken link",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := af.client()
+			if err != nil {
+				return err
+			}
+			var rep struct {
+				Events uint64 `json:"events"`
+				First  uint64 `json:"first_seq"`
+				Last   uint64 `json:"last_seq"`
+				Broken uint64 `json:"broken_seq"`
+				Reason string `json:"reason"`
+			}
+			_, err = c.do(cmd.Context(), "GET", "/api/v1/audit/verify", nil, &rep)
+			if isStatus(err, 409) {
+				_ = json.Unmarshal(err.(*apiErr).body, &rep)
+				return fmt.Errorf("audit chain BROKEN at event %d: %s (%d events checked, %d..%d)", rep.Broken, rep.Reason, rep.Events, rep.First, rep.Last)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "audit chain intact: %d events (seq %d..%d)\n", rep.Events, rep.First, rep.Last)
+			return nil
+		},
+	}
+	cmd.AddCommand(tail, verify)
+	return cmd
+}
+
+func formatEvent(e store.AuditEvent) string {
+	s := fmt.Sprintf("%6d %s %-14s", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Type)
+	add := func(k, v string) {
+		if v != "" {
+			s += " " + k + "=" + strconv.Quote(v)
+		}
+	}
+	add("decision", e.Decision)
+	if e.Status != 0 {
+		s += " status=" + strconv.Itoa(e.Status)
+	}
+	add("actor", e.Actor)
+	add("subject", e.Subject)
+	add("client", e.ClientID)
+	add("server", e.Server)
+	add("method", e.Method)
+	add("tool", e.Tool)
+	add("grant", e.GrantID)
+	add("reason", e.Reason)
+	return s
+}

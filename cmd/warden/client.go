@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// adminFlags locate and authenticate to a running Warden's admin API.
+type adminFlags struct {
+	addr    string
+	token   string
+	dataDir string
+}
+
+func (f *adminFlags) register(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&f.addr, "admin-addr", envOr("WARDEN_ADMIN_ADDR", "http://127.0.0.1:9090"), "admin API address (env WARDEN_ADMIN_ADDR)")
+	cmd.PersistentFlags().StringVar(&f.token, "admin-token", "", "admin token (env WARDEN_ADMIN_TOKEN; default: read from <data-dir>/admin-token)")
+	cmd.PersistentFlags().StringVar(&f.dataDir, "data-dir", envOr("WARDEN_DATA_DIR", "./data"), "data directory of the server, to find the admin token")
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func (f *adminFlags) client() (*adminClient, error) {
+	tok := f.token
+	if tok == "" {
+		tok = os.Getenv("WARDEN_ADMIN_TOKEN")
+	}
+	if tok == "" {
+		raw, err := os.ReadFile(filepath.Join(f.dataDir, "admin-token"))
+		if err != nil {
+			return nil, fmt.Errorf("no admin token: pass --admin-token, set WARDEN_ADMIN_TOKEN, or run beside the server (%v)", err)
+		}
+		tok = strings.TrimSpace(string(raw))
+	}
+	addr := f.addr
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	actor := os.Getenv("WARDEN_ACTOR")
+	if actor == "" {
+		if u, err := user.Current(); err == nil {
+			actor = u.Username
+		}
+	}
+	return &adminClient{base: strings.TrimRight(addr, "/"), token: tok, actor: actor, http: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+type adminClient struct {
+	base, token, actor string
+	http               *http.Client
+}
+
+// do sends a JSON request and decodes a JSON answer into out (if non-nil).
+// Non-2xx answers become errors carrying the server's message.
+func (c *adminClient) do(ctx context.Context, method, path string, in, out any) (int, error) {
+	var body io.Reader
+	if in != nil {
+		raw, err := json.Marshal(in)
+		if err != nil {
+			return 0, err
+		}
+		body = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	if c.actor != "" {
+		req.Header.Set("X-Warden-Actor", c.actor)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("admin API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			return resp.StatusCode, &apiErr{status: resp.StatusCode, msg: e.Error, body: raw}
+		}
+		return resp.StatusCode, &apiErr{status: resp.StatusCode, msg: strings.TrimSpace(string(raw)), body: raw}
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("decode answer: %w", err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+type apiErr struct {
+	status int
+	msg    string
+	body   []byte
+}
+
+func (e *apiErr) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.msg, e.status) }
+
+func isStatus(err error, status int) bool {
+	var ae *apiErr
+	return errors.As(err, &ae) && ae.status == status
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

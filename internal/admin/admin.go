@@ -1,0 +1,462 @@
+// Package admin is Warden's admin HTTP API: server registry, service
+// tokens, grants, revocation and the audit trail, for the CLI and for
+// automation. It also serves /metrics, /healthz and /readyz.
+//
+// Every /api/ call needs the admin token (Authorization: Bearer). The token
+// is shared, so callers may name themselves in X-Warden-Actor; the audit
+// trail records that name as claimed ("admin:<name>").
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/warden-mcp/warden/internal/audit"
+	"github.com/warden-mcp/warden/internal/handle"
+	"github.com/warden-mcp/warden/internal/registry"
+	"github.com/warden-mcp/warden/internal/revoke"
+	"github.com/warden-mcp/warden/internal/store"
+)
+
+// Store is the part of the store the admin API reads and writes directly.
+type Store interface {
+	audit.Store
+	ListGrants(ctx context.Context, f store.GrantFilter) ([]store.Grant, error)
+	CreateGrant(ctx context.Context, g store.Grant) error
+	CreateHandle(ctx context.Context, h store.Handle) error
+}
+
+// Auditor records admin actions durably.
+type Auditor interface {
+	RecordSync(ctx context.Context, ev store.AuditEvent) error
+}
+
+// Check is one readiness check: nil when ready, otherwise why not.
+type Check func() error
+
+// Options configure the admin API.
+type Options struct {
+	// TokenSum is the SHA-256 of the admin token.
+	TokenSum []byte
+	Store    Store
+	Registry *registry.Registry
+	Revoker  *revoke.Revoker
+	Audit    Auditor
+	// ResourceURL maps a server name to its resource URL, bound into the
+	// service tokens minted here.
+	ResourceURL func(server string) string
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	// Ready holds named readiness checks for /readyz.
+	Ready  map[string]Check
+	Logger *slog.Logger
+	Now    func() time.Time
+	// MaxTokenTTL bounds service tokens minted through the API.
+	MaxTokenTTL time.Duration
+}
+
+// Server is the admin API.
+type Server struct {
+	o   Options
+	mux *http.ServeMux
+}
+
+// New builds the admin API.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxTokenTTL <= 0 {
+		o.MaxTokenTTL = 90 * 24 * time.Hour
+	}
+	s := &Server{o: o, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	if o.Gatherer != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	}
+	s.api("GET /api/v1/servers", s.listServers)
+	s.api("POST /api/v1/servers", s.addServer)
+	s.api("GET /api/v1/servers/{name}", s.getServer)
+	s.api("PUT /api/v1/servers/{name}", s.updateServer)
+	s.api("DELETE /api/v1/servers/{name}", s.removeServer)
+	s.api("POST /api/v1/tokens", s.createToken)
+	s.api("GET /api/v1/grants", s.listGrants)
+	s.api("POST /api/v1/revoke", s.revoke)
+	s.api("GET /api/v1/audit", s.listAudit)
+	s.api("GET /api/v1/audit/verify", s.verifyAudit)
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+type apiFunc func(w http.ResponseWriter, r *http.Request, actor string) error
+
+// apiError carries an HTTP status to the client.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func errStatus(status int, f string, a ...any) error {
+	return &apiError{status: status, msg: fmt.Sprintf(f, a...)}
+}
+
+// maxBody bounds admin request bodies.
+const maxBody = 1 << 20
+
+func (s *Server) api(pattern string, fn apiFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !handle.Equal(strings.TrimSpace(tok), s.o.TokenSum) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="warden-admin"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required"})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		actor := "admin"
+		if name := strings.TrimSpace(r.Header.Get("X-Warden-Actor")); name != "" {
+			actor = "admin:" + name
+		}
+		err := fn(w, r, actor)
+		if err == nil {
+			return
+		}
+		status := http.StatusInternalServerError
+		var ae *apiError
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &ae):
+			status = ae.status
+		case errors.As(err, &mbe):
+			status = http.StatusRequestEntityTooLarge
+		case errors.Is(err, registry.ErrInvalid), errors.Is(err, revoke.ErrInvalidTarget):
+			status = http.StatusBadRequest
+		case errors.Is(err, store.ErrNotFound):
+			status = http.StatusNotFound
+		case errors.Is(err, store.ErrAlreadyExists):
+			status = http.StatusConflict
+		}
+		if status >= 500 {
+			s.o.Logger.Error("admin api error", "path", r.URL.Path, "err", err)
+		}
+		writeJSON(w, status, map[string]string{"error": err.Error()})
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return errStatus(http.StatusBadRequest, "invalid JSON body: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	names := make([]string, 0, len(s.o.Ready))
+	for n := range s.o.Ready {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	status := http.StatusOK
+	detail := map[string]string{}
+	for _, n := range names {
+		if err := s.o.Ready[n](); err != nil {
+			detail[n] = err.Error()
+			status = http.StatusServiceUnavailable
+		} else {
+			detail[n] = "ok"
+		}
+	}
+	writeJSON(w, status, map[string]any{"ready": status == http.StatusOK, "checks": detail})
+}
+
+// ---- servers ----
+
+// serverView is a server as the API shows it: the sealed secret is never
+// returned, only whether one is set.
+type serverView struct {
+	store.Server
+	StaticSecret *store.Sealed `json:"static_secret,omitempty"`
+	HasSecret    bool          `json:"has_static_secret,omitempty"`
+	Resource     string        `json:"resource"`
+}
+
+func (s *Server) view(sv store.Server) serverView {
+	v := serverView{Server: sv, HasSecret: sv.StaticSecret != nil, Resource: s.o.ResourceURL(sv.Name)}
+	v.Server.StaticSecret = nil
+	return v
+}
+
+func (s *Server) listServers(w http.ResponseWriter, r *http.Request, _ string) error {
+	list, err := s.o.Registry.List(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]serverView, 0, len(list))
+	for _, sv := range list {
+		out = append(out, s.view(sv))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getServer(w http.ResponseWriter, r *http.Request, _ string) error {
+	sv, err := s.o.Registry.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.view(sv))
+	return nil
+}
+
+func (s *Server) addServer(w http.ResponseWriter, r *http.Request, actor string) error {
+	var spec registry.Spec
+	if err := decode(r, &spec); err != nil {
+		return err
+	}
+	sv, err := s.o.Registry.Add(r.Context(), actor, spec)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, s.view(sv))
+	return nil
+}
+
+func (s *Server) updateServer(w http.ResponseWriter, r *http.Request, actor string) error {
+	var spec registry.Spec
+	if err := decode(r, &spec); err != nil {
+		return err
+	}
+	if spec.Name == "" {
+		spec.Name = r.PathValue("name")
+	}
+	if spec.Name != r.PathValue("name") {
+		return errStatus(http.StatusBadRequest, "name in body (%q) differs from the URL (%q); servers cannot be renamed", spec.Name, r.PathValue("name"))
+	}
+	sv, err := s.o.Registry.Update(r.Context(), actor, spec)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.view(sv))
+	return nil
+}
+
+func (s *Server) removeServer(w http.ResponseWriter, r *http.Request, actor string) error {
+	if err := s.o.Registry.Remove(r.Context(), actor, r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// ---- service tokens ----
+
+// TokenRequest mints a handle for a non-human caller.
+type TokenRequest struct {
+	Subject string   `json:"subject"`
+	Servers []string `json:"servers"`
+	Scopes  []string `json:"scopes,omitempty"`
+	// Groups are given to the service identity so group-based policy
+	// applies to agents as to people.
+	Groups []string `json:"groups,omitempty"`
+	// TTL is a Go duration; default 24h.
+	TTL string `json:"ttl,omitempty"`
+	// ClientID names the service client; default "service:<subject>".
+	ClientID string `json:"client_id,omitempty"`
+}
+
+// TokenResponse is shown once; only the digest is kept.
+type TokenResponse struct {
+	AccessToken string    `json:"access_token"`
+	TokenType   string    `json:"token_type"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	GrantID     string    `json:"grant_id"`
+	Resources   []string  `json:"resources"`
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, actor string) error {
+	var req TokenRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	var problems []string
+	if strings.TrimSpace(req.Subject) == "" {
+		problems = append(problems, "subject is required")
+	}
+	if len(req.Servers) == 0 {
+		problems = append(problems, "at least one server is required")
+	}
+	ttl := 24 * time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		switch {
+		case err != nil || d <= 0:
+			problems = append(problems, fmt.Sprintf("ttl %q is not a positive duration", req.TTL))
+		case d > s.o.MaxTokenTTL:
+			problems = append(problems, fmt.Sprintf("ttl %s exceeds the maximum %s", d, s.o.MaxTokenTTL))
+		default:
+			ttl = d
+		}
+	}
+	var resources []string
+	for _, name := range req.Servers {
+		if _, err := s.o.Registry.Get(r.Context(), name); err != nil {
+			problems = append(problems, fmt.Sprintf("server %q is not registered", name))
+			continue
+		}
+		resources = append(resources, s.o.ResourceURL(name))
+	}
+	if len(problems) > 0 {
+		return errStatus(http.StatusBadRequest, "%s", strings.Join(problems, "; "))
+	}
+	if req.ClientID == "" {
+		req.ClientID = "service:" + req.Subject
+	}
+	now := s.o.Now().UTC()
+	grantID, _ := handle.New("")
+	g := store.Grant{
+		ID: "g_" + grantID[:22], Subject: req.Subject, Groups: req.Groups, ClientID: req.ClientID, ClientName: req.ClientID,
+		Kind: store.KindService, Scopes: req.Scopes, Resources: resources, Servers: req.Servers,
+		CreatedAt: now, ExpiresAt: now.Add(ttl),
+	}
+	raw, digest := handle.New(handle.PrefixAccess)
+	h := store.Handle{Digest: digest, Kind: store.HandleAccess, GrantID: g.ID, ClientID: g.ClientID,
+		Resources: resources, Scopes: req.Scopes, IssuedAt: now, ExpiresAt: now.Add(ttl)}
+	if err := s.o.Store.CreateGrant(r.Context(), g); err != nil {
+		return err
+	}
+	if err := s.o.Store.CreateHandle(r.Context(), h); err != nil {
+		return err
+	}
+	if err := s.o.Audit.RecordSync(r.Context(), store.AuditEvent{
+		Type: "token_issued", Actor: actor, Subject: g.Subject, ClientID: g.ClientID, Kind: store.KindService, GrantID: g.ID,
+		Details: map[string]any{"servers": req.Servers, "scopes": req.Scopes, "groups": req.Groups, "expires_at": h.ExpiresAt.Format(time.RFC3339)},
+	}); err != nil {
+		return fmt.Errorf("audit token issue: %w", err)
+	}
+	writeJSON(w, http.StatusCreated, TokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresAt: h.ExpiresAt, GrantID: g.ID, Resources: resources})
+	return nil
+}
+
+// ---- grants and revocation ----
+
+func (s *Server) listGrants(w http.ResponseWriter, r *http.Request, _ string) error {
+	q := r.URL.Query()
+	grants, err := s.o.Store.ListGrants(r.Context(), store.GrantFilter{
+		Subject: q.Get("user"), ClientID: q.Get("client"), Server: q.Get("server"), IncludeRevoked: q.Get("all") == "true",
+	})
+	if err != nil {
+		return err
+	}
+	for i := range grants {
+		// Sealed upstream tokens stay inside Warden.
+		grants[i].Upstream = nil
+	}
+	if grants == nil {
+		grants = []store.Grant{}
+	}
+	writeJSON(w, http.StatusOK, grants)
+	return nil
+}
+
+// RevokeRequest names what to revoke.
+type RevokeRequest struct {
+	revoke.Target
+	Reason string `json:"reason,omitempty"`
+}
+
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request, actor string) error {
+	var req RevokeRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	res, err := s.o.Revoker.Revoke(r.Context(), actor, req.Target, req.Reason)
+	if err != nil && len(res.Revoked)+len(res.Narrowed) == 0 {
+		return err
+	}
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"result": res, "error": err.Error()})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// ---- audit ----
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ string) error {
+	q := r.URL.Query()
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > 10000 {
+			return errStatus(http.StatusBadRequest, "limit must be 1-10000")
+		}
+		limit = n
+	}
+	var from uint64
+	if v := q.Get("from"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return errStatus(http.StatusBadRequest, "from must be a sequence number")
+		}
+		from = n
+	} else if last, err := s.o.Store.LastAudit(r.Context()); err == nil && last.Seq > uint64(limit) {
+		// Without from, show the newest events, like tail.
+		from = last.Seq - uint64(limit) + 1
+	}
+	evs, err := s.o.Store.ListAudit(r.Context(), from, limit)
+	if err != nil {
+		return err
+	}
+	if evs == nil {
+		evs = []store.AuditEvent{}
+	}
+	writeJSON(w, http.StatusOK, evs)
+	return nil
+}
+
+func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ string) error {
+	rep, err := audit.Verify(r.Context(), s.o.Store)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if !rep.OK() {
+		status = http.StatusConflict
+	}
+	writeJSON(w, status, rep)
+	return nil
+}

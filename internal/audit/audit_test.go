@@ -1,0 +1,215 @@
+package audit_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/warden-mcp/warden/internal/audit"
+	"github.com/warden-mcp/warden/internal/store"
+)
+
+var ctx = context.Background()
+
+func openStore(t *testing.T, dir string) *store.Badger {
+	t.Helper()
+	st, err := store.OpenBadger(dir, store.BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func TestChainAcrossRestartAndSink(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	var sink syncBuf
+	tr, err := audit.Open(ctx, st, audit.Options{Sink: &sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 500; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if err := tr.Record(ctx, store.AuditEvent{Type: "decision", Subject: fmt.Sprint("u", i)}); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if err := tr.RecordSync(ctx, store.AuditEvent{Type: "revoke", Actor: "admin"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Record(ctx, store.AuditEvent{}); !errors.Is(err, audit.ErrClosed) {
+		t.Fatalf("record after close: %v", err)
+	}
+	_ = st.Close()
+
+	st = openStore(t, dir)
+	defer st.Close()
+	tr, _ = audit.Open(ctx, st, audit.Options{})
+	if err := tr.RecordSync(ctx, store.AuditEvent{Type: "after-restart"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = tr.Close(ctx)
+	r, err := audit.Verify(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK() || r.Events != 502 || r.First != 1 || r.Last != 502 {
+		t.Fatalf("verify: %+v", r)
+	}
+	lines := strings.Split(strings.TrimSpace(sink.b.String()), "\n")
+	if len(lines) != 501 {
+		t.Fatalf("sink has %d lines, want 501", len(lines))
+	}
+	var ev store.AuditEvent
+	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil || ev.Hash == "" || ev.Seq != 1 {
+		t.Fatalf("sink line: %v %+v", err, ev)
+	}
+}
+
+// tamper rewrites the stored trail directly in Badger, as an attacker with
+// disk access would.
+func tamper(t *testing.T, dir string, fn func(txn *badger.Txn) error) {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func seed(t *testing.T, dir string, n int) {
+	st := openStore(t, dir)
+	tr, _ := audit.Open(ctx, st, audit.Options{})
+	for i := 0; i < n; i++ {
+		_ = tr.Record(ctx, store.AuditEvent{Type: "decision", Subject: "alice", Tool: fmt.Sprint("tool", i), Decision: "deny"})
+	}
+	_ = tr.Close(ctx)
+	_ = st.Close()
+}
+
+func TestVerifyCatchesTampering(t *testing.T) {
+	cases := []struct {
+		name       string
+		edit       func(txn *badger.Txn) error
+		wantBroken uint64
+		wantReason string
+	}{
+		{"altered decision", rewrite(5, func(e *store.AuditEvent) { e.Decision = "allow" }), 5, "does not match its hash"},
+		{"altered and rehashed", rewrite(7, func(e *store.AuditEvent) { e.Decision = "allow"; e.Hash = audit.Hash(*e) }), 8, "prev_hash"},
+		{"deleted event", func(txn *badger.Txn) error { return txn.Delete(store.AuditKey(4)) }, 5, "missing"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			seed(t, dir, 10)
+			tamper(t, dir, c.edit)
+			st := openStore(t, dir)
+			defer st.Close()
+			r, err := audit.Verify(ctx, st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.OK() || r.Broken != c.wantBroken || !strings.Contains(r.Reason, c.wantReason) {
+				t.Fatalf("report %+v, want broken at %d (%s)", r, c.wantBroken, c.wantReason)
+			}
+		})
+	}
+}
+
+func rewrite(seq uint64, fn func(*store.AuditEvent)) func(txn *badger.Txn) error {
+	return func(txn *badger.Txn) error {
+		item, err := txn.Get(store.AuditKey(seq))
+		if err != nil {
+			return err
+		}
+		var e store.AuditEvent
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+			return err
+		}
+		fn(&e)
+		raw, _ := json.Marshal(e)
+		return txn.Set(store.AuditKey(seq), raw)
+	}
+}
+
+// failingStore fails every append until healed, standing in for a full or
+// broken disk.
+type failingStore struct {
+	*store.Badger
+	mu      sync.Mutex
+	healthy bool
+	fails   int
+}
+
+func (f *failingStore) AppendAudit(ctx context.Context, evs ...store.AuditEvent) error {
+	f.mu.Lock()
+	ok := f.healthy
+	if !ok {
+		f.fails++
+	}
+	f.mu.Unlock()
+	if !ok {
+		return errors.New("disk full")
+	}
+	return f.Badger.AppendAudit(ctx, evs...)
+}
+
+func TestStoreFailureBackpressuresAndLosesNothing(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	fs := &failingStore{Badger: st}
+	tr, _ := audit.Open(ctx, fs, audit.Options{QueueSize: 4, MaxBatch: 2})
+	// The writer holds one batch and the queue holds four more; after that
+	// Record must block and give up at the caller's deadline.
+	var timedOut int
+	for i := 0; i < 12; i++ {
+		c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		if err := tr.Record(c, store.AuditEvent{Type: "decision", Tool: fmt.Sprint(i)}); err != nil {
+			timedOut++
+		}
+		cancel()
+	}
+	if timedOut == 0 {
+		t.Fatal("Record never reported backpressure while the store failed")
+	}
+	fs.mu.Lock()
+	fs.healthy = true
+	fs.mu.Unlock()
+	if err := tr.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := audit.Verify(ctx, st)
+	if !r.OK() || r.Events != uint64(12-timedOut) {
+		t.Fatalf("accepted %d events, stored %d (%+v)", 12-timedOut, r.Events, r)
+	}
+}

@@ -1,0 +1,387 @@
+// Package registry manages the registered MCP servers: validation, the one
+// place servers are created, changed and removed (admin API, CLI and the
+// config file's servers section all come through here), an audit event per
+// change, and a change signal the xDS publisher listens to.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/internal/store"
+)
+
+// Store is the part of the store the registry uses.
+type Store interface {
+	CreateServer(ctx context.Context, s store.Server) error
+	GetServer(ctx context.Context, name string) (store.Server, error)
+	UpdateServer(ctx context.Context, name string, update func(store.Server) (store.Server, error)) error
+	DeleteServer(ctx context.Context, name string) error
+	ListServers(ctx context.Context) ([]store.Server, error)
+}
+
+// Auditor records admin changes durably before they are reported done.
+type Auditor interface {
+	RecordSync(ctx context.Context, ev store.AuditEvent) error
+}
+
+// Sealer seals static upstream secrets.
+type Sealer interface {
+	Seal(plaintext, aad []byte) (store.Sealed, error)
+}
+
+// ErrInvalid wraps every validation failure so callers can answer 400.
+var ErrInvalid = errors.New("invalid server")
+
+// Spec is what an operator gives to register or change a server.
+type Spec struct {
+	Name        string            `json:"name"`
+	URL         string            `json:"url"`
+	Credential  string            `json:"credential,omitempty"`
+	Scopes      []string          `json:"scopes,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Description string            `json:"description,omitempty"`
+	// StaticHeader and StaticSecret configure the "static" credential. The
+	// secret is sealed on arrival and never returned.
+	StaticHeader   string `json:"static_header,omitempty"`
+	StaticSecret   string `json:"static_secret,omitempty"`
+	HTTP2          bool   `json:"http2,omitempty"`
+	ConnectTimeout string `json:"connect_timeout,omitempty"`
+	IdleTimeout    string `json:"idle_timeout,omitempty"`
+	RequestTimeout string `json:"request_timeout,omitempty"`
+}
+
+// Registry is the server registry.
+type Registry struct {
+	st    Store
+	audit Auditor
+	seal  Sealer
+	now   func() time.Time
+
+	mu    sync.Mutex
+	subs  map[int]chan struct{}
+	next  int
+	hooks []func()
+}
+
+// New returns a registry over st.
+func New(st Store, audit Auditor, sealer Sealer, now func() time.Time) *Registry {
+	if now == nil {
+		now = time.Now
+	}
+	return &Registry{st: st, audit: audit, seal: sealer, now: now, subs: map[int]chan struct{}{}}
+}
+
+var modes = map[store.CredentialMode]bool{
+	store.CredentialJWT: true, store.CredentialStatic: true, store.CredentialNone: true,
+	store.CredentialIdP: true, store.CredentialExchange: true, store.CredentialProvider: true,
+}
+
+// Implemented lists the credential modes this build can attach; the others
+// are accepted names reserved for later releases and refused for now.
+var Implemented = map[store.CredentialMode]bool{
+	store.CredentialJWT: true, store.CredentialStatic: true, store.CredentialNone: true,
+}
+
+// build validates spec and turns it into a server record, reporting every
+// problem at once.
+func (r *Registry) build(spec Spec, prev *store.Server) (store.Server, error) {
+	var errs []error
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
+	s := store.Server{}
+	if prev != nil {
+		s = *prev
+	}
+	s.Name = spec.Name
+	if !config.ServerNamePattern.MatchString(spec.Name) {
+		bad("name %q: must be 1-63 lowercase letters, digits and dashes, starting and ending with a letter or digit", spec.Name)
+	}
+	u, err := url.Parse(spec.URL)
+	switch {
+	case spec.URL == "":
+		bad("url: required")
+	case err != nil:
+		bad("url %q: %v", spec.URL, err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		bad("url %q: scheme must be http or https", spec.URL)
+	case u.Hostname() == "":
+		bad("url %q: missing host", spec.URL)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		bad("url %q: must not carry credentials, a query or a fragment", spec.URL)
+	}
+	s.URL = spec.URL
+	mode := store.CredentialMode(spec.Credential)
+	if mode == "" {
+		mode = store.CredentialJWT
+	}
+	switch {
+	case !modes[mode]:
+		bad("credential %q: unknown mode (jwt, static, none, idp, exchange, provider)", spec.Credential)
+	case !Implemented[mode]:
+		bad("credential %q: not available in this release (use jwt, static or none)", spec.Credential)
+	}
+	s.Credential = mode
+	if mode == store.CredentialStatic {
+		if spec.StaticHeader == "" {
+			spec.StaticHeader = "Authorization"
+		}
+		if spec.StaticSecret == "" && (prev == nil || prev.StaticSecret == nil) {
+			bad("static_secret: required for the static credential")
+		}
+		s.StaticHeader = spec.StaticHeader
+	} else if spec.StaticSecret != "" {
+		bad("static_secret: only valid with the static credential")
+	}
+	for _, sc := range spec.Scopes {
+		if sc == "" || strings.ContainsAny(sc, " \"\\") {
+			bad("scope %q: must be a non-empty token without spaces or quotes", sc)
+		}
+	}
+	s.Scopes = slices.Clone(spec.Scopes)
+	sort.Strings(s.Scopes)
+	s.Labels = spec.Labels
+	s.Description = spec.Description
+	s.HTTP2 = spec.HTTP2
+	dur := func(field, v string, dst *time.Duration) {
+		if v == "" {
+			return
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			bad("%s %q: must be a non-negative duration like 30s", field, v)
+			return
+		}
+		*dst = d
+	}
+	dur("connect_timeout", spec.ConnectTimeout, &s.ConnectTimeout)
+	dur("idle_timeout", spec.IdleTimeout, &s.IdleTimeout)
+	dur("request_timeout", spec.RequestTimeout, &s.RequestTimeout)
+	if len(errs) > 0 {
+		return s, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	}
+	if spec.StaticSecret != "" {
+		sealed, err := r.seal.Seal([]byte(spec.StaticSecret), []byte("server/"+s.Name))
+		if err != nil {
+			return s, fmt.Errorf("seal static secret: %w", err)
+		}
+		s.StaticSecret = &sealed
+	}
+	if mode != store.CredentialStatic {
+		s.StaticHeader, s.StaticSecret = "", nil
+	}
+	return s, nil
+}
+
+// Add registers a new server.
+func (r *Registry) Add(ctx context.Context, actor string, spec Spec) (store.Server, error) {
+	return r.add(ctx, actor, spec, "api")
+}
+
+func (r *Registry) add(ctx context.Context, actor string, spec Spec, source string) (store.Server, error) {
+	s, err := r.build(spec, nil)
+	if err != nil {
+		return store.Server{}, err
+	}
+	s.Source = source
+	s.CreatedAt = r.now().UTC()
+	s.UpdatedAt = s.CreatedAt
+	if err := r.st.CreateServer(ctx, s); err != nil {
+		return store.Server{}, err
+	}
+	if err := r.record(ctx, actor, "server_added", s); err != nil {
+		return store.Server{}, err
+	}
+	r.notify()
+	return r.st.GetServer(ctx, s.Name)
+}
+
+// Update replaces a server's settings with spec (fields left empty in spec
+// are cleared, except a static secret, which is kept unless a new one is
+// given).
+func (r *Registry) Update(ctx context.Context, actor string, spec Spec) (store.Server, error) {
+	var out store.Server
+	err := r.st.UpdateServer(ctx, spec.Name, func(cur store.Server) (store.Server, error) {
+		next, err := r.build(spec, &cur)
+		if err != nil {
+			return cur, err
+		}
+		next.UpdatedAt = r.now().UTC()
+		out = next
+		return next, nil
+	})
+	if err != nil {
+		return store.Server{}, err
+	}
+	if err := r.record(ctx, actor, "server_updated", out); err != nil {
+		return store.Server{}, err
+	}
+	r.notify()
+	return r.st.GetServer(ctx, spec.Name)
+}
+
+// Remove deletes a server.
+func (r *Registry) Remove(ctx context.Context, actor, name string) error {
+	s, err := r.st.GetServer(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := r.st.DeleteServer(ctx, name); err != nil {
+		return err
+	}
+	if err := r.record(ctx, actor, "server_removed", s); err != nil {
+		return err
+	}
+	r.notify()
+	return nil
+}
+
+// Get returns one server.
+func (r *Registry) Get(ctx context.Context, name string) (store.Server, error) {
+	return r.st.GetServer(ctx, name)
+}
+
+// List returns every server, sorted by name.
+func (r *Registry) List(ctx context.Context) ([]store.Server, error) {
+	all, err := r.st.ListServers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
+	return all, nil
+}
+
+// Reconcile makes the servers that came from the config file match decl:
+// adds the new ones, updates the changed ones and removes the ones no longer
+// declared. Servers registered through the API are left alone, and a name
+// taken by an API server is reported, not overwritten. Every server is
+// attempted; the errors are joined.
+func (r *Registry) Reconcile(ctx context.Context, decl []config.Server) error {
+	const actor = "config"
+	current, err := r.List(ctx)
+	if err != nil {
+		return err
+	}
+	byName := map[string]store.Server{}
+	for _, s := range current {
+		byName[s.Name] = s
+	}
+	var errs []error
+	want := map[string]bool{}
+	for _, d := range decl {
+		want[d.Name] = true
+		spec := Spec{Name: d.Name, URL: d.URL, Credential: d.Credential, Scopes: d.Scopes, Labels: d.Labels, Description: d.Description}
+		cur, exists := byName[d.Name]
+		switch {
+		case !exists:
+			_, err = r.add(ctx, actor, spec, "config")
+		case cur.Source != "config":
+			err = fmt.Errorf("server %q is managed through the API; the config file entry is ignored", d.Name)
+		case sameSpec(cur, spec):
+			continue
+		default:
+			_, err = r.Update(ctx, actor, spec)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("servers: %s: %w", d.Name, err))
+		}
+	}
+	for _, s := range current {
+		if s.Source == "config" && !want[s.Name] {
+			if err := r.Remove(ctx, actor, s.Name); err != nil {
+				errs = append(errs, fmt.Errorf("servers: remove %s: %w", s.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sameSpec(s store.Server, spec Spec) bool {
+	mode := store.CredentialMode(spec.Credential)
+	if mode == "" {
+		mode = store.CredentialJWT
+	}
+	scopes := slices.Clone(spec.Scopes)
+	sort.Strings(scopes)
+	return s.URL == spec.URL && s.Credential == mode && slices.Equal(s.Scopes, scopes) &&
+		mapsEqual(s.Labels, spec.Labels) && s.Description == spec.Description
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Registry) record(ctx context.Context, actor, typ string, s store.Server) error {
+	if r.audit == nil {
+		return nil
+	}
+	err := r.audit.RecordSync(ctx, store.AuditEvent{
+		Type:   typ,
+		Actor:  actor,
+		Server: s.Name,
+		Details: map[string]any{
+			"url":        s.URL,
+			"credential": string(s.Credential),
+			"scopes":     s.Scopes,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", typ, err)
+	}
+	return nil
+}
+
+// Subscribe returns a channel that receives a value after each change.
+// Signals coalesce: a slow reader sees one pending signal, then re-reads the
+// whole registry.
+func (r *Registry) Subscribe() (<-chan struct{}, func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := r.next
+	r.next++
+	ch := make(chan struct{}, 1)
+	r.subs[id] = ch
+	return ch, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		delete(r.subs, id)
+	}
+}
+
+// OnChange registers fn to run synchronously after every change, before
+// the changing call returns: caches that must never serve a stale server
+// (the ext_authz catalog) invalidate here.
+func (r *Registry) OnChange(fn func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hooks = append(r.hooks, fn)
+}
+
+func (r *Registry) notify() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, fn := range r.hooks {
+		fn()
+	}
+	for _, ch := range r.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -1,0 +1,154 @@
+// Package mcpserver is a small MCP server (github.com/modelcontextprotocol/
+// go-sdk, streamable HTTP) used as an upstream in end-to-end tests. It
+// accepts only the JWT Warden mints: it verifies the signature against
+// Warden's JWKS, the issuer, the audience (its own resource URL) and the
+// expiry, and its whoami tool reports the identity it saw, so a test can
+// prove what reached the upstream.
+//
+// Test code only; never imported by the product.
+package mcpserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Options configure the server.
+type Options struct {
+	// JWKSURL is Warden's /oauth/jwks.
+	JWKSURL string
+	// Issuer and Audience are the expected iss and aud.
+	Issuer   string
+	Audience string
+	Logger   *slog.Logger
+}
+
+// Seen is one verified request's identity.
+type Seen struct {
+	Subject  string
+	ClientID string
+	Scope    string
+	Audience []string
+	Expiry   time.Time
+	JWTID    string
+}
+
+// Server is the handler plus what it observed.
+type Server struct {
+	http.Handler
+	mu      sync.Mutex
+	seen    []Seen
+	rejects int
+}
+
+// Seen returns the identities verified so far.
+func (s *Server) Seen() []Seen {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Seen(nil), s.seen...)
+}
+
+// Rejects counts requests whose bearer token did not verify.
+func (s *Server) Rejects() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rejects
+}
+
+type idKey struct{}
+
+// New builds the server.
+func New(ctx context.Context, o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	cache := jwk.NewCache(ctx)
+	if err := cache.Register(o.JWKSURL, jwk.WithMinRefreshInterval(time.Second)); err != nil {
+		return nil, err
+	}
+	s := &Server{}
+	verifier := func(ctx context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
+		set, err := cache.Get(ctx, o.JWKSURL)
+		if err != nil {
+			return nil, fmt.Errorf("fetch JWKS: %w", err)
+		}
+		t, err := jwt.Parse([]byte(token), jwt.WithKeySet(set), jwt.WithValidate(true),
+			jwt.WithIssuer(o.Issuer), jwt.WithAudience(o.Audience), jwt.WithAcceptableSkew(2*time.Second))
+		if err != nil {
+			s.mu.Lock()
+			s.rejects++
+			s.mu.Unlock()
+			return nil, fmt.Errorf("%w: %v", auth.ErrInvalidToken, err)
+		}
+		seen := Seen{Subject: t.Subject(), Audience: t.Audience(), Expiry: t.Expiration(), JWTID: t.JwtID()}
+		if v, ok := t.Get("client_id"); ok {
+			seen.ClientID, _ = v.(string)
+		}
+		if v, ok := t.Get("scope"); ok {
+			seen.Scope, _ = v.(string)
+		}
+		s.mu.Lock()
+		s.seen = append(s.seen, seen)
+		s.mu.Unlock()
+		return &auth.TokenInfo{UserID: seen.Subject, Scopes: strings.Fields(seen.Scope), Expiration: seen.Expiry,
+			Extra: map[string]any{"seen": seen}}, nil
+	}
+
+	srv := mcp.NewServer(&mcp.Implementation{Name: "warden-test-upstream", Version: "1.0.0"}, nil)
+	type echoIn struct {
+		Message string `json:"message" jsonschema:"text to echo"`
+	}
+	mcp.AddTool(srv, &mcp.Tool{Name: "echo", Description: "Echo a message"}, func(ctx context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Message}}}, nil, nil
+	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "whoami", Description: "Report the identity Warden asserted"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		ti := req.Extra.TokenInfo
+		if ti == nil {
+			return nil, nil, errors.New("no verified identity")
+		}
+		seen, _ := ti.Extra["seen"].(Seen)
+		text := fmt.Sprintf("sub=%s client_id=%s aud=%s scope=%s", seen.Subject, seen.ClientID, strings.Join(seen.Audience, ","), seen.Scope)
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, nil, nil
+	})
+	type sqlIn struct {
+		Query string `json:"query"`
+	}
+	mcp.AddTool(srv, &mcp.Tool{Name: "run_sql", Description: "Run a SQL statement (pretend)"}, func(ctx context.Context, _ *mcp.CallToolRequest, in sqlIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ran: " + in.Query}}}, nil, nil
+	})
+	type countIn struct {
+		N int `json:"n"`
+	}
+	mcp.AddTool(srv, &mcp.Tool{Name: "countdown", Description: "Send n progress notifications, then answer"}, func(ctx context.Context, req *mcp.CallToolRequest, in countIn) (*mcp.CallToolResult, any, error) {
+		tok := req.Params.GetProgressToken()
+		for i := 1; i <= in.N; i++ {
+			if tok != nil {
+				_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Total: float64(in.N)})
+			}
+			_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Data: fmt.Sprintf("tick %d", i)})
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("counted %d", in.N)}}}, nil, nil
+	})
+	srv.AddResource(&mcp.Resource{URI: "file:///teams/data/readme.md", Name: "readme", MIMEType: "text/markdown"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/markdown", Text: "# data team"}}}, nil
+		})
+	srv.AddPrompt(&mcp.Prompt{Name: "greet", Description: "Greet someone"}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello"}}}}, nil
+	})
+
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Logger: o.Logger, DisableLocalhostProtection: true})
+	s.Handler = auth.RequireBearerToken(verifier, nil)(h)
+	return s, nil
+}

@@ -1,0 +1,186 @@
+package xds
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/xds/translate"
+)
+
+// docs splits a multi-document YAML file into generic objects, keyed by
+// "Kind/name".
+func docs(t *testing.T, rel string) map[string]map[string]any {
+	t.Helper()
+	out := map[string]map[string]any{}
+	for _, d := range bytes.Split(readEnvoy(t, rel), []byte("\n---\n")) {
+		var m map[string]any
+		if err := yaml.UnmarshalStrict(d, &m); err != nil {
+			t.Fatalf("%s: %v", rel, err)
+		}
+		if m == nil {
+			continue
+		}
+		name, _ := get(m, "metadata", "name").(string)
+		out[get(m, "kind").(string)+"/"+name] = m
+	}
+	return out
+}
+
+// get walks maps by key and lists by int index.
+func get(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func num(v any) int {
+	f, _ := v.(float64)
+	return int(f)
+}
+
+func defaultPort(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// The Kubernetes examples cannot be applied here; check that what they say
+// about Warden matches Warden's defaults and contract.
+func TestEnvoyGatewayExample(t *testing.T) {
+	def := config.Default()
+	d := docs(t, "examples/envoy-gateway.yaml")
+	sp := d["SecurityPolicy/mcp-everything-warden"]
+	if sp == nil {
+		t.Fatalf("no SecurityPolicy in %v", keys(d))
+	}
+	ext := get(sp, "spec", "extAuth")
+	if num(get(ext, "grpc", "backendRefs", 0, "port")) != defaultPort(t, def.Listen.Authz) {
+		t.Errorf("ext_authz port %v, want Warden's %s", get(ext, "grpc", "backendRefs", 0, "port"), def.Listen.Authz)
+	}
+	if get(ext, "failOpen") != false {
+		t.Error("SecurityPolicy must fail closed")
+	}
+	if num(get(ext, "bodyToExtAuth", "maxRequestBytes")) != def.Authz.MaxBodyBytes {
+		t.Errorf("maxRequestBytes %v, want authz.max_body_bytes %d", get(ext, "bodyToExtAuth", "maxRequestBytes"), def.Authz.MaxBodyBytes)
+	}
+	if get(sp, "spec", "targetRefs", 0, "name") != "mcp-everything" {
+		t.Error("SecurityPolicy must target the MCP route")
+	}
+	route := d["HTTPRoute/mcp-everything"]
+	if get(route, "spec", "rules", 0, "matches", 0, "path", "value") != translate.MCPPath("everything") {
+		t.Errorf("MCP route path %v", get(route, "spec", "rules", 0, "matches", 0, "path", "value"))
+	}
+	oauth := d["HTTPRoute/warden-oauth"]
+	var prefixes []string
+	for i := 0; get(oauth, "spec", "rules", 0, "matches", i) != nil; i++ {
+		prefixes = append(prefixes, get(oauth, "spec", "rules", 0, "matches", i, "path", "value").(string))
+	}
+	if !slices.Equal(prefixes, []string{"/.well-known/", "/oauth/"}) {
+		t.Errorf("OAuth prefixes %v", prefixes)
+	}
+	if num(get(oauth, "spec", "rules", 0, "backendRefs", 0, "port")) != defaultPort(t, def.Listen.HTTP) {
+		t.Error("OAuth route must go to Warden's HTTP port")
+	}
+}
+
+func TestIstioExample(t *testing.T) {
+	def := config.Default()
+	d := docs(t, "examples/istio.yaml")
+	prov := get(d["IstioOperator/warden"], "spec", "meshConfig", "extensionProviders", 0)
+	grpc := get(prov, "envoyExtAuthzGrpc")
+	if num(get(grpc, "port")) != defaultPort(t, def.Listen.Authz) || get(grpc, "failOpen") != false ||
+		get(grpc, "statusOnError") != "503" {
+		t.Errorf("provider %v", grpc)
+	}
+	body := get(grpc, "includeRequestBodyInCheck")
+	if num(get(body, "maxRequestBytes")) != def.Authz.MaxBodyBytes || get(body, "packAsBytes") != true || get(body, "allowPartialMessage") != false {
+		t.Errorf("body settings %v", body)
+	}
+	ap := d["AuthorizationPolicy/warden-mcp"]
+	if get(ap, "spec", "action") != "CUSTOM" || get(ap, "spec", "provider", "name") != get(prov, "name") {
+		t.Errorf("authorization policy %v", get(ap, "spec"))
+	}
+	if p := get(ap, "spec", "rules", 0, "to", 0, "operation", "paths", 0); p != "/mcp/*" {
+		t.Errorf("policy paths %v", p)
+	}
+	vs := d["VirtualService/mcp"]
+	if get(vs, "spec", "http", 0, "rewrite", "uri") != "/mcp" || get(vs, "spec", "http", 1, "rewrite", "uri") != "/mcp/" {
+		t.Error("rewrites must map /mcp/everything to /mcp and /mcp/everything/ to /mcp/")
+	}
+}
+
+// The compose file cannot run here; its Warden config must load, and the
+// pieces must point at each other.
+func TestComposeFiles(t *testing.T) {
+	cfg, err := config.Load(filepath.Join(envoyDir, "compose", "warden.yaml"))
+	if err != nil {
+		t.Fatalf("compose Warden config does not load: %v", err)
+	}
+	var compose map[string]any
+	if err := yaml.UnmarshalStrict(readEnvoy(t, "compose.yaml"), &compose); err != nil {
+		t.Fatal(err)
+	}
+	services := get(compose, "services").(map[string]any)
+	for _, addr := range []string{cfg.XDS.WardenAuthzAddress, cfg.XDS.WardenHTTPAddress} {
+		host, _, _ := net.SplitHostPort(addr)
+		if services[host] == nil {
+			t.Errorf("%s: no compose service %q", addr, host)
+		}
+	}
+	if len(cfg.Servers) != 1 || !strings.HasPrefix(cfg.Servers[0].URL, "http://everything:"+get(services, "everything", "environment", "PORT").(string)+"/") {
+		t.Errorf("sample server %v does not point at the everything service", cfg.Servers)
+	}
+	ports, _ := get(services, "envoy", "ports").([]any)
+	if !slices.ContainsFunc(ports, func(p any) bool {
+		return strings.HasSuffix(p.(string), ":"+strconv.Itoa(cfg.XDS.ListenerPort))
+	}) {
+		t.Errorf("envoy does not publish the listener port %d: %v", cfg.XDS.ListenerPort, ports)
+	}
+	vols, _ := get(services, "envoy", "volumes").([]any)
+	if len(vols) == 0 || !strings.HasPrefix(vols[0].(string), "./compose/envoy.yaml:") {
+		t.Errorf("envoy volumes %v", vols)
+	}
+	if _, err := os.Stat(filepath.Join(envoyDir, "compose", "envoy.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	// The bootstrap dials Warden's xDS port as configured.
+	if !bytes.Contains(readEnvoy(t, "compose/envoy.yaml"), []byte(`address: "warden", port_value: `+strconv.Itoa(defaultPort(t, cfg.Listen.XDS))+` }`)) {
+		t.Error("compose bootstrap does not dial warden's xds port")
+	}
+}
+
+func keys(m map[string]map[string]any) []string {
+	var k []string
+	for x := range m {
+		k = append(k, x)
+	}
+	slices.Sort(k)
+	return k
+}

@@ -1,0 +1,78 @@
+package xds
+
+import (
+	"maps"
+	"slices"
+	"time"
+)
+
+// Status is what the admin API and /readyz show about the control plane.
+type Status struct {
+	// Ready is true once a snapshot was published: Envoy can be served.
+	Ready       bool      `json:"ready"`
+	Version     string    `json:"version,omitempty"`
+	PublishedAt time.Time `json:"published_at,omitzero"`
+	// Servers are the names of the published MCP servers.
+	Servers []string `json:"servers"`
+	// Skipped are registered servers left out, with the reason.
+	Skipped []SkippedServer `json:"skipped,omitempty"`
+	// LastError is the last failed publish, cleared by the next success.
+	LastError string       `json:"last_error,omitempty"`
+	NACKs     uint64       `json:"nacks"`
+	LastNACK  *NACK        `json:"last_nack,omitempty"`
+	Nodes     []NodeStatus `json:"nodes"`
+}
+
+// SkippedServer is a server the translation left out.
+type SkippedServer struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// NodeStatus is one Envoy node id.
+type NodeStatus struct {
+	ID      string `json:"id"`
+	Streams int    `json:"streams"`
+	// Version is the snapshot set for the node (older than Status.Version
+	// after a NACK rolled it back).
+	Version string `json:"version,omitempty"`
+	// Acked is the last version the node accepted, per type URL.
+	Acked    map[string]string `json:"acked,omitempty"`
+	LastNACK *NACK             `json:"last_nack,omitempty"`
+}
+
+// Status reports the current state. It is safe to call at any time.
+func (s *Server) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{Servers: []string{}, NACKs: s.nacks, Nodes: []NodeStatus{}}
+	if s.current != nil {
+		st.Ready = true
+		st.Version = s.current.version
+		st.PublishedAt = s.current.at
+		st.Servers = slices.Clone(s.current.servers)
+	}
+	for _, e := range s.skipped {
+		st.Skipped = append(st.Skipped, SkippedServer{Name: e.Name, Reason: e.Err.Error()})
+	}
+	if s.lastErr != nil {
+		st.LastError = s.lastErr.Error()
+	}
+	if s.lastNACK != nil {
+		n := *s.lastNACK
+		st.LastNACK = &n
+	}
+	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
+		n := s.nodes[id]
+		ns := NodeStatus{ID: id, Streams: n.streams, Acked: maps.Clone(n.acked)}
+		if n.snap != nil {
+			ns.Version = n.snap.GetVersion(typeListener)
+		}
+		if n.lastNACK != nil {
+			x := *n.lastNACK
+			ns.LastNACK = &x
+		}
+		st.Nodes = append(st.Nodes, ns)
+	}
+	return st
+}

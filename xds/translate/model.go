@@ -1,0 +1,159 @@
+package translate
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/xds/ir"
+)
+
+// Settings are the deployment-wide inputs of the translation, taken from the
+// xds section of the config file.
+type Settings struct {
+	ListenerAddress   string
+	ListenerPort      uint32
+	StreamIdleTimeout time.Duration
+	// RouteIdleTimeout and ConnectTimeout apply to servers that set none.
+	RouteIdleTimeout time.Duration
+	ConnectTimeout   time.Duration
+	AuthzTimeout     time.Duration
+	MaxRequestBytes  uint32
+	// WardenAuthzAddress and WardenHTTPAddress are host:port.
+	WardenAuthzAddress string
+	WardenHTTPAddress  string
+	UpstreamCAFile     string
+}
+
+// ServerError tells why one server was left out of the published resources.
+// Reason never contains the upstream URL: it may carry credentials.
+type ServerError struct {
+	Name string
+	Err  error
+}
+
+func (e ServerError) Error() string { return fmt.Sprintf("server %q: %v", e.Name, e.Err) }
+func (e ServerError) Unwrap() error { return e.Err }
+
+// Stage 1 errors about the registry entry itself (the IR has its own).
+var (
+	ErrURLInvalid      = errors.New("url is not a valid absolute URL")
+	ErrURLScheme       = errors.New("url scheme must be http or https")
+	ErrURLCredentials  = errors.New("url must not contain credentials")
+	ErrURLQuery        = errors.New("url must not have a query or fragment")
+	ErrTimeoutNegative = errors.New("timeouts must not be negative")
+)
+
+// BuildIR is stage 1: registry entries and settings to the intermediate
+// model. Servers are sorted by name so that registry order never reaches
+// Envoy. A server that cannot be modelled or fails ir validation is left out
+// and reported; an error is returned only when the shared settings are
+// invalid, which no single server can fix.
+func BuildIR(servers []store.Server, s Settings) (ir.Config, []ServerError, error) {
+	authz, err := parseHostPort(s.WardenAuthzAddress)
+	if err != nil {
+		return ir.Config{}, nil, fmt.Errorf("warden authz address: %w", err)
+	}
+	httpEP, err := parseHostPort(s.WardenHTTPAddress)
+	if err != nil {
+		return ir.Config{}, nil, fmt.Errorf("warden http address: %w", err)
+	}
+	c := ir.Config{
+		Listener:       ir.Listener{Address: s.ListenerAddress, Port: s.ListenerPort, StreamIdleTimeout: s.StreamIdleTimeout},
+		ExtAuthz:       ir.ExtAuthz{Timeout: s.AuthzTimeout, MaxRequestBytes: s.MaxRequestBytes},
+		Warden:         ir.Warden{Authz: authz, HTTP: httpEP, ConnectTimeout: s.ConnectTimeout},
+		UpstreamCAFile: s.UpstreamCAFile,
+	}
+	if err := c.ValidateShared(); err != nil {
+		return ir.Config{}, nil, fmt.Errorf("xds settings: %w", err)
+	}
+
+	sorted := slices.Clone(servers)
+	slices.SortFunc(sorted, func(a, b store.Server) int { return cmp.Compare(a.Name, b.Name) })
+	var skipped []ServerError
+	for i, srv := range sorted {
+		if i > 0 && sorted[i-1].Name == srv.Name {
+			skipped = append(skipped, ServerError{Name: srv.Name, Err: ir.ErrServerNameDuplicate})
+			continue
+		}
+		m, err := serverIR(srv, s)
+		if err == nil {
+			err = m.Validate()
+		}
+		if err != nil {
+			skipped = append(skipped, ServerError{Name: srv.Name, Err: err})
+			continue
+		}
+		c.Servers = append(c.Servers, m)
+	}
+	return c, skipped, nil
+}
+
+func serverIR(srv store.Server, s Settings) (ir.Server, error) {
+	u, err := url.Parse(srv.URL)
+	if err != nil || u.Opaque != "" || u.Host == "" {
+		// The parse error echoes the URL, which may hold a secret.
+		return ir.Server{}, ErrURLInvalid
+	}
+	if u.User != nil {
+		return ir.Server{}, ErrURLCredentials
+	}
+	var defaultPort uint32
+	switch u.Scheme {
+	case "http":
+		defaultPort = 80
+	case "https":
+		defaultPort = 443
+	default:
+		return ir.Server{}, ErrURLScheme
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return ir.Server{}, ErrURLQuery
+	}
+	port := defaultPort
+	if p := u.Port(); p != "" {
+		n, err := strconv.ParseUint(p, 10, 32)
+		if err != nil || n == 0 || n > math.MaxUint16 {
+			return ir.Server{}, ir.ErrUpstreamPortInvalid
+		}
+		port = uint32(n)
+	}
+	if srv.ConnectTimeout < 0 || srv.IdleTimeout < 0 {
+		return ir.Server{}, ErrTimeoutNegative
+	}
+	path := u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	return ir.Server{
+		Name:           srv.Name,
+		Upstream:       ir.Endpoint{Host: strings.ToLower(u.Hostname()), Port: port},
+		TLS:            u.Scheme == "https",
+		Authority:      strings.ToLower(u.Host),
+		Path:           path,
+		HTTP2:          srv.HTTP2,
+		ConnectTimeout: cmp.Or(srv.ConnectTimeout, s.ConnectTimeout),
+		IdleTimeout:    cmp.Or(srv.IdleTimeout, s.RouteIdleTimeout),
+	}, nil
+}
+
+// parseHostPort parses host:port.
+func parseHostPort(addr string) (ir.Endpoint, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ir.Endpoint{}, fmt.Errorf("%q: %w", addr, err)
+	}
+	n, err := strconv.ParseUint(port, 10, 32)
+	if err != nil || n == 0 || n > math.MaxUint16 {
+		return ir.Endpoint{}, fmt.Errorf("%q: %w", addr, ir.ErrUpstreamPortInvalid)
+	}
+	return ir.Endpoint{Host: strings.ToLower(host), Port: uint32(n)}, nil
+}

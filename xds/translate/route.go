@@ -1,0 +1,124 @@
+package translate
+
+import (
+	"strings"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/warden-mcp/warden/xds/ir"
+)
+
+// MCPPath is where server name is exposed: /mcp/<name>.
+func MCPPath(name string) string { return "/mcp/" + name }
+
+// ClusterName is the cluster of server name.
+func ClusterName(name string) string { return ClusterPrefix + name }
+
+// NotFoundBody is the body of the catch-all 404.
+const NotFoundBody = `{"error":"not_found","error_description":"no MCP server is registered at this path"}`
+
+// Warden's own HTTP endpoints behind Envoy, routed with ext_authz disabled:
+// they are how a client obtains a handle in the first place.
+var wardenPrefixes = []struct{ name, prefix string }{
+	{"warden_well_known", "/.well-known/"},
+	{"warden_oauth", "/oauth/"},
+}
+
+// serverRoutes are the two routes of one MCP server: the exact path (the
+// Streamable HTTP endpoint itself) and everything below it.
+func serverRoutes(s ir.Server) ([]*route.Route, error) {
+	perRoute, err := pack(&extauthz.ExtAuthzPerRoute{Override: &extauthz.ExtAuthzPerRoute_CheckSettings{
+		CheckSettings: &extauthz.CheckSettings{
+			ContextExtensions: map[string]string{ContextExtensionServer: s.Name},
+		},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	action := func(rewrite string) *route.Route_Route {
+		return &route.Route_Route{Route: &route.RouteAction{
+			ClusterSpecifier:     &route.RouteAction_Cluster{Cluster: ClusterName(s.Name)},
+			PrefixRewrite:        rewrite,
+			HostRewriteSpecifier: &route.RouteAction_HostRewriteLiteral{HostRewriteLiteral: s.Authority},
+			// No route timeout: an SSE stream lives as long as the session.
+			// Idle streams are bounded by IdleTimeout instead.
+			Timeout:     durationpb.New(0),
+			IdleTimeout: durationpb.New(s.IdleTimeout),
+		}}
+	}
+	path := MCPPath(s.Name)
+	routes := []*route.Route{
+		{
+			Name:                 ClusterName(s.Name) + "_exact",
+			Match:                &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: path}},
+			Action:               action(s.Path),
+			TypedPerFilterConfig: map[string]*anypb.Any{ExtAuthzFilter: perRoute},
+		},
+		{
+			Name:                 ClusterName(s.Name) + "_prefix",
+			Match:                &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: path + "/"}},
+			Action:               action(strings.TrimSuffix(s.Path, "/") + "/"),
+			TypedPerFilterConfig: map[string]*anypb.Any{ExtAuthzFilter: perRoute},
+		},
+	}
+	return routes, nil
+}
+
+// validateRoutes validates one server's routes on their own, to find which
+// server broke a route configuration that failed validation as a whole.
+func validateRoutes(routes []*route.Route) error {
+	for _, r := range routes {
+		if err := r.ValidateAll(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// routeConfiguration assembles the one RouteConfiguration: server routes in
+// name order, then Warden's own endpoints, then the 404.
+func routeConfiguration(serverRoutes []*route.Route) (*route.RouteConfiguration, error) {
+	disabled, err := pack(&extauthz.ExtAuthzPerRoute{Override: &extauthz.ExtAuthzPerRoute_Disabled{Disabled: true}})
+	if err != nil {
+		return nil, err
+	}
+	routes := make([]*route.Route, 0, len(serverRoutes)+len(wardenPrefixes)+1)
+	routes = append(routes, serverRoutes...)
+	for _, p := range wardenPrefixes {
+		routes = append(routes, &route.Route{
+			Name:  p.name,
+			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: p.prefix}},
+			Action: &route.Route_Route{Route: &route.RouteAction{
+				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: HTTPCluster},
+			}},
+			TypedPerFilterConfig: map[string]*anypb.Any{ExtAuthzFilter: disabled},
+		})
+	}
+	// The catch-all answers locally; with no upstream there is nothing to
+	// authorize, so it does not cost a Check either.
+	routes = append(routes, &route.Route{
+		Name:  "not_found",
+		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{
+			Status: 404,
+			Body:   &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: NotFoundBody}},
+		}},
+		ResponseHeadersToAdd: []*core.HeaderValueOption{{
+			Header:       &core.HeaderValue{Key: "content-type", Value: "application/json"},
+			AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}},
+		TypedPerFilterConfig: map[string]*anypb.Any{ExtAuthzFilter: disabled},
+	})
+	return &route.RouteConfiguration{
+		Name: RouteConfigName,
+		VirtualHosts: []*route.VirtualHost{{
+			Name:    VirtualHostName,
+			Domains: []string{"*"},
+			Routes:  routes,
+		}},
+	}, nil
+}
