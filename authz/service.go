@@ -20,6 +20,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/mcp"
 	"github.com/warden-mcp/warden/internal/store"
@@ -61,6 +62,11 @@ type Options struct {
 	MaxBodyBytes        int
 	// Timeout bounds one Check; 0 means only the caller's deadline.
 	Timeout time.Duration
+	// ServerFromPath lets a check without context_extensions.server take
+	// the server from a /mcp/<name> path, for proxies that cannot set
+	// context extensions (Envoy Gateway SecurityPolicy, Istio CUSTOM).
+	// Only safe when the proxy routes /mcp/<name> to that server alone.
+	ServerFromPath bool
 	Metrics *Metrics
 	Logger  *slog.Logger
 	Now     func() time.Time
@@ -160,6 +166,9 @@ func (s *Service) decide(ctx context.Context, c *check, req *authv3.CheckRequest
 
 	// Bind: the route names the server; without it nothing can be decided.
 	c.server = req.GetAttributes().GetContextExtensions()["server"]
+	if c.server == "" && s.o.ServerFromPath {
+		c.server = serverFromPath(http.GetPath())
+	}
 	if c.server == "" {
 		return outcome{status: 403, reason: "route is not bound to an MCP server (missing context_extensions.server)", body: jsonError(nil, -32600, "route is not bound to an MCP server")}
 	}
@@ -259,6 +268,20 @@ func (s *Service) decide(ctx context.Context, c *check, req *authv3.CheckRequest
 		return s.failed(c, "credential", err)
 	}
 	return outcome{allow: true, status: 200, reason: "allowed", headers: mut.set, remove: mut.remove}
+}
+
+// serverFromPath returns <name> of a /mcp/<name>[/...][?...] path, or "".
+func serverFromPath(p string) string {
+	p, _, _ = strings.Cut(p, "?")
+	rest, ok := strings.CutPrefix(p, "/mcp/")
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	if !config.ServerNamePattern.MatchString(name) {
+		return ""
+	}
+	return name
 }
 
 // bearer extracts the token of an "Authorization: Bearer" header. The

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,13 @@ func New(opts Options) (*Engine, error) {
 	if opts.Dir == "" {
 		e.src = source{fsys: defaultFiles, dir: "default"}
 	} else {
+		fi, err := os.Stat(opts.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("policy: %w", err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("policy: %s is not a directory", opts.Dir)
+		}
 		e.src = source{dir: opts.Dir}
 	}
 	m, err := newMetrics(opts.Registerer)

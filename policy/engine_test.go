@@ -345,6 +345,11 @@ func TestNewFailsWithFileAndLine(t *testing.T) {
 	if _, err := tryEngine(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("missing directory accepted")
 	}
+	file := filepath.Join(t.TempDir(), "authz.rego")
+	writeFiles(t, filepath.Dir(file), map[string]string{"authz.rego": "package warden.authz\n\nallow := true\n"})
+	if _, err := tryEngine(file); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("a file as policy dir: %v", err)
+	}
 }
 
 func TestReloadKeepsLastGood(t *testing.T) {

@@ -375,7 +375,16 @@ func (b *builder) id(id any) (*ast.Term, error) {
 			return ast.InternedTerm(int(id)), nil
 		}
 		return b.term(ast.FloatNumberTerm(id).Value), nil
-	case json.Number, int, int64:
+	case json.Number:
+		if t := ast.InternedIntNumberTermFromString(string(id)); t != nil {
+			return t, nil
+		}
+		v, err := jsonValue(id)
+		if err != nil {
+			return nil, err
+		}
+		return b.term(v), nil
+	case int, int64:
 		v, err := jsonValue(id)
 		if err != nil {
 			return nil, err

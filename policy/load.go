@@ -87,7 +87,7 @@ func (s source) read(tests bool) (*loaded, error) {
 	}
 	res, err := fl.Filtered([]string{s.dir}, skipFile(tests))
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", s, err)
+		return nil, fmt.Errorf("load: %w", err)
 	}
 	l := &loaded{modules: make(map[string]*ast.Module, len(res.Modules)), docs: res.Documents}
 	h := sha256.New()
@@ -111,7 +111,7 @@ func (s source) read(tests bool) (*loaded, error) {
 	}
 	data, err := json.Marshal(l.docs) // map keys are sorted: canonical
 	if err != nil {
-		return nil, fmt.Errorf("load %s: encode data: %w", s, err)
+		return nil, fmt.Errorf("load: encode data: %w", err)
 	}
 	fmt.Fprintf(h, "data %d\n", len(data))
 	h.Write(data)

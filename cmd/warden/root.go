@@ -9,5 +9,12 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	af := &adminFlags{}
+	clients := []*cobra.Command{newServersCmd(af), newTokensCmd(af), newRevokeCmd(af), newGrantsCmd(af), newAuditCmd(af)}
+	for _, c := range clients {
+		af.register(c)
+	}
+	root.AddCommand(newServeCmd(), newPolicyCmd(), newEnvoyCmd())
+	root.AddCommand(clients...)
 	return root
 }

@@ -21,6 +21,7 @@ type serverView struct {
 	Description string            `json:"description"`
 	Source      string            `json:"source"`
 	Resource    string            `json:"resource"`
+	XDSError    string            `json:"xds_error"`
 }
 
 func newServersCmd(af *adminFlags) *cobra.Command {
@@ -190,6 +191,9 @@ func show(cmd *cobra.Command, output string, s serverView) error {
 	if output == "json" {
 		return printJSON(cmd.OutOrStdout(), s)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "server %s registered: %s -> %s (credential %s)\n", s.Name, s.Resource, s.URL, s.Credential)
+	fmt.Fprintf(cmd.OutOrStdout(), "server %s: %s -> %s (credential %s)\n", s.Name, s.Resource, s.URL, s.Credential)
+	if s.XDSError != "" {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: Envoy will not get this server: %s\n", s.XDSError)
+	}
 	return nil
 }

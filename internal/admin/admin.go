@@ -64,6 +64,11 @@ type Options struct {
 	Now    func() time.Time
 	// MaxTokenTTL bounds service tokens minted through the API.
 	MaxTokenTTL time.Duration
+	// ServerProblem reports why the xDS translation would skip a server
+	// (nil when it publishes), shown with every server the API returns.
+	ServerProblem func(store.Server) error
+	// XDSStatus reports the control plane's state for GET /api/v1/xds.
+	XDSStatus func() any
 }
 
 // Server is the admin API.
@@ -99,6 +104,12 @@ func New(o Options) *Server {
 	s.api("POST /api/v1/revoke", s.revoke)
 	s.api("GET /api/v1/audit", s.listAudit)
 	s.api("GET /api/v1/audit/verify", s.verifyAudit)
+	if o.XDSStatus != nil {
+		s.api("GET /api/v1/xds", func(w http.ResponseWriter, _ *http.Request, _ string) error {
+			writeJSON(w, http.StatusOK, o.XDSStatus())
+			return nil
+		})
+	}
 	return s
 }
 
@@ -211,11 +222,19 @@ type serverView struct {
 	StaticSecret *store.Sealed `json:"static_secret,omitempty"`
 	HasSecret    bool          `json:"has_static_secret,omitempty"`
 	Resource     string        `json:"resource"`
+	// XDSError says why Envoy does not get this server (skipped by the
+	// translation); empty when it is published.
+	XDSError string `json:"xds_error,omitempty"`
 }
 
 func (s *Server) view(sv store.Server) serverView {
 	v := serverView{Server: sv, HasSecret: sv.StaticSecret != nil, Resource: s.o.ResourceURL(sv.Name)}
 	v.Server.StaticSecret = nil
+	if s.o.ServerProblem != nil {
+		if err := s.o.ServerProblem(sv); err != nil {
+			v.XDSError = err.Error()
+		}
+	}
 	return v
 }
 

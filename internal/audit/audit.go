@@ -53,6 +53,10 @@ type Trail struct {
 
 	closeOnce sync.Once
 	closing   chan struct{}
+	// abandon is closed when Close gives up waiting: the writer stops
+	// retrying a store that will not come back.
+	abandonOnce sync.Once
+	abandon     chan struct{}
 }
 
 type pending struct {
@@ -81,7 +85,7 @@ func Open(ctx context.Context, st Store, o Options) (*Trail, error) {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("open audit trail: %w", err)
 	}
-	t := &Trail{st: st, opts: o, q: make(chan pending, o.QueueSize), done: make(chan struct{}), closing: make(chan struct{})}
+	t := &Trail{st: st, opts: o, q: make(chan pending, o.QueueSize), done: make(chan struct{}), closing: make(chan struct{}), abandon: make(chan struct{})}
 	go t.run(head.Seq, head.Hash)
 	return t, nil
 }
@@ -140,6 +144,7 @@ func (t *Trail) Close(ctx context.Context) error {
 	case <-t.done:
 		return nil
 	case <-ctx.Done():
+		t.abandonOnce.Do(func() { close(t.abandon) })
 		return fmt.Errorf("audit drain: %w", ctx.Err())
 	}
 }
@@ -184,7 +189,8 @@ func (t *Trail) run(seq uint64, prev string) {
 }
 
 // write chains and stores one batch, retrying with backoff until the store
-// takes it: an event once accepted is never dropped.
+// takes it: an event once accepted is never dropped, unless Close gave up
+// on a store that stays broken (then the loss is logged and waiters fail).
 func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string) {
 	events := make([]store.AuditEvent, len(batch))
 	h := prev
@@ -206,7 +212,17 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		if t.opts.OnWriteError != nil {
 			t.opts.OnWriteError(err)
 		}
-		time.Sleep(backoff)
+		select {
+		case <-time.After(backoff):
+		case <-t.abandon:
+			t.opts.Logger.Error("audit events lost: the store failed until shutdown", "events", len(events))
+			for _, p := range batch {
+				if p.done != nil {
+					p.done <- fmt.Errorf("audit store unavailable: %w", err)
+				}
+			}
+			return seq, prev
+		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
 	if t.opts.Sink != nil {

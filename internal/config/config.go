@@ -74,6 +74,9 @@ type Authz struct {
 	Timeout  Duration `json:"timeout"`
 	JWTTTL   Duration `json:"jwt_ttl"`
 	Identity Identity `json:"identity_headers"`
+	// ServerFromPath takes the MCP server from a /mcp/<name> path when the
+	// route sets no context_extensions.server (Envoy Gateway, Istio).
+	ServerFromPath bool `json:"server_from_path"`
 }
 
 // Identity names the headers carrying caller identity upstream; empty

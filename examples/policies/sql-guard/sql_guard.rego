@@ -18,6 +18,7 @@ sql_blocked := `(?i)\b(drop|delete)\b`
 deny contains msg if {
 	input.mcp.method == "tools/call"
 	arg := sql_tools[input.mcp.tool]
+
 	# object.get, not input.mcp.arguments[arg]: a missing argument must make
 	# this rule match, and an undefined ref would make it fail instead.
 	not is_string(object.get(input.mcp.arguments, arg, null))
@@ -29,7 +30,6 @@ deny contains msg if {
 	arg := sql_tools[input.mcp.tool]
 	sql := input.mcp.arguments[arg]
 	is_string(sql)
-	found := regex.find_n(sql_blocked, sql, 1)
-	count(found) > 0
-	msg := sprintf("tool %q does not allow %s statements", [input.mcp.tool, upper(found[0])])
+	regex.match(sql_blocked, sql)
+	msg := sprintf("tool %q does not allow %s statements", [input.mcp.tool, upper(regex.find_n(sql_blocked, sql, 1)[0])])
 }

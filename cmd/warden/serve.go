@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/warden-mcp/warden/authz"
+	"github.com/warden-mcp/warden/internal/admin"
+	"github.com/warden-mcp/warden/internal/audit"
+	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/internal/handle"
+	"github.com/warden-mcp/warden/internal/keys"
+	"github.com/warden-mcp/warden/internal/registry"
+	"github.com/warden-mcp/warden/internal/revoke"
+	"github.com/warden-mcp/warden/internal/seal"
+	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/oauth"
+	"github.com/warden-mcp/warden/policy"
+	"github.com/warden-mcp/warden/xds"
+)
+
+func newServeCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run Warden: ext_authz gRPC, OAuth HTTP, xDS and the admin API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", os.Getenv("WARDEN_CONFIG"), "YAML config file (env WARDEN_CONFIG); defaults apply without one")
+	return cmd
+}
+
+func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// auditSink opens where audit JSON lines go.
+func auditSink(spec string, stdout io.Writer) (io.Writer, func() error, error) {
+	switch spec {
+	case "stdout":
+		return stdout, func() error { return nil }, nil
+	case "stderr":
+		return os.Stderr, func() error { return nil }, nil
+	case "none":
+		return nil, func() error { return nil }, nil
+	}
+	f, err := os.OpenFile(spec, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open audit sink: %w", err)
+	}
+	return f, f.Close, nil
+}
+
+// drainTimeout bounds graceful shutdown: in-flight checks finish, queued
+// audit events are written.
+const drainTimeout = 15 * time.Second
+
+func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
+	log := newLogger(cfg.Log, stderr)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := store.OpenBadger(filepath.Join(cfg.DataDir, "store"), store.BadgerOptions{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	ring, err := loadKeyring(cfg, log)
+	if err != nil {
+		return err
+	}
+	signer, created, err := keys.LoadOrCreate(cfg.Keys.SigningFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("generated signing key", "file", cfg.Keys.SigningFile, "kid", signer.KeyID())
+	}
+	adminToken, created, err := admin.LoadOrCreateToken(cfg.Keys.AdminTokenFile)
+	if err != nil {
+		return err
+	}
+	if v := os.Getenv("WARDEN_ADMIN_TOKEN"); v != "" {
+		adminToken = v
+	} else if created {
+		log.Info("generated admin token", "file", cfg.Keys.AdminTokenFile)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	auditErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "warden_audit_write_errors_total", Help: "Failed audit store writes (retried until they succeed)."})
+	reg.MustRegister(auditErrors)
+
+	sink, closeSink, err := auditSink(cfg.Audit.Sink, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeSink()
+	trail, err := audit.Open(ctx, st, audit.Options{Sink: sink, Logger: log, OnWriteError: func(error) { auditErrors.Inc() }})
+	if err != nil {
+		return err
+	}
+
+	servers := registry.New(st, trail, ring, nil)
+	if err := servers.Reconcile(ctx, cfg.Servers); err != nil {
+		log.Error("config servers not fully applied", "err", err)
+	}
+	catalog := authz.NewCatalog(servers)
+	servers.OnChange(catalog.Invalidate)
+
+	engine, err := policy.New(policy.Options{Dir: cfg.Policy.Dir, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+
+	attacher, err := authz.NewAttacher(authz.AttacherOptions{
+		Signer: signer, Opener: ring, Issuer: cfg.Issuer(), ResourceURL: cfg.ResourceURL, TTL: cfg.Authz.JWTTTL.D(),
+		SubjectHeader: cfg.Authz.Identity.Subject, ClientHeader: cfg.Authz.Identity.Client,
+	})
+	if err != nil {
+		return err
+	}
+	svc, err := authz.New(authz.Options{
+		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: attacher,
+		ResourceURL: cfg.ResourceURL, ResourceMetadataURL: cfg.ResourceMetadataURL,
+		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
+		Metrics: authz.NewMetrics(reg), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	grpcSrv := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(cfg.Authz.MaxBodyBytes+(64<<10)),
+	)
+	authv3.RegisterAuthorizationServer(grpcSrv, svc)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(grpcSrv, hs)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	xdsSrv, err := xds.New(xds.Options{Source: servers, Settings: xds.SettingsFromConfig(cfg.XDS), NodeIDs: cfg.XDS.NodeIDs, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	xdsGRPC := grpc.NewServer(xds.GRPCServerOptions()...)
+	xdsSrv.Register(xdsGRPC)
+
+	revoker := revoke.New(st, trail, nil)
+	adminAPI := admin.New(admin.Options{
+		TokenSum: handle.Sum(adminToken), Store: st, Registry: servers, Revoker: revoker, Audit: trail,
+		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
+		ServerProblem: xdsSrv.CheckServer, XDSStatus: func() any { return xdsSrv.Status() },
+		Ready: map[string]admin.Check{
+			"xds": func() error {
+				if st := xdsSrv.Status(); !st.Ready {
+					return fmt.Errorf("no snapshot published yet: %s", st.LastError)
+				}
+				return nil
+			},
+			"policy": func() error {
+				if s := engine.Status(); s.LastError != "" {
+					return fmt.Errorf("serving revision %s; last reload failed: %s", s.Revision, s.LastError)
+				}
+				return nil
+			},
+		},
+	})
+
+	authServer, err := oauth.New(oauth.Options{
+		Config: cfg, Store: st, Signer: signer, Keyring: ring, Auditor: trail,
+		Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if b := authServer.StaticBootstrap(); b.Password != "" {
+		// The one-time password goes to the terminal, never to the log.
+		fmt.Fprint(stderr, b.Banner())
+	}
+	httpMux := http.NewServeMux()
+	httpMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	httpMux.Handle("/", authServer.Handler())
+
+	authzLis, err := net.Listen("tcp", cfg.Listen.Authz)
+	if err != nil {
+		return fmt.Errorf("listen ext_authz: %w", err)
+	}
+	httpSrv := &http.Server{Addr: cfg.Listen.HTTP, Handler: httpMux, ReadHeaderTimeout: 10 * time.Second}
+	adminSrv := &http.Server{Addr: cfg.Listen.Admin, Handler: adminAPI, ReadHeaderTimeout: 10 * time.Second}
+	httpLis, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		return fmt.Errorf("listen http: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
+	if err != nil {
+		return fmt.Errorf("listen admin: %w", err)
+	}
+	xdsLis, err := net.Listen("tcp", cfg.Listen.XDS)
+	if err != nil {
+		return fmt.Errorf("listen xds: %w", err)
+	}
+
+	log.Info("warden serving",
+		"ext_authz", authzLis.Addr().String(), "http", httpLis.Addr().String(), "admin", adminLis.Addr().String(), "xds", xdsLis.Addr().String(),
+		"public_url", cfg.PublicURL, "data_dir", cfg.DataDir, "policy_revision", engine.Revision())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return grpcSrv.Serve(authzLis) })
+	g.Go(func() error { return xdsGRPC.Serve(xdsLis) })
+	g.Go(func() error { return xdsSrv.Run(gctx) })
+	g.Go(func() error { return ignoreClosed(httpSrv.Serve(httpLis)) })
+	g.Go(func() error { return ignoreClosed(adminSrv.Serve(adminLis)) })
+	if cfg.Policy.Dir != "" && cfg.Policy.Watch {
+		g.Go(func() error { return engine.Watch(gctx) })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down: draining in-flight checks")
+		hs.Shutdown()
+		dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		stopped := make(chan struct{})
+		go func() { grpcSrv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-dctx.Done():
+			grpcSrv.Stop()
+		}
+		xdsGRPC.Stop()
+		_ = httpSrv.Shutdown(dctx)
+		_ = adminSrv.Shutdown(dctx)
+		if err := trail.Close(dctx); err != nil {
+			log.Error("audit trail not fully drained", "err", err)
+		}
+		return nil
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func loadKeyring(cfg config.Config, log *slog.Logger) (*seal.Keyring, error) {
+	if v := os.Getenv("WARDEN_SEALING_KEYS"); v != "" {
+		ring, err := seal.ParseEnv(v)
+		if err != nil {
+			return nil, fmt.Errorf("WARDEN_SEALING_KEYS: %w", err)
+		}
+		return ring, nil
+	}
+	ring, created, err := seal.LoadOrCreateFile(cfg.Keys.SealingFile)
+	if err != nil {
+		return nil, fmt.Errorf("sealing keys: %w", err)
+	}
+	if created {
+		log.Info("generated sealing key", "file", cfg.Keys.SealingFile)
+	}
+	return ring, nil
+}

@@ -1,0 +1,132 @@
+// A real OpenID Provider for Warden's tests, built on the certified
+// oidc-provider package. It listens on 127.0.0.1 (port from the config, 0
+// for a free one), signs users in without a form (the "current user" is
+// set through a test control endpoint) and grants consent automatically
+// through the provider's own interactionDetails / interactionFinished API.
+//
+// Usage: node idp.js '<json config>'
+//   {"port":0,"clients":[{"client_id":..,"client_secret":..,"redirect_uris":[..]}],
+//    "access_token_ttl":60}
+// Prints one JSON line {"issuer": "...", "port": N} on stdout when ready.
+//
+// Test control (loopback only, for the Go test driving it):
+//   POST /__test/login-as   {"sub":"bob"}    whom the next login signs in
+//   POST /__test/disable    {"sub":"alice"}  the account disappears: refresh
+//                                            tokens are refused (invalid_grant)
+import http from 'node:http';
+import Provider from 'oidc-provider';
+
+const cfg = JSON.parse(process.argv[2] || '{}');
+
+const accounts = {
+  alice: { sub: 'alice', email: 'alice@example.com', email_verified: true, name: 'Alice Liddell', groups: ['engineering', 'mcp-users'] },
+  bob: { sub: 'bob', email: 'bob@example.com', email_verified: true, name: 'Bob Builder', groups: ['sales'] },
+  mallory: { sub: 'mallory', email: 'mallory@example.com', email_verified: false, name: 'Mallory', groups: [] },
+};
+const disabled = new Set();
+let currentUser = 'alice';
+
+function readJSON(req) {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => { try { resolve(JSON.parse(body || '{}')); } catch (e) { reject(e); } });
+    req.on('error', reject);
+  });
+}
+
+const server = http.createServer();
+server.listen(cfg.port || 0, '127.0.0.1', () => {
+  const { port } = server.address();
+  const issuer = `http://127.0.0.1:${port}`;
+  const provider = new Provider(issuer, {
+    clients: (cfg.clients || []).map((c) => ({
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      ...c,
+    })),
+    findAccount: async (_ctx, id) => {
+      if (!accounts[id] || disabled.has(id)) return undefined;
+      return { accountId: id, claims: async () => ({ ...accounts[id] }) };
+    },
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name'],
+      groups: ['groups'],
+    },
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+    // Put the scope claims in the ID token itself, as Entra ID and Okta do
+    // for the standard scopes.
+    conformIdTokenClaims: false,
+    // Issue refresh tokens to every client allowed to refresh, without
+    // requiring offline_access + prompt=consent.
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // Rotate refresh tokens on every use, as Okta and Entra ID can: a
+    // second use of a rotated token revokes the grant at the IdP.
+    rotateRefreshToken: true,
+    pkce: { required: () => true },
+    ttl: {
+      AccessToken: cfg.access_token_ttl || 3600,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      RefreshToken: 86400,
+      Interaction: 600,
+      Session: 3600,
+      Grant: 86400,
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    features: { devInteractions: { enabled: false }, revocation: { enabled: true } },
+    cookies: { keys: ['warden-test-idp-cookie-key'] },
+  });
+  provider.on('server_error', (_ctx, err) => console.error('idp server_error', err));
+
+  const app = provider.callback();
+  server.on('request', async (req, res) => {
+    try {
+      if (req.method === 'POST' && req.url === '/__test/login-as') {
+        currentUser = (await readJSON(req)).sub;
+        res.writeHead(204).end();
+        return;
+      }
+      if (req.method === 'POST' && req.url === '/__test/disable') {
+        disabled.add((await readJSON(req)).sub);
+        res.writeHead(204).end();
+        return;
+      }
+      if (req.url.startsWith('/interaction/')) {
+        const details = await provider.interactionDetails(req, res);
+        if (details.prompt.name === 'login') {
+          await provider.interactionFinished(req, res, { login: { accountId: currentUser } }, { mergeWithLastSubmission: false });
+          return;
+        }
+        if (details.prompt.name === 'consent') {
+          const { prompt: { details: missing }, params, session } = details;
+          const grant = details.grantId
+            ? await provider.Grant.find(details.grantId)
+            : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+          if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+          if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+          for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes || {})) {
+            grant.addResourceScope(indicator, scopes.join(' '));
+          }
+          const grantId = await grant.save();
+          await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+          return;
+        }
+        res.writeHead(400, { 'content-type': 'text/plain' }).end(`unexpected prompt ${details.prompt.name}`);
+        return;
+      }
+      app(req, res);
+    } catch (err) {
+      console.error('idp error', err);
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end(String(err));
+    }
+  });
+  process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
+});
+
+// Exit with the parent: the Go test closes stdin when it is done.
+process.stdin.resume();
+process.stdin.on('end', () => process.exit(0));
