@@ -68,6 +68,7 @@ func (st *stream) extAuthz(f *httpFilter) bool {
 	if withBody && st.r.ContentLength != 0 {
 		buf, err := readUpTo(st.r.Body, int64(maxBytes)+1)
 		st.bodyBytes = int64(len(buf))
+		st.bodyDone = int64(len(buf)) <= int64(maxBytes) // fewer bytes than asked for: EOF
 		st.idle.touch()
 		if err != nil {
 			st.p.log.Debug("envoysim: reading request body", "err", err)

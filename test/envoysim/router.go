@@ -30,6 +30,7 @@ func (st *stream) route() {
 		h.add("content-length", strconv.Itoa(len(d.body)))
 		st.routeResponseHeaders(&h)
 		st.finishResponseHeaders(&h)
+		st.closeIfIncomplete()
 		st.writeHeaders(h, d.status)
 		if len(d.body) > 0 && st.r.Method != http.MethodHead {
 			_, _ = st.w.Write(d.body)

@@ -44,6 +44,7 @@ type stream struct {
 
 	body      io.Reader // what is left to send upstream
 	bodyBytes int64     // body bytes received so far
+	bodyDone  bool      // the whole request body has been read
 
 	respMutations []respMutation // response_headers_to_add from an OK check
 
@@ -96,6 +97,7 @@ func (st *stream) serve() {
 	defer st.idle.stop()
 
 	st.body = st.r.Body
+	st.bodyDone = st.r.ContentLength == 0
 	st.selectRoute()
 	if st.rr != nil && st.rr.action != nil && st.rr.action.idleTimeout != nil {
 		st.idle.reset(*st.rr.action.idleTimeout)
@@ -298,6 +300,7 @@ func (st *stream) localReply(status int, body []byte, replace []header) {
 	for _, r := range replace {
 		h.add(r.key, r.value)
 	}
+	st.closeIfIncomplete()
 	st.writeHeaders(h, status)
 	if len(body) > 0 && st.r.Method != http.MethodHead {
 		_, _ = st.w.Write(body)
@@ -346,6 +349,15 @@ func (st *stream) writeHeaders(h headerMap, status int) {
 		out[k] = v
 	}
 	st.w.WriteHeader(status)
+}
+
+// closeIfIncomplete marks a local reply sent before the request body was
+// read: like Envoy's HTTP/1.1 codec, the connection is closed after it
+// rather than reused with unread bytes on it.
+func (st *stream) closeIfIncomplete() {
+	if !st.bodyDone {
+		st.w.Header().Set("Connection", "close")
+	}
 }
 
 // idleTimer implements the stream idle timeout: it fires when no request
