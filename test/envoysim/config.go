@@ -18,6 +18,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Type URLs of the typed configs the harness understands. Envoy selects an
@@ -61,8 +62,10 @@ func unpack(a *anypb.Any, dst proto.Message) error {
 	return nil
 }
 
-func durationOr(d interface{ AsDuration() time.Duration }, isNil bool, def time.Duration) time.Duration {
-	if isNil {
+// durationOr returns d, or def when the field is unset (0 stays 0: Envoy
+// reads an explicit zero as "disabled").
+func durationOr(d *durationpb.Duration, def time.Duration) time.Duration {
+	if d == nil {
 		return def
 	}
 	return d.AsDuration()
@@ -195,7 +198,7 @@ func compileConnManager(h *hcmv3.HttpConnectionManager) (*connManager, error) {
 		generateRequestID:         h.GetGenerateRequestId() == nil || h.GetGenerateRequestId().GetValue(),
 		preserveExternalRequestID: h.GetPreserveExternalRequestId(),
 		alwaysSetRequestID:        h.GetAlwaysSetRequestIdInResponse(),
-		streamIdleTimeout:         durationOr(h.GetStreamIdleTimeout(), h.GetStreamIdleTimeout() == nil, defaultStreamIdleTimeout),
+		streamIdleTimeout:         durationOr(h.GetStreamIdleTimeout(), defaultStreamIdleTimeout),
 		serverName:                h.GetServerName(),
 		serverTransform:           h.GetServerHeaderTransformation(),
 		stripAnyHostPort:          h.GetStripAnyHostPort(),
@@ -330,7 +333,7 @@ func compileExtAuthz(ea *extauthzv3.ExtAuthz) (*extAuthz, error) {
 	c := &extAuthz{
 		clusterName:               eg.GetClusterName(),
 		authority:                 eg.GetAuthority(),
-		timeout:                   durationOr(gs.GetTimeout(), gs.GetTimeout() == nil, defaultAuthzTimeout),
+		timeout:                   durationOr(gs.GetTimeout(), defaultAuthzTimeout),
 		failureModeAllow:          ea.GetFailureModeAllow(),
 		failureModeAllowHeaderAdd: ea.GetFailureModeAllowHeaderAdd(),
 		statusOnError:             http.StatusForbidden,

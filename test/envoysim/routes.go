@@ -268,7 +268,7 @@ func compileRouteMatch(m *routev3.RouteMatch) (routeMatcher, error) {
 
 func compileRouteAction(a *routev3.RouteAction, m *routeMatcher) (*routeAction, error) {
 	ra := &routeAction{
-		timeout:      durationOr(a.GetTimeout(), a.GetTimeout() == nil, defaultRouteTimeout),
+		timeout:      durationOr(a.GetTimeout(), defaultRouteTimeout),
 		notFoundCode: 503,
 		appendXFH:    a.GetAppendXForwardedHost(),
 	}

@@ -19,14 +19,15 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
 const (
-	tlsTransportSocket   = "envoy.transport_sockets.tls"
-	httpProtocolOptsKey  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-	defaultConnectTimout = 5 * time.Second // Cluster.connect_timeout default
+	tlsTransportSocket    = "envoy.transport_sockets.tls"
+	httpProtocolOptsKey   = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	defaultConnectTimeout = 5 * time.Second // Cluster.connect_timeout default
 )
 
 var (
@@ -70,7 +71,7 @@ func compileCluster(c *clusterv3.Cluster, roots *x509.CertPool) (*cluster, error
 	out := &cluster{
 		name:           c.GetName(),
 		src:            c,
-		connectTimeout: durationOr(c.GetConnectTimeout(), c.GetConnectTimeout() == nil, defaultConnectTimout),
+		connectTimeout: durationOr(c.GetConnectTimeout(), defaultConnectTimeout),
 	}
 	dnsType := false
 	switch t := c.GetClusterDiscoveryType().(type) {
@@ -392,6 +393,12 @@ func (c *cluster) grpcClient(authority string) (*grpc.ClientConn, error) {
 		dialer := &net.Dialer{Timeout: c.connectTimeout}
 		opts := []grpc.DialOption{
 			grpc.WithTransportCredentials(creds),
+			// Reconnect soon after the authz service comes back; until then
+			// calls fail fast and status_on_error applies.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: c.connectTimeout,
+			}),
 			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 				return dialer.DialContext(ctx, "tcp", addr)
 			}),
