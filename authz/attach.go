@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwt"
@@ -44,7 +43,7 @@ type AttacherOptions struct {
 // passthrough) and the server's own credential is set.
 type Attacher struct {
 	o     AttacherOptions
-	cache jwtCache
+	cache *boundedMap[string, cachedJWT]
 }
 
 // NewAttacher returns an Attacher.
@@ -58,7 +57,7 @@ func NewAttacher(o AttacherOptions) (*Attacher, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Attacher{o: o, cache: jwtCache{m: map[string]cachedJWT{}}}, nil
+	return &Attacher{o: o, cache: newBoundedMap[string, cachedJWT](100_000)}, nil
 }
 
 type mutations struct {
@@ -109,8 +108,8 @@ func (a *Attacher) Attach(ctx context.Context, srv store.Server, h store.Handle,
 func (a *Attacher) jwt(srv store.Server, h store.Handle, g store.Grant) (string, error) {
 	now := a.o.Now()
 	key := h.Digest + "\x00" + srv.Name
-	if tok, ok := a.cache.get(key, now); ok {
-		return tok, nil
+	if e, ok := a.cache.get(key); ok && now.Before(e.refreshAt) {
+		return e.token, nil
 	}
 	exp := now.Add(a.o.TTL)
 	// A JWT never outlives the handle it stands for.
@@ -148,48 +147,11 @@ func (a *Attacher) jwt(srv store.Server, h store.Handle, g store.Grant) (string,
 	// Refresh once a fifth of the lifetime is left, so upstreams never get
 	// a token that expires in flight.
 	refreshAt := exp.Add(-exp.Sub(now) / 5)
-	a.cache.put(key, cachedJWT{token: string(signed), refreshAt: refreshAt}, now)
+	a.cache.put(key, cachedJWT{token: string(signed), refreshAt: refreshAt})
 	return string(signed), nil
 }
 
 type cachedJWT struct {
 	token     string
 	refreshAt time.Time
-}
-
-// jwtCache is a small map guarded by a RWMutex; entries die at refreshAt
-// and are swept when the map grows.
-type jwtCache struct {
-	mu sync.RWMutex
-	m  map[string]cachedJWT
-}
-
-const jwtCacheSweepAt = 100_000
-
-func (c *jwtCache) get(key string, now time.Time) (string, bool) {
-	c.mu.RLock()
-	e, ok := c.m[key]
-	c.mu.RUnlock()
-	if !ok || !now.Before(e.refreshAt) {
-		return "", false
-	}
-	return e.token, true
-}
-
-func (c *jwtCache) put(key string, e cachedJWT, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= jwtCacheSweepAt {
-		for k, v := range c.m {
-			if !now.Before(v.refreshAt) {
-				delete(c.m, k)
-			}
-		}
-		if len(c.m) >= jwtCacheSweepAt {
-			// Still full of live entries: start over rather than grow
-			// without bound; the cost is re-signing.
-			c.m = map[string]cachedJWT{}
-		}
-	}
-	c.m[key] = e
 }

@@ -30,3 +30,24 @@ func BenchmarkCheckAllow(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCheckGRPC is the same allow path over a real loopback gRPC
+// connection, client and server in one process (the load generator in
+// test/loadgen runs them as separate processes).
+func BenchmarkCheckGRPC(b *testing.B) {
+	e := newEnv(b)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi/mcp"})
+	tok, _ := e.mint(tokenSpec{servers: []string{"bi"}, groups: []string{"finance", "eng"}})
+	r := req{token: tok, body: toolsCall}.build()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if resp, err := e.client.Check(ctx, r); err != nil || resp.GetOkResponse() == nil {
+				b.Fatal("denied")
+			}
+		}
+	})
+}

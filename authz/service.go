@@ -67,15 +67,24 @@ type Options struct {
 	// context extensions (Envoy Gateway SecurityPolicy, Istio CUSTOM).
 	// Only safe when the proxy routes /mcp/<name> to that server alone.
 	ServerFromPath bool
-	Metrics *Metrics
-	Logger  *slog.Logger
-	Now     func() time.Time
+	Metrics        *Metrics
+	Logger         *slog.Logger
+	Now            func() time.Time
 }
 
 // Service implements authv3.AuthorizationServer.
 type Service struct {
 	authv3.UnimplementedAuthorizationServer
 	o Options
+	// callers caches the policy input parts fixed for one handle on one
+	// server, keyed by the versions of every record they come from.
+	callers *boundedMap[callerKey, *policy.Caller]
+}
+
+type callerKey struct {
+	digest                      string
+	handleVer, grantVer, srvVer uint64
+	server                      string
 }
 
 // New checks opts and returns a Service.
@@ -101,7 +110,7 @@ func New(o Options) (*Service, error) {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
 	}
-	return &Service{o: o}, nil
+	return &Service{o: o, callers: newBoundedMap[callerKey, *policy.Caller](50_000)}, nil
 }
 
 // check carries one request through the pipeline.
@@ -243,7 +252,10 @@ func (s *Service) decide(ctx context.Context, c *check, req *authv3.CheckRequest
 
 	// Decide: every message of a batch must be allowed.
 	c.policyRev = s.o.Policy.Revision()
-	in := s.input(c, http.GetMethod(), http.GetPath(), http.GetHost(), now)
+	in, err := s.input(c, http.GetMethod(), http.GetPath(), http.GetHost(), now)
+	if err != nil {
+		return s.failed(c, "policy", err)
+	}
 	for i := range mreq.Messages {
 		fillMCP(&in.MCP, &mreq.Messages[i], mreq)
 		d, err := s.o.Policy.Decide(ctx, in)
@@ -331,8 +343,23 @@ func missingScopes(required, have []string) []string {
 // cookies are never exposed to policy (or to decision logs).
 var selectedHeaders = []string{"user-agent", "origin", "content-type", "accept", "x-forwarded-for", "mcp-session-id", "mcp-protocol-version", "last-event-id"}
 
-func (s *Service) input(c *check, method, path, host string, now time.Time) *policy.Input {
-	g := c.grant
+func (s *Service) input(c *check, method, path, host string, now time.Time) (*policy.Input, error) {
+	g, h := c.grant, c.handle
+	key := callerKey{digest: h.Digest, handleVer: h.Version, grantVer: g.Version, srvVer: c.srv.Version, server: c.srv.Name}
+	caller, ok := s.callers.get(key)
+	if !ok {
+		var err error
+		caller, err = policy.NewCaller(
+			policy.Subject{Sub: g.Subject, Email: g.Email, Name: g.Name, Groups: g.Groups, Claims: g.Claims},
+			policy.Client{ID: g.ClientID, Name: g.ClientName, Kind: string(g.Kind)},
+			policy.Server{Name: c.srv.Name, Labels: c.srv.Labels},
+			policy.Grant{ID: g.ID, Scopes: h.Scopes, Servers: g.Servers},
+		)
+		if err != nil {
+			return nil, fmt.Errorf("policy input for grant %s: %w", g.ID, err)
+		}
+		s.callers.put(key, caller)
+	}
 	hdrs := make(map[string]string, 4)
 	for _, k := range selectedHeaders {
 		if v, ok := c.headers[k]; ok {
@@ -340,13 +367,10 @@ func (s *Service) input(c *check, method, path, host string, now time.Time) *pol
 		}
 	}
 	return &policy.Input{
-		Version: 1,
-		Subject: policy.Subject{Sub: g.Subject, Email: g.Email, Name: g.Name, Groups: g.Groups, Claims: g.Claims},
-		Client:  policy.Client{ID: g.ClientID, Name: g.ClientName, Kind: string(g.Kind)},
-		Server:  policy.Server{Name: c.srv.Name, Labels: c.srv.Labels},
+		Version: policy.InputVersion,
+		Caller:  caller,
 		Request: policy.Request{ID: c.requestID, Method: method, Path: path, Host: host, Headers: hdrs, Time: now.UTC().Format(time.RFC3339Nano)},
-		Grant:   policy.Grant{ID: g.ID, Scopes: c.handle.Scopes, Servers: g.Servers},
-	}
+	}, nil
 }
 
 func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -22,7 +23,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/warden-mcp/warden/authz"
 	"github.com/warden-mcp/warden/internal/admin"
@@ -92,6 +92,12 @@ const drainTimeout = 15 * time.Second
 
 func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
+	// Check allocates short-lived garbage at a high rate while the live heap
+	// stays small; collecting at 4x the live heap instead of 2x roughly
+	// halves GC CPU on the hot path. GOGC in the environment still wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -166,10 +172,8 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 		return err
 	}
 
-	grpcSrv := grpc.NewServer(
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(cfg.Authz.MaxBodyBytes+(64<<10)),
-	)
+	// The CheckRequest carries the body plus headers and attributes.
+	grpcSrv := grpc.NewServer(authz.ServerOptions(cfg.Authz.MaxBodyBytes + (64 << 10))...)
 	authv3.RegisterAuthorizationServer(grpcSrv, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, hs)
@@ -186,7 +190,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 	adminAPI := admin.New(admin.Options{
 		TokenSum: handle.Sum(adminToken), Store: st, Registry: servers, Revoker: revoker, Audit: trail,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
-		ServerProblem: xdsSrv.CheckServer, XDSStatus: func() any { return xdsSrv.Status() },
+		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer, XDSStatus: func() any { return xdsSrv.Status() },
 		Ready: map[string]admin.Check{
 			"xds": func() error {
 				if st := xdsSrv.Status(); !st.Ready {

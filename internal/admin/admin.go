@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,6 +70,8 @@ type Options struct {
 	ServerProblem func(store.Server) error
 	// XDSStatus reports the control plane's state for GET /api/v1/xds.
 	XDSStatus func() any
+	// Pprof serves net/http/pprof under /debug/pprof/, admin token required.
+	Pprof bool
 }
 
 // Server is the admin API.
@@ -104,6 +107,11 @@ func New(o Options) *Server {
 	s.api("POST /api/v1/revoke", s.revoke)
 	s.api("GET /api/v1/audit", s.listAudit)
 	s.api("GET /api/v1/audit/verify", s.verifyAudit)
+	if o.Pprof {
+		s.api("GET /debug/pprof/", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Index(w, r); return nil })
+		s.api("GET /debug/pprof/profile", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Profile(w, r); return nil })
+		s.api("GET /debug/pprof/trace", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Trace(w, r); return nil })
+	}
 	if o.XDSStatus != nil {
 		s.api("GET /api/v1/xds", func(w http.ResponseWriter, _ *http.Request, _ string) error {
 			writeJSON(w, http.StatusOK, o.XDSStatus())

@@ -36,8 +36,16 @@ type Config struct {
 	Audit     Audit  `json:"audit"`
 	OAuth     OAuth  `json:"oauth"`
 	XDS       XDS    `json:"xds"`
+	Debug     Debug  `json:"debug"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
+}
+
+// Debug holds diagnostics that are off by default.
+type Debug struct {
+	// Pprof serves net/http/pprof under /debug/pprof/ on the admin listener
+	// (behind the admin token).
+	Pprof bool `json:"pprof"`
 }
 
 // Listen holds the listening addresses.

@@ -10,7 +10,9 @@ package mcp
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"unicode/utf8"
 )
 
@@ -118,34 +120,47 @@ func Classify(in Input) (*Request, *Error) {
 	if !utf8.Valid(body) {
 		return nil, parseErr("request body is not valid UTF-8")
 	}
-	if !json.Valid(body) {
-		return nil, parseErr("request body is not valid JSON")
-	}
+	// One decoding pass validates the syntax and splits the messages into
+	// exact-key maps; a syntax error is a parse error, a wrong shape an
+	// invalid request.
 	switch body[0] {
 	case '[':
-		var raws []json.RawMessage
-		if err := json.Unmarshal(body, &raws); err != nil {
-			return nil, parseErr("batch: %v", err)
+		var objs []map[string]json.RawMessage
+		if err := json.Unmarshal(body, &objs); err != nil {
+			if isSyntax(err) {
+				return nil, parseErr("request body is not valid JSON")
+			}
+			return nil, invalid(nil, "every message of a batch must be an object")
 		}
-		if len(raws) == 0 {
+		if len(objs) == 0 {
 			return nil, invalid(nil, "empty batch")
 		}
 		r.Batch = true
-		r.Messages = make([]Message, 0, len(raws))
-		for _, raw := range raws {
-			m, err := classifyMessage(raw)
+		r.Messages = make([]Message, 0, len(objs))
+		for _, obj := range objs {
+			m, err := classifyMessage(obj)
 			if err != nil {
 				return nil, err
 			}
 			r.Messages = append(r.Messages, m)
 		}
 	case '{':
-		m, err := classifyMessage(body)
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(body, &obj); err != nil {
+			if isSyntax(err) {
+				return nil, parseErr("request body is not valid JSON")
+			}
+			return nil, invalid(nil, "a JSON-RPC message must be an object")
+		}
+		m, err := classifyMessage(obj)
 		if err != nil {
 			return nil, err
 		}
 		r.Messages = []Message{m}
 	default:
+		if !json.Valid(body) {
+			return nil, parseErr("request body is not valid JSON")
+		}
 		return nil, invalid(nil, "a JSON-RPC message must be an object or a batch array")
 	}
 	return r, nil
@@ -155,12 +170,11 @@ func Classify(in Input) (*Request, *Error) {
 // matches struct fields case-insensitively, which would let {"name":"a",
 // "NAME":"b"} show policy one tool while a JavaScript server runs another;
 // maps keep keys exactly as sent, and the last duplicate wins as in JS.
-func classifyMessage(raw json.RawMessage) (Message, *Error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return Message{}, invalid(nil, "a JSON-RPC message must be an object")
-	}
+func classifyMessage(obj map[string]json.RawMessage) (Message, *Error) {
 	var m Message
+	if obj == nil {
+		return m, invalid(nil, "a JSON-RPC message must be an object")
+	}
 	id, hasID := obj["id"]
 	if hasID {
 		if err := checkID(id); err != nil {
@@ -202,6 +216,11 @@ func classifyMessage(raw json.RawMessage) (Message, *Error) {
 		return m, invalid(m.ID, "message is neither a request, a notification nor a response")
 	}
 	return m, nil
+}
+
+func isSyntax(err error) bool {
+	var se *json.SyntaxError
+	return errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // checkID accepts the id forms MCP allows: a string or a number. MCP

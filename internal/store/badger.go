@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -41,6 +42,10 @@ type BadgerOptions struct {
 type Badger struct {
 	db  *badger.DB
 	now func() time.Time
+	// hot keeps decoded handles and grants in memory for ResolveHandle,
+	// written through by every handle and grant write (see hot.go).
+	hot    *hotCache
+	closed atomic.Bool
 }
 
 var _ Store = (*Badger)(nil)
@@ -65,11 +70,22 @@ func OpenBadger(dir string, o BadgerOptions) (*Badger, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Badger{db: db, now: now}, nil
+	return &Badger{db: db, now: now, hot: newHotCache(hotCacheMax)}, nil
 }
 
-// Close flushes and closes the database.
-func (b *Badger) Close() error { return b.db.Close() }
+// Close flushes and closes the database. The cache goes with it, so no
+// read is answered from memory once the store is gone.
+func (b *Badger) Close() error {
+	b.closed.Store(true)
+	b.hot.mu.Lock()
+	clear(b.hot.handles)
+	clear(b.hot.grants)
+	b.hot.mu.Unlock()
+	return b.db.Close()
+}
+
+// ErrClosed is returned by reads after Close.
+var ErrClosed = errors.New("store closed")
 
 // RunGC reclaims value-log space; call it periodically.
 func (b *Badger) RunGC() {
@@ -244,7 +260,10 @@ func (b *Badger) CreateGrant(_ context.Context, g Grant) error {
 		return errors.New("grant id is empty")
 	}
 	g.Version = 1
-	if err := b.create(pGrant+g.ID, g, time.Time{}); err != nil {
+	w := b.hot.beginWrite()
+	err := b.create(pGrant+g.ID, g, time.Time{})
+	w.grant(g.ID)
+	if err != nil {
 		return fmt.Errorf("create grant %q: %w", g.ID, err)
 	}
 	return nil
@@ -259,15 +278,21 @@ func (b *Badger) GetGrant(_ context.Context, id string) (Grant, error) {
 }
 
 func (b *Badger) UpdateGrant(_ context.Context, id string, fn func(Grant) (Grant, error)) error {
-	return update(b, pGrant+id, nil, nil, func(g Grant) (Grant, error) {
+	w := b.hot.beginWrite()
+	err := update(b, pGrant+id, nil, nil, func(g Grant) (Grant, error) {
 		n, err := fn(g)
 		n.ID = g.ID
 		return n, err
 	}, func(g *Grant) { g.Version++ })
+	w.grant(id)
+	return err
 }
 
 func (b *Badger) DeleteGrant(_ context.Context, id string) error {
-	if err := b.delete(pGrant + id); err != nil {
+	w := b.hot.beginWrite()
+	err := b.delete(pGrant + id)
+	w.grant(id)
+	if err != nil {
 		return fmt.Errorf("delete grant %q: %w", id, err)
 	}
 	return nil
@@ -289,7 +314,10 @@ func (b *Badger) CreateHandle(_ context.Context, h Handle) error {
 		return errors.New("handle has no expiry")
 	}
 	h.Version = 1
-	if err := b.create(pHandle+h.Digest, h, h.ExpiresAt); err != nil {
+	w := b.hot.beginWrite()
+	err := b.create(pHandle+h.Digest, h, h.ExpiresAt)
+	w.handle(h.Digest)
+	if err != nil {
 		return fmt.Errorf("create %s handle: %w", h.Kind, err)
 	}
 	return nil
@@ -309,11 +337,13 @@ func (b *Badger) GetHandle(_ context.Context, digest string) (Handle, error) {
 }
 
 func (b *Badger) UpdateHandle(_ context.Context, digest string, fn func(Handle) (Handle, error)) error {
+	w := b.hot.beginWrite()
 	err := update(b, pHandle+digest, func(h Handle) time.Time { return h.ExpiresAt }, b.handleAlive, func(h Handle) (Handle, error) {
 		n, err := fn(h)
 		n.Digest = h.Digest
 		return n, err
 	}, func(h *Handle) { h.Version++ })
+	w.handle(digest)
 	if err != nil {
 		return fmt.Errorf("update handle: %w", err)
 	}
@@ -321,13 +351,29 @@ func (b *Badger) UpdateHandle(_ context.Context, digest string, fn func(Handle) 
 }
 
 func (b *Badger) DeleteHandle(_ context.Context, digest string) error {
-	if err := b.delete(pHandle + digest); err != nil {
+	w := b.hot.beginWrite()
+	err := b.delete(pHandle + digest)
+	w.handle(digest)
+	if err != nil {
 		return fmt.Errorf("delete handle: %w", err)
 	}
 	return nil
 }
 
+// ResolveHandle serves from the write-through cache when both records are
+// in it and reads Badger otherwise. The values are shared with the cache:
+// callers must treat their slices and maps as read-only.
 func (b *Badger) ResolveHandle(_ context.Context, digest string) (Handle, Grant, error) {
+	if b.closed.Load() {
+		return Handle{}, Grant{}, fmt.Errorf("resolve handle: %w", ErrClosed)
+	}
+	if h, g, ok := b.hot.resolve(digest); ok {
+		if !b.handleAlive(h) {
+			return Handle{}, Grant{}, fmt.Errorf("resolve handle: %w", ErrNotFound)
+		}
+		return h, g, nil
+	}
+	gen, clean := b.hot.snapshot()
 	var h Handle
 	var g Grant
 	err := b.db.View(func(txn *badger.Txn) error {
@@ -343,6 +389,12 @@ func (b *Badger) ResolveHandle(_ context.Context, digest string) (Handle, Grant,
 	})
 	if err != nil {
 		return Handle{}, Grant{}, fmt.Errorf("resolve handle: %w", err)
+	}
+	if clean {
+		if hook := b.hot.afterRead; hook != nil {
+			hook()
+		}
+		b.hot.fill(gen, h, g)
 	}
 	return h, g, nil
 }
@@ -495,17 +547,28 @@ func (b *Badger) AppendAudit(_ context.Context, events ...AuditEvent) error {
 		return nil
 	}
 	err := b.retry(func(txn *badger.Txn) error {
-		last, err := lastAudit(txn)
-		var next uint64 = 1
-		switch {
-		case err == nil:
-			next = last.Seq + 1
-		case !errors.Is(err, ErrNotFound):
+		// Continuity is checked with point reads of the neighbours, not by
+		// decoding the newest event: seq-1 must exist and seq must not.
+		first := events[0].Seq
+		if first == 0 {
+			return errors.New("audit seq starts at 1")
+		}
+		if first > 1 {
+			if _, err := txn.Get(auditKey(first - 1)); errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("audit seq %d leaves a gap after the stored chain", first)
+			} else if err != nil {
+				return err
+			}
+		}
+		if _, err := txn.Get(auditKey(first)); err == nil {
+			return fmt.Errorf("audit seq %d is already stored: %w", first, ErrAlreadyExists)
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
+		next := first
 		for _, e := range events {
 			if e.Seq != next {
-				return fmt.Errorf("audit seq %d does not continue the chain at %d: %w", e.Seq, next, ErrAlreadyExists)
+				return fmt.Errorf("audit seq %d does not continue the batch at %d", e.Seq, next)
 			}
 			raw, err := json.Marshal(e)
 			if err != nil {

@@ -29,6 +29,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 const policyRego = `package warden.authz
@@ -53,8 +54,9 @@ func main() {
 	warm := flag.Duration("warmup", 2*time.Second, "warm-up time per level")
 	levels := flag.String("callers", "1,4,16", "concurrency levels")
 	conns := flag.Int("conns", 2, "gRPC connections shared by the callers (Envoy uses a few per worker)")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the warden process during the last level to this file")
 	flag.Parse()
-	if err := run(*bin, *dur, *warm, *levels, *conns); err != nil {
+	if err := run(*bin, *dur, *warm, *levels, *conns, *profile); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
@@ -69,7 +71,7 @@ func freePort() string {
 	return l.Addr().String()
 }
 
-func run(bin string, dur, warm time.Duration, levels string, nconns int) error {
+func run(bin string, dur, warm time.Duration, levels string, nconns int, profile string) error {
 	dir, err := os.MkdirTemp("", "warden-load-")
 	if err != nil {
 		return err
@@ -85,7 +87,7 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int) error {
 		"WARDEN_DATA_DIR="+filepath.Join(dir, "data"),
 		"WARDEN_LISTEN_AUTHZ="+authzAddr, "WARDEN_LISTEN_ADMIN="+adminAddr,
 		"WARDEN_LISTEN_HTTP="+freePort(), "WARDEN_LISTEN_XDS="+freePort(),
-		"WARDEN_POLICY_DIR="+pdir, "WARDEN_AUDIT_SINK=none", "WARDEN_LOG_LEVEL=warn",
+		"WARDEN_POLICY_DIR="+pdir, "WARDEN_DEBUG_PPROF="+strconv.FormatBool(profile != ""), "WARDEN_AUDIT_SINK=none", "WARDEN_LOG_LEVEL=warn",
 	)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -111,14 +113,15 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int) error {
 	}
 	handle, _ := out["access_token"].(string)
 
-	conns := make([]authv3.AuthorizationClient, nconns)
+	conns := make([]*grpc.ClientConn, nconns)
 	for i := range conns {
-		cc, err := grpc.NewClient(authzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(authzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(nil), grpc.ForceCodec(rawCodec{})))
 		if err != nil {
 			return err
 		}
 		defer cc.Close()
-		conns[i] = authv3.NewAuthorizationClient(cc)
+		conns[i] = cc
 	}
 	body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","n":3}}}`)
 	mk := func(i int) *authv3.CheckRequest {
@@ -137,7 +140,7 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int) error {
 		}}
 	}
 	// Sanity: the request is allowed and carries a JWT.
-	resp, err := conns[0].Check(context.Background(), mk(0))
+	resp, err := authv3.NewAuthorizationClient(conns[0]).Check(context.Background(), mk(0))
 	if err != nil {
 		return err
 	}
@@ -148,25 +151,58 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int) error {
 	fmt.Printf("machine: %d CPUs (%s/%s), %s; load generator and warden on the same machine; %d gRPC connections\n",
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), nconns)
 	fmt.Printf("path: allow, tools/call, per-tool Rego policy, Badger handle lookup, cached upstream JWT, audit append\n")
-	fmt.Printf("%8s %12s %10s %10s %10s %8s\n", "callers", "checks/s", "p50", "p99", "p99.9", "errors")
-	for _, f := range strings.Split(levels, ",") {
+	fmt.Printf("%8s %12s %10s %10s %10s %8s %16s\n", "callers", "checks/s", "p50", "p99", "p99.9", "errors", "warden CPU/check")
+	parts := strings.Split(levels, ",")
+	for i, f := range parts {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
 			return fmt.Errorf("callers %q: %w", f, err)
 		}
-		res := measure(conns, mk, n, warm, dur)
-		fmt.Printf("%8d %12.0f %10s %10s %10s %8d\n", n, res.rate, res.p50, res.p99, res.p999, res.errors)
+		var prof chan error
+		if profile != "" && i == len(parts)-1 {
+			prof = make(chan error, 1)
+			go func() { prof <- fetchProfile(admin, adminTok, warm, dur, profile) }()
+		}
+		res := measure(conns, mk, n, warm, dur, cmd.Process.Pid)
+		if prof != nil {
+			if err := <-prof; err != nil {
+				return err
+			}
+		}
+		fmt.Printf("%8d %12.0f %10s %10s %10s %8d %14.1fµs\n", n, res.rate, res.p50, res.p99, res.p999, res.errors, res.cpuPerCheck)
 	}
 	return nil
 }
+
+// rawCodec sends CheckRequests encoded once up front, the way a proxy
+// written in C++ would not spend this process's CPU, so the figures show
+// Warden's cost and not the generator's. Responses are still decoded in
+// full and checked.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	if b, ok := v.(*preEncoded); ok {
+		return b.raw, nil
+	}
+	return proto.Marshal(v.(proto.Message))
+}
+
+func (rawCodec) Unmarshal(data []byte, v any) error { return proto.Unmarshal(data, v.(proto.Message)) }
+
+type preEncoded struct{ raw []byte }
 
 type result struct {
 	rate           float64
 	p50, p99, p999 time.Duration
 	errors         int64
+	// cpuPerCheck is the warden process's user+system CPU time per check
+	// during the measuring window, in microseconds.
+	cpuPerCheck float64
 }
 
-func measure(conns []authv3.AuthorizationClient, mk func(int) *authv3.CheckRequest, n int, warm, dur time.Duration) result {
+func measure(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, n int, warm, dur time.Duration, pid int) result {
 	var measuring atomic.Bool
 	var stop atomic.Bool
 	var errs atomic.Int64
@@ -177,11 +213,16 @@ func measure(conns []authv3.AuthorizationClient, mk func(int) *authv3.CheckReque
 		go func(w int) {
 			defer wg.Done()
 			c := conns[w%len(conns)]
-			req := mk(w)
+			raw, err := proto.Marshal(mk(w))
+			if err != nil {
+				panic(err)
+			}
+			req := &preEncoded{raw: raw}
 			local := make([]time.Duration, 0, 1<<16)
 			for !stop.Load() {
 				t0 := time.Now()
-				resp, err := c.Check(context.Background(), req)
+				resp := new(authv3.CheckResponse)
+				err := c.Invoke(context.Background(), authv3.Authorization_Check_FullMethodName, req, resp)
 				d := time.Since(t0)
 				if err != nil || resp.GetOkResponse() == nil {
 					errs.Add(1)
@@ -196,11 +237,13 @@ func measure(conns []authv3.AuthorizationClient, mk func(int) *authv3.CheckReque
 	}
 	time.Sleep(warm)
 	errs.Store(0)
+	cpu0 := procCPU(pid)
 	measuring.Store(true)
 	start := time.Now()
 	time.Sleep(dur)
 	measuring.Store(false)
 	elapsed := time.Since(start)
+	cpu1 := procCPU(pid)
 	stop.Store(true)
 	wg.Wait()
 	var all []time.Duration
@@ -214,7 +257,47 @@ func measure(conns []authv3.AuthorizationClient, mk func(int) *authv3.CheckReque
 		}
 		return all[min(len(all)-1, int(float64(len(all))*p))]
 	}
-	return result{rate: float64(len(all)) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99), p999: pct(0.999), errors: errs.Load()}
+	res := result{rate: float64(len(all)) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99), p999: pct(0.999), errors: errs.Load()}
+	if len(all) > 0 {
+		res.cpuPerCheck = float64((cpu1 - cpu0).Microseconds()) / float64(len(all))
+	}
+	return res
+}
+
+// procCPU is the user+system CPU time of process pid (Linux /proc).
+func procCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15, in clock ticks (100 per second on Linux).
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(fields) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// fetchProfile records the server's CPU during the measuring window.
+func fetchProfile(admin, tok string, warm, dur time.Duration, path string) error {
+	time.Sleep(warm)
+	secs := max(1, int(dur.Seconds()))
+	req, _ := http.NewRequest("GET", admin+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		return fmt.Errorf("cpu profile: %v %s", err, resp.Status)
+	}
+	return os.WriteFile(path, data, 0o644)
 }
 
 func waitReady(url string) error {
