@@ -44,7 +44,7 @@ type Options struct {
 	// of a batch, trading a little audit latency for fewer store writes
 	// under load. Default 1ms.
 	Linger time.Duration
-	Now      func() time.Time
+	Now    func() time.Time
 	// OnWriteError is called for each failed store write (metrics).
 	OnWriteError func(error)
 }
