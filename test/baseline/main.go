@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -175,7 +176,7 @@ func newVariant(name string) (variant, error) {
 		return variant{}, err
 	}
 	// A token whose signature does not verify: last signature byte changed.
-	bad := []byte(string(signed))
+	bad := slices.Clone(signed)
 	if bad[len(bad)-2] == 'A' {
 		bad[len(bad)-2] = 'B'
 	} else {
