@@ -54,7 +54,7 @@ func startServe(t *testing.T, dataDir string, mod func(*config.Config)) *running
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1), stderr: &bytes.Buffer{}}
-	go func() { r.done <- serve(ctx, cfg, &bytes.Buffer{}, r.stderr) }()
+	go func() { r.done <- serve(ctx, cfg, cfgPathOf(cfg), &bytes.Buffer{}, r.stderr) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get("http://" + cfg.Listen.Admin + "/readyz")
@@ -77,6 +77,8 @@ func startServe(t *testing.T, dataDir string, mod func(*config.Config)) *running
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }
+
+func cfgPathOf(c config.Config) string { return filepath.Join(c.DataDir, "cfg.yaml") }
 
 // reload fills the derived paths the way config.Load does.
 func reload(c *config.Config) error {
@@ -313,5 +315,74 @@ func TestPolicyTestCommand(t *testing.T) {
 	cmd.SetArgs([]string{"policy", "test", dir})
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "1 policy test(s) failed") {
 		t.Fatalf("failing policy test not reported: %v", err)
+	}
+}
+
+func TestConfigServersReconciledLive(t *testing.T) {
+	dir := t.TempDir()
+	r := startServe(t, dir, func(c *config.Config) {
+		c.Servers = []config.Server{{Name: "bi", URL: "http://bi/mcp"}}
+	})
+	if out, _ := r.cli(t, "servers", "list"); !strings.Contains(out, "bi") || !strings.Contains(out, "config") {
+		t.Fatalf("declared server not registered at start:\n%s", out)
+	}
+	next := r.cfg
+	next.Servers = []config.Server{{Name: "hr", URL: "http://hr/mcp", Scopes: []string{"hr.read"}}}
+	raw, _ := json.Marshal(next)
+	tmp := cfgPathOf(r.cfg) + ".tmp"
+	_ = os.WriteFile(tmp, raw, 0o600)
+	if err := os.Rename(tmp, cfgPathOf(r.cfg)); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out, _ = r.cli(t, "servers", "list")
+		if strings.Contains(out, "hr.read") && !strings.Contains(out, "http://bi/mcp") {
+			return
+		}
+	}
+	t.Fatalf("file change not reconciled:\n%s", out)
+}
+
+func TestKeysRotate(t *testing.T) {
+	dir := t.TempDir()
+	r := startServe(t, dir, nil)
+	jwks := func() int {
+		resp, err := http.Get("http://" + r.cfg.Listen.HTTP + "/oauth/jwks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var doc struct{ Keys []json.RawMessage }
+		_ = json.NewDecoder(resp.Body).Decode(&doc)
+		return len(doc.Keys)
+	}
+	if n := jwks(); n != 1 {
+		t.Fatalf("%d published keys at start", n)
+	}
+	out, err := r.cli(t, "keys", "rotate")
+	if err != nil || !strings.Contains(out, "signing key rotated") || !strings.Contains(out, "sealing key rotated") {
+		t.Fatalf("keys rotate: %v %s", err, out)
+	}
+	if n := jwks(); n != 2 {
+		t.Fatalf("%d published keys after rotation, want old and new", n)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "sealing-keys.json"))
+	var ring struct{ Keys map[string]string }
+	_ = json.Unmarshal(raw, &ring)
+	if len(ring.Keys) != 2 {
+		t.Fatalf("sealing keyring has %d keys", len(ring.Keys))
+	}
+	// A static secret sealed after rotation still opens (the server works).
+	if _, err := r.cli(t, "servers", "add", "hr", "--url", "http://hr/mcp", "--credential", "static", "--static-secret-env", "HOME"); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = r.cli(t, "tokens", "create", "--subject", "a", "--server", "hr", "-o", "json")
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.Unmarshal([]byte(out), &tok)
+	if resp := check(t, r.cfg.Listen.Authz, tok.AccessToken, "hr", listTools); resp.GetOkResponse() == nil {
+		t.Fatalf("static credential after sealing rotation: %v", resp.GetDeniedResponse())
 	}
 }
