@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	"github.com/warden-mcp/warden/internal/handle"
@@ -43,7 +44,7 @@ type AttacherOptions struct {
 // passthrough) and the server's own credential is set.
 type Attacher struct {
 	o     AttacherOptions
-	cache *boundedMap[string, cachedJWT]
+	cache *boundedMap[attachKey, attached]
 }
 
 // NewAttacher returns an Attacher.
@@ -57,60 +58,78 @@ func NewAttacher(o AttacherOptions) (*Attacher, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Attacher{o: o, cache: newBoundedMap[string, cachedJWT](100_000)}, nil
+	return &Attacher{o: o, cache: newBoundedMap[attachKey, attached](100_000)}, nil
 }
 
-type mutations struct {
-	set    []header
-	remove []string
+// attachKey names everything an OkHttpResponse depends on: the handle
+// (subject, client and scopes come with it) and the server record version
+// (credential mode and static secret).
+type attachKey struct {
+	digest     string
+	server     string
+	srvVersion uint64
 }
 
-// Attach computes the upstream header mutations for an allowed request.
-func (a *Attacher) Attach(ctx context.Context, srv store.Server, h store.Handle, g store.Grant) (mutations, error) {
-	var m mutations
+type attached struct {
+	ok        *authv3.OkHttpResponse
+	refreshAt time.Time
+}
+
+// Attach returns the upstream header mutations for an allowed request. The
+// response is cached per handle and server until its JWT nears expiry and
+// is shared between concurrent Checks: callers must not modify it.
+func (a *Attacher) Attach(ctx context.Context, srv store.Server, h store.Handle, g store.Grant) (*authv3.OkHttpResponse, error) {
+	now := a.o.Now()
+	key := attachKey{digest: h.Digest, server: srv.Name, srvVersion: srv.Version}
+	if e, ok := a.cache.get(key); ok && now.Before(e.refreshAt) {
+		return e.ok, nil
+	}
+	ok := &authv3.OkHttpResponse{}
+	set := func(k, v string) { ok.Headers = append(ok.Headers, hvo(header{k, v})) }
+	// Static and none credentials do not expire; re-check them hourly so
+	// an idle entry does not live forever.
+	refreshAt := now.Add(time.Hour)
 	switch srv.Credential {
 	case store.CredentialJWT, "":
-		tok, err := a.jwt(srv, h, g)
+		tok, exp, err := a.mint(srv, h, g, now)
 		if err != nil {
-			return m, err
+			return nil, err
 		}
-		m.set = append(m.set, header{"authorization", "Bearer " + tok})
+		set("authorization", "Bearer "+tok)
+		// Re-mint once a fifth of the lifetime is left, so upstreams never
+		// get a token that expires in flight.
+		refreshAt = exp.Add(-exp.Sub(now) / 5)
 	case store.CredentialStatic:
 		if srv.StaticSecret == nil || srv.StaticHeader == "" {
-			return m, fmt.Errorf("server %q: static credential not configured", srv.Name)
+			return nil, fmt.Errorf("server %q: static credential not configured", srv.Name)
 		}
 		secret, err := a.o.Opener.Open(*srv.StaticSecret, []byte("server/"+srv.Name))
 		if err != nil {
-			return m, fmt.Errorf("server %q: open static secret: %w", srv.Name, err)
+			return nil, fmt.Errorf("server %q: open static secret: %w", srv.Name, err)
 		}
 		name := strings.ToLower(srv.StaticHeader)
 		if name != "authorization" {
-			m.remove = append(m.remove, "authorization")
+			ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
 		}
-		m.set = append(m.set, header{name, string(secret)})
+		set(name, string(secret))
 	case store.CredentialNone:
-		m.remove = append(m.remove, "authorization")
+		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
 	default:
-		return m, fmt.Errorf("server %q: credential mode %q is not supported", srv.Name, srv.Credential)
+		return nil, fmt.Errorf("server %q: credential mode %q is not supported", srv.Name, srv.Credential)
 	}
 	// Identity headers are always overwritten so a client cannot forge them.
 	if a.o.SubjectHeader != "" {
-		m.set = append(m.set, header{a.o.SubjectHeader, g.Subject})
+		set(a.o.SubjectHeader, g.Subject)
 	}
 	if a.o.ClientHeader != "" {
-		m.set = append(m.set, header{a.o.ClientHeader, g.ClientID})
+		set(a.o.ClientHeader, g.ClientID)
 	}
-	return m, nil
+	a.cache.put(key, attached{ok: ok, refreshAt: refreshAt})
+	return ok, nil
 }
 
-// jwt returns a cached JWT for this handle and server, minting a new one
-// when none is cached or the cached one is within its refresh margin.
-func (a *Attacher) jwt(srv store.Server, h store.Handle, g store.Grant) (string, error) {
-	now := a.o.Now()
-	key := h.Digest + "\x00" + srv.Name
-	if e, ok := a.cache.get(key); ok && now.Before(e.refreshAt) {
-		return e.token, nil
-	}
+// mint signs a JWT standing for handle h at server srv.
+func (a *Attacher) mint(srv store.Server, h store.Handle, g store.Grant, now time.Time) (string, time.Time, error) {
 	exp := now.Add(a.o.TTL)
 	// A JWT never outlives the handle it stands for.
 	if h.ExpiresAt.Before(exp) {
@@ -138,20 +157,11 @@ func (a *Attacher) jwt(srv store.Server, h store.Handle, g store.Grant) (string,
 	}
 	t, err := b.Build()
 	if err != nil {
-		return "", fmt.Errorf("build upstream jwt: %w", err)
+		return "", exp, fmt.Errorf("build upstream jwt: %w", err)
 	}
 	signed, err := a.o.Signer.Sign(t)
 	if err != nil {
-		return "", fmt.Errorf("sign upstream jwt: %w", err)
+		return "", exp, fmt.Errorf("sign upstream jwt: %w", err)
 	}
-	// Refresh once a fifth of the lifetime is left, so upstreams never get
-	// a token that expires in flight.
-	refreshAt := exp.Add(-exp.Sub(now) / 5)
-	a.cache.put(key, cachedJWT{token: string(signed), refreshAt: refreshAt})
-	return string(signed), nil
-}
-
-type cachedJWT struct {
-	token     string
-	refreshAt time.Time
+	return string(signed), exp, nil
 }

@@ -51,3 +51,21 @@ func BenchmarkCheckGRPC(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCheckAllowSerial runs the allow path on one goroutine: ns/op is
+// then the CPU cost of one Check, the figure to compare across changes on a
+// noisy machine.
+func BenchmarkCheckAllowSerial(b *testing.B) {
+	e := newEnv(b)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi/mcp"})
+	tok, _ := e.mint(tokenSpec{servers: []string{"bi"}, groups: []string{"finance", "eng"}})
+	r := req{token: tok, body: toolsCall}.build()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if resp, _ := e.service.Check(ctx, r); resp.GetOkResponse() == nil {
+			b.Fatal("denied")
+		}
+	}
+}

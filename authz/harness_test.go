@@ -120,7 +120,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(authz.ServerOptions(1<<20)...)
+	gs := grpc.NewServer(authz.ServerOptions(1 << 20)...)
 	authv3.RegisterAuthorizationServer(gs, svc)
 	go func() { _ = gs.Serve(lis) }()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

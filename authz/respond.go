@@ -147,13 +147,9 @@ func (s *Service) finish(ctx context.Context, c *check, o outcome) *authv3.Check
 	}
 	s.o.Metrics.observe(o, s.o.Now().Sub(c.start))
 	if o.allow {
-		ok := &authv3.OkHttpResponse{HeadersToRemove: o.remove}
-		for _, h := range o.headers {
-			ok.Headers = append(ok.Headers, hvo(h))
-		}
 		return &authv3.CheckResponse{
 			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: o.ok},
 		}
 	}
 	denied := &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode(o.status)}, Body: o.body}

@@ -150,11 +150,12 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (resp *au
 
 // outcome is the result of the pipeline before it becomes a CheckResponse.
 type outcome struct {
-	allow   bool
-	status  int // HTTP status of a denial
-	reason  string
-	headers []header // denial headers, or upstream mutations when allowed
-	remove  []string
+	allow  bool
+	ok     *authv3.OkHttpResponse // shared, read-only: the upstream mutations
+	status int                    // HTTP status of a denial
+	reason string
+	// headers and body make up a denial.
+	headers []header
 	body    string
 	// failure names the internal failure class when status is 503.
 	failure string
@@ -275,11 +276,11 @@ func (s *Service) decide(ctx context.Context, c *check, req *authv3.CheckRequest
 	}
 
 	// Attach the upstream credential.
-	mut, err := s.o.Attacher.Attach(ctx, srv, h, g)
+	ok, err := s.o.Attacher.Attach(ctx, srv, h, g)
 	if err != nil {
 		return s.failed(c, "credential", err)
 	}
-	return outcome{allow: true, status: 200, reason: "allowed", headers: mut.set, remove: mut.remove}
+	return outcome{allow: true, status: 200, reason: "allowed", ok: ok}
 }
 
 // serverFromPath returns <name> of a /mcp/<name>[/...][?...] path, or "".

@@ -9,6 +9,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -43,7 +44,7 @@ type Options struct {
 	// of a batch, trading a little audit latency for fewer store writes
 	// under load. Default 1ms.
 	Linger time.Duration
-	Now      func() time.Time
+	Now    func() time.Time
 	// OnWriteError is called for each failed store write (metrics).
 	OnWriteError func(error)
 }
@@ -204,14 +205,22 @@ func (t *Trail) run(seq uint64, prev string) {
 // on a store that stays broken (then the loss is logged and waiters fail).
 func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string) {
 	events := make([]store.AuditEvent, len(batch))
+	var lines []byte
+	if t.opts.Sink != nil {
+		lines = make([]byte, 0, 512*len(batch))
+	}
 	h := prev
 	for i, p := range batch {
 		ev := p.ev
 		ev.Seq = seq + uint64(i) + 1
 		ev.PrevHash = h
-		ev.Hash = Hash(ev)
+		var line []byte
+		ev.Hash, line = hashAndEncode(ev)
 		h = ev.Hash
 		events[i] = ev
+		if lines != nil {
+			lines = append(append(lines, line...), '\n')
+		}
 	}
 	backoff := 10 * time.Millisecond
 	for {
@@ -236,13 +245,8 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
-	if t.opts.Sink != nil {
-		buf := make([]byte, 0, 512*len(events))
-		for _, ev := range events {
-			line, _ := json.Marshal(ev)
-			buf = append(append(buf, line...), '\n')
-		}
-		if _, err := t.opts.Sink.Write(buf); err != nil {
+	if lines != nil {
+		if _, err := t.opts.Sink.Write(lines); err != nil {
 			t.opts.Logger.Error("audit sink write failed", "err", err)
 		}
 	}
@@ -258,10 +262,33 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 // Hash empty and PrevHash set, so changing any field or the order breaks
 // every later link.
 func Hash(ev store.AuditEvent) string {
+	h, _ := hashAndEncode(ev)
+	return h
+}
+
+// emptyHashTail is how the JSON encoding of an event with no hash ends:
+// Hash is the last field of store.AuditEvent and has no omitempty.
+const emptyHashTail = `"hash":""}`
+
+// hashAndEncode returns the chain hash of ev and its JSON encoding with
+// that hash filled in, from a single marshal: the hash is spliced into the
+// encoding it was computed over.
+func hashAndEncode(ev store.AuditEvent) (string, []byte) {
 	ev.Hash = ""
 	raw, _ := json.Marshal(ev)
 	sum := sha256.Sum256(raw)
-	return hex.EncodeToString(sum[:])
+	h := hex.EncodeToString(sum[:])
+	if !bytes.HasSuffix(raw, []byte(emptyHashTail)) {
+		// The field order changed; fall back to a second marshal.
+		ev.Hash = h
+		out, _ := json.Marshal(ev)
+		return h, out
+	}
+	out := make([]byte, 0, len(raw)+len(h))
+	out = append(out, raw[:len(raw)-2]...) // drop `"}`
+	out = append(out, h...)
+	out = append(out, '"', '}')
+	return h, out
 }
 
 // Report is the outcome of Verify.

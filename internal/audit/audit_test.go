@@ -213,3 +213,22 @@ func TestStoreFailureBackpressuresAndLosesNothing(t *testing.T) {
 		t.Fatalf("accepted %d events, stored %d (%+v)", 12-timedOut, r.Events, r)
 	}
 }
+
+// The sink line must be exactly the event as a second marshal would give
+// it, hash included: the splice in hashAndEncode must not drift.
+func TestSinkLineMatchesStoredEvent(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	var sink syncBuf
+	tr, _ := audit.Open(ctx, st, audit.Options{Sink: &sink})
+	_ = tr.RecordSync(ctx, store.AuditEvent{Type: "decision", Tool: `quote"and\\slash`, Details: map[string]any{"k": []string{"a"}}})
+	_ = tr.Close(ctx)
+	evs, _ := st.ListAudit(ctx, 0, 0)
+	want, _ := json.Marshal(evs[0])
+	if got := strings.TrimSpace(sink.b.String()); got != string(want) {
+		t.Fatalf("sink line\n%s\nstored event\n%s", got, want)
+	}
+	if audit.Hash(evs[0]) != evs[0].Hash {
+		t.Fatal("stored hash does not verify")
+	}
+}

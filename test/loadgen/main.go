@@ -55,8 +55,15 @@ func main() {
 	levels := flag.String("callers", "1,4,16", "concurrency levels")
 	conns := flag.Int("conns", 2, "gRPC connections shared by the callers (Envoy uses a few per worker)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the warden process during the last level to this file")
+	floor := flag.String("floor", "", "instead of warden, drive this allow-everything server (go build ./test/loadgen/floor) to measure grpc-go's own cost")
 	flag.Parse()
-	if err := run(*bin, *dur, *warm, *levels, *conns, *profile); err != nil {
+	var err error
+	if *floor != "" {
+		err = runFloor(*floor, *dur, *warm, *levels, *conns)
+	} else {
+		err = run(*bin, *dur, *warm, *levels, *conns, *profile)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
@@ -113,18 +120,105 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int, profile
 	}
 	handle, _ := out["access_token"].(string)
 
-	conns := make([]*grpc.ClientConn, nconns)
+	conns, err := dial(authzAddr, nconns)
+	if err != nil {
+		return err
+	}
+	defer closeAll(conns)
+	mk := requestMaker(handle)
+	// Sanity: the request is allowed and carries a JWT.
+	resp, err := authv3.NewAuthorizationClient(conns[0]).Check(context.Background(), mk(0))
+	if err != nil {
+		return err
+	}
+	if resp.GetOkResponse() == nil {
+		return fmt.Errorf("setup check was denied: %v", resp.GetDeniedResponse())
+	}
+	if _, o := findHeader(resp.GetOkResponse(), "authorization"); !strings.HasPrefix(o, "Bearer ey") {
+		return fmt.Errorf("setup check attached no upstream JWT")
+	}
+	fmt.Print(machineLine(nconns))
+	fmt.Printf("target: warden; path: allow, tools/call, per-tool Rego policy, handle lookup, cached upstream JWT, audit append\n")
+	return levelsRun(conns, mk, levels, warm, dur, cmd.Process.Pid, func(last bool, ch chan error) {
+		if profile != "" && last {
+			go func() { ch <- fetchProfile(admin, adminTok, warm, dur, profile) }()
+		} else {
+			ch <- nil
+		}
+	})
+}
+
+func machineLine(nconns int) string {
+	load, _ := os.ReadFile("/proc/loadavg")
+	return fmt.Sprintf("machine: %d CPUs (%s/%s), %s, load average %s; load generator and server on the same machine; %d gRPC connections\n",
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), strings.Join(strings.Fields(string(load))[:3], " "), nconns)
+}
+
+func findHeader(ok *authv3.OkHttpResponse, k string) (bool, string) {
+	for _, h := range ok.GetHeaders() {
+		if h.GetHeader().GetKey() == k {
+			return true, h.GetHeader().GetValue()
+		}
+	}
+	return false, ""
+}
+
+func dial(addr string, n int) ([]*grpc.ClientConn, error) {
+	conns := make([]*grpc.ClientConn, n)
 	for i := range conns {
-		cc, err := grpc.NewClient(authzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(nil), grpc.ForceCodec(rawCodec{})))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer cc.Close()
 		conns[i] = cc
 	}
+	return conns, nil
+}
+
+func closeAll(conns []*grpc.ClientConn) {
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// runFloor measures the allow-everything server: the same requests, the
+// same client, no authorization work.
+func runFloor(bin string, dur, warm time.Duration, levels string, nconns int) error {
+	fmt.Print(machineLine(nconns))
+	addr := freePort()
+	cmd := exec.Command(bin, "-listen", addr)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	conns, err := dial(addr, nconns)
+	if err != nil {
+		return err
+	}
+	defer closeAll(conns)
+	mk := requestMaker("wdn_at_floor")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := authv3.NewAuthorizationClient(conns[0]).Check(ctx, mk(0))
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("floor server not answering: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Printf("target: floor (grpc-go allow-everything server, no authorization work)\n")
+	return levelsRun(conns, mk, levels, warm, dur, cmd.Process.Pid, func(bool, chan error) {})
+}
+
+func requestMaker(handle string) func(int) *authv3.CheckRequest {
 	body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","n":3}}}`)
-	mk := func(i int) *authv3.CheckRequest {
+	return func(i int) *authv3.CheckRequest {
 		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 				Id: "load-" + strconv.Itoa(i), Method: "POST", Path: "/mcp/bi", Host: "mcp.example.com", Scheme: "https", Protocol: "HTTP/1.1",
@@ -139,35 +233,29 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int, profile
 			ContextExtensions: map[string]string{"server": "bi"},
 		}}
 	}
-	// Sanity: the request is allowed and carries a JWT.
-	resp, err := authv3.NewAuthorizationClient(conns[0]).Check(context.Background(), mk(0))
-	if err != nil {
-		return err
-	}
-	if resp.GetOkResponse() == nil {
-		return fmt.Errorf("setup check was denied: %v", resp.GetDeniedResponse())
-	}
+}
 
-	fmt.Printf("machine: %d CPUs (%s/%s), %s; load generator and warden on the same machine; %d gRPC connections\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), nconns)
-	fmt.Printf("path: allow, tools/call, per-tool Rego policy, Badger handle lookup, cached upstream JWT, audit append\n")
-	fmt.Printf("%8s %12s %10s %10s %10s %8s %16s\n", "callers", "checks/s", "p50", "p99", "p99.9", "errors", "warden CPU/check")
+// levelsRun measures each concurrency level and prints one line per level.
+// profiler is called before each level with a channel it must answer on
+// once any profile it started is written.
+func levelsRun(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, levels string, warm, dur time.Duration, pid int, profiler func(last bool, done chan error)) error {
+
+	fmt.Printf("%8s %12s %10s %10s %10s %8s %16s\n", "callers", "checks/s", "p50", "p99", "p99.9", "errors", "server CPU/check")
 	parts := strings.Split(levels, ",")
 	for i, f := range parts {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
 			return fmt.Errorf("callers %q: %w", f, err)
 		}
-		var prof chan error
-		if profile != "" && i == len(parts)-1 {
-			prof = make(chan error, 1)
-			go func() { prof <- fetchProfile(admin, adminTok, warm, dur, profile) }()
-		}
-		res := measure(conns, mk, n, warm, dur, cmd.Process.Pid)
-		if prof != nil {
-			if err := <-prof; err != nil {
+		prof := make(chan error, 1)
+		profiler(i == len(parts)-1, prof)
+		res := measure(conns, mk, n, warm, dur, pid)
+		select {
+		case err := <-prof:
+			if err != nil {
 				return err
 			}
+		default:
 		}
 		fmt.Printf("%8d %12.0f %10s %10s %10s %8d %14.1fµs\n", n, res.rate, res.p50, res.p99, res.p999, res.errors, res.cpuPerCheck)
 	}

@@ -66,8 +66,6 @@ func (s *Server) Rejects() int {
 	return s.rejects
 }
 
-type idKey struct{}
-
 // New builds the server.
 func New(ctx context.Context, o Options) (*Server, error) {
 	if o.Logger == nil {
@@ -130,13 +128,12 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	type countIn struct {
 		N int `json:"n"`
 	}
-	mcp.AddTool(srv, &mcp.Tool{Name: "countdown", Description: "Send n progress notifications, then answer"}, func(ctx context.Context, req *mcp.CallToolRequest, in countIn) (*mcp.CallToolResult, any, error) {
+	mcp.AddTool(srv, &mcp.Tool{Name: "countdown", Description: "Send n progress notifications on the response stream, then answer"}, func(ctx context.Context, req *mcp.CallToolRequest, in countIn) (*mcp.CallToolResult, any, error) {
 		tok := req.Params.GetProgressToken()
 		for i := 1; i <= in.N; i++ {
 			if tok != nil {
 				_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Total: float64(in.N)})
 			}
-			_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Data: fmt.Sprintf("tick %d", i)})
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("counted %d", in.N)}}}, nil, nil
 	})
