@@ -17,7 +17,6 @@ import readline from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
-import { LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const { serverUrl, redirectUrl } = JSON.parse(process.argv[2]);
 
@@ -91,11 +90,9 @@ const provider = {
 };
 
 const progress = [];
-const logs = [];
 function newClient() {
   const transport = new StreamableHTTPClientTransport(new URL(serverUrl), { authProvider: provider, fetch: recordingFetch });
   const client = new Client({ name: 'warden-e2e', version: '1.0.0' }, { capabilities: {} });
-  client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => { logs.push({ phase, data: n.params.data }); });
   return { client, transport };
 }
 
@@ -172,16 +169,14 @@ out.sql = text(await client.callTool({ name: 'run_sql', arguments: { query: 'SEL
 out.resource = (await client.readResource({ uri: 'file:///teams/data/readme.md' })).contents.map((c) => c.text).join('');
 out.prompt = (await client.getPrompt({ name: 'greet' })).messages.map((m) => m.content.text).join('');
 
-// 2. A server-initiated stream: progress and log notifications arrive on
-// the POST's SSE response while the call runs.
+// 2. A server-initiated stream: progress notifications arrive on the
+// POST's SSE response while the call runs.
 phase = 'stream';
-await client.setLoggingLevel('info');
 const countdown = await client.callTool({ name: 'countdown', arguments: { n: 5 } }, undefined, {
   onprogress: (p) => { progress.push({ progress: p.progress, total: p.total }); },
 });
 out.countdown = text(countdown);
 out.progress = progress;
-out.logs = logs.filter((l) => l.phase === 'stream').map((l) => l.data);
 
 // 3. The access handle expires; the SDK refreshes on the 401 and goes on.
 phase = 'refresh';
