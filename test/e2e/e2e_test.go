@@ -29,10 +29,10 @@ func TestEndToEnd(t *testing.T) {
 	h := startHarness(t)
 	t.Logf("harness up in %s: warden, oidc-provider, envoysim, test/mcpserver, server-everything", time.Since(began).Round(time.Millisecond))
 
-	var clientID string
+	client := &clientResult{}
 	t.Run("sdk client", func(t *testing.T) {
 		began := time.Now()
-		clientID = h.runClient(t)
+		client = h.runClient(t)
 		t.Logf("SDK client run took %s", time.Since(began).Round(time.Millisecond))
 	})
 
@@ -44,7 +44,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Logf("conformance runs took %s", time.Since(began).Round(time.Millisecond))
 	})
 
-	t.Run("audit", func(t *testing.T) { h.checkAudit(t, clientID) })
+	t.Run("audit", func(t *testing.T) { h.checkAudit(t, client) })
 	t.Logf("end-to-end run took %s", time.Since(began).Round(time.Millisecond))
 }
 
@@ -131,8 +131,9 @@ func (r *clientResult) phase(name string) []exchange {
 
 // runClient drives test/e2e/client.mjs: it plays the user's browser and
 // the operator's CLI when the client asks, then checks what the client,
-// the upstream and the IdP saw. It returns the client id Warden issued.
-func (h *harness) runClient(t *testing.T) string {
+// the upstream and the IdP saw. It returns what the client recorded (an
+// empty result when it did not finish).
+func (h *harness) runClient(t *testing.T) *clientResult {
 	node := idp.Node(t)
 	resource := h.public + "/mcp/data"
 	// Nobody listens here: the browser stops at the redirect, as an
@@ -366,7 +367,7 @@ func (h *harness) runClient(t *testing.T) string {
 		}
 	}
 	t.Logf("upstream verified %d JWTs, rejected %d; client held %d handles (%d refresh)", len(seen), h.data.Rejects(), len(res.HeldAccessTokens), res.Refreshed)
-	return res.ClientID
+	return res
 }
 
 func requireExchange(t *testing.T, ex []exchange, what string, pred func(exchange) bool) {
@@ -394,7 +395,8 @@ func countExchanges(ex []exchange, pred func(exchange) bool) int {
 
 // checkAudit compares the decisions Warden recorded with the Checks the
 // proxies made, server by server, and verifies the hash chain.
-func (h *harness) checkAudit(t *testing.T, clientID string) {
+func (h *harness) checkAudit(t *testing.T, client *clientResult) {
+	clientID := client.ClientID
 	var decisions map[string][]store.AuditEvent
 	var events []store.AuditEvent
 	want := map[string]int64{"data": h.proxy.Checks(), "everything": h.conformance.Checks()}
@@ -476,6 +478,41 @@ func (h *harness) checkAudit(t *testing.T, clientID string) {
 	}
 	t.Logf("conformance decisions: %v", conf)
 	t.Logf("SDK client decisions: %v", tally)
+
+	// The rest of the run's story: who registered what, sign-in, tokens,
+	// the revocation, each by the actor that did it.
+	story := map[string]int{}
+	for _, ev := range events {
+		if ev.Type == "decision" {
+			continue
+		}
+		story[ev.Type]++
+		switch ev.Type {
+		case "server_added":
+			if ev.Actor != "admin:e2e-operator" {
+				t.Errorf("server_added by %q", ev.Actor)
+			}
+		case "client_registered", "consent_granted", "code_issued", "token_refreshed":
+			if ev.ClientID != clientID {
+				t.Errorf("%s for client %q, want %q", ev.Type, ev.ClientID, clientID)
+			}
+		case "grant_revoked":
+			if ev.Actor != "admin:e2e-operator" || ev.Subject != idp.Alice || ev.ClientID != clientID || ev.Reason != "e2e: user offboarded" {
+				t.Errorf("grant_revoked: %+v", ev)
+			}
+		}
+	}
+	refreshes := countExchanges(client.Exchanges, func(e exchange) bool { return e.GrantType == "refresh_token" && e.Status == 200 })
+	for typ, n := range map[string]int{
+		"server_added": 2, "client_registered": 1, "consent_granted": 1, "code_issued": 1,
+		"token_issued":    2, // alice's code exchange and the conformance runner's handle
+		"token_refreshed": refreshes, "grant_revoked": 1, "revoke": 1,
+	} {
+		if story[typ] != n {
+			t.Errorf("%d %s events, want %d", story[typ], typ, n)
+		}
+	}
+	t.Logf("other audit events: %v", story)
 
 	out := h.cli(t, "audit", "verify")
 	if !strings.Contains(out, "audit chain intact") {
