@@ -471,7 +471,11 @@ func (h *harness) checkAudit(t *testing.T, client *clientResult) {
 	}
 	conf := map[string]int{}
 	for _, ev := range decisions["everything"] {
-		conf[fmt.Sprintf("%s %d %s", ev.Decision, ev.Status, ev.Method)]++
+		key := fmt.Sprintf("%s %d %s", ev.Decision, ev.Status, ev.Method)
+		if ev.Decision == "deny" {
+			key += " (" + ev.Reason + ")"
+		}
+		conf[key]++
 		if ev.Subject != "conformance-runner" || ev.ClientID == "" {
 			t.Errorf("conformance decision for subject %q client %q", ev.Subject, ev.ClientID)
 		}
