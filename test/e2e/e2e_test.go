@@ -158,7 +158,10 @@ func (h *harness) runClient(t *testing.T) *clientResult {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// On the way out (also after a failure): close stdin, stop the client
+	// if it is still running, reap it.
 	defer func() { _ = cmd.Wait() }()
+	defer cancel()
 	defer stdin.Close()
 	reply := func(v any) {
 		raw, _ := json.Marshal(v)
@@ -340,6 +343,13 @@ func (h *harness) runClient(t *testing.T) *clientResult {
 	}
 	if res.AfterRevoke.Name != "UnauthorizedError" || !res.Reauthorization {
 		t.Errorf("after revocation the client got %+v (new sign-in requested: %v)", res.AfterRevoke, res.Reauthorization)
+	}
+	dropped := false
+	for _, inv := range res.Invalidations {
+		dropped = dropped || (inv.Phase == "revoked" && inv.Scope == "tokens")
+	}
+	if !dropped {
+		t.Errorf("the SDK did not drop its tokens after the refused refresh: %+v", res.Invalidations)
 	}
 
 	// The upstream only ever saw Warden's JWTs: never a client handle.
