@@ -5,14 +5,13 @@ import (
 	"sort"
 
 	"github.com/spf13/cobra"
+
+	"github.com/warden-mcp/warden/internal/admin"
 )
 
 func newKeysCmd(af *adminFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Rotate Warden's keys"}
-	var req struct {
-		Signing bool `json:"signing"`
-		Sealing bool `json:"sealing"`
-	}
+	var req admin.RotateRequest
 	rotate := &cobra.Command{
 		Use:   "rotate [--signing] [--sealing]",
 		Short: "Make a new key active (both when no flag is given); older keys stay to verify and open what they signed or sealed",

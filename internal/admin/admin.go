@@ -228,9 +228,9 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 // ---- servers ----
 
-// serverView is a server as the API shows it: the sealed secret is never
+// ServerView is a server as the API shows it: the sealed secret is never
 // returned, only whether one is set.
-type serverView struct {
+type ServerView struct {
 	store.Server
 	StaticSecret *store.Sealed `json:"static_secret,omitempty"`
 	HasSecret    bool          `json:"has_static_secret,omitempty"`
@@ -240,8 +240,8 @@ type serverView struct {
 	XDSError string `json:"xds_error,omitempty"`
 }
 
-func (s *Server) view(sv store.Server) serverView {
-	v := serverView{Server: sv, HasSecret: sv.StaticSecret != nil, Resource: s.o.ResourceURL(sv.Name)}
+func (s *Server) view(sv store.Server) ServerView {
+	v := ServerView{Server: sv, HasSecret: sv.StaticSecret != nil, Resource: s.o.ResourceURL(sv.Name)}
 	v.Server.StaticSecret = nil
 	if s.o.ServerProblem != nil {
 		if err := s.o.ServerProblem(sv); err != nil {
@@ -256,7 +256,7 @@ func (s *Server) listServers(w http.ResponseWriter, r *http.Request, _ string) e
 	if err != nil {
 		return err
 	}
-	out := make([]serverView, 0, len(list))
+	out := make([]ServerView, 0, len(list))
 	for _, sv := range list {
 		out = append(out, s.view(sv))
 	}
