@@ -28,8 +28,8 @@ test: deps ## Run every test with the race detector (unit, integration, end to e
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 
 .PHONY: e2e
-e2e: deps build ## Run the end-to-end tests only
-	$(GO) test -count=1 -timeout 15m ./test/...
+e2e: deps build ## Run the end-to-end tests only (test/e2e drives the bin/warden just built)
+	WARDEN_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./test/...
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck, go mod tidy check

@@ -60,6 +60,7 @@ func SettingsFromConfig(x config.XDS) translate.Settings {
 		ListenerPort:       uint32(x.ListenerPort),
 		StreamIdleTimeout:  x.StreamIdleTimeout.D(),
 		RouteIdleTimeout:   x.RouteIdleTimeout.D(),
+		MaxStreamDuration:  x.MaxStreamDuration.D(),
 		ConnectTimeout:     x.ConnectTimeout.D(),
 		AuthzTimeout:       x.AuthzTimeout.D(),
 		MaxRequestBytes:    uint32(min(x.MaxRequestBytes, 1<<31)),

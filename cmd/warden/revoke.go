@@ -4,16 +4,13 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/warden-mcp/warden/internal/admin"
+	"github.com/warden-mcp/warden/internal/revoke"
 )
 
 func newRevokeCmd(af *adminFlags) *cobra.Command {
-	var req struct {
-		Grant  string `json:"grant,omitempty"`
-		User   string `json:"user,omitempty"`
-		Client string `json:"client,omitempty"`
-		Server string `json:"server,omitempty"`
-		Reason string `json:"reason,omitempty"`
-	}
+	var req admin.RevokeRequest
 	cmd := &cobra.Command{
 		Use:   "revoke (--grant <id> | --user <subject> | --client <id> | --server <name>)",
 		Short: "Revoke access in one operation; effective on the next request",
@@ -23,11 +20,7 @@ func newRevokeCmd(af *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Revoked         []string `json:"revoked"`
-				Narrowed        []string `json:"narrowed"`
-				ConsentsRemoved int      `json:"consents_removed"`
-			}
+			var out revoke.Result
 			if _, err := c.do(cmd.Context(), "POST", "/api/v1/revoke", req, &out); err != nil {
 				return err
 			}
@@ -41,9 +34,9 @@ func newRevokeCmd(af *adminFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&req.Grant, "grant", "", "grant id")
-	cmd.Flags().StringVar(&req.User, "user", "", "subject: every grant of this user")
-	cmd.Flags().StringVar(&req.Client, "client", "", "client id: every grant of this client")
+	cmd.Flags().StringVar(&req.GrantID, "grant", "", "grant id")
+	cmd.Flags().StringVar(&req.Subject, "user", "", "subject: every grant of this user")
+	cmd.Flags().StringVar(&req.ClientID, "client", "", "client id: every grant of this client")
 	cmd.Flags().StringVar(&req.Server, "server", "", "server name: everyone's access to this server")
 	cmd.Flags().StringVar(&req.Reason, "reason", "", "why (recorded in the audit trail)")
 	cmd.MarkFlagsMutuallyExclusive("grant", "user", "client", "server")

@@ -10,7 +10,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	af := &adminFlags{}
-	clients := []*cobra.Command{newServersCmd(af), newTokensCmd(af), newRevokeCmd(af), newGrantsCmd(af), newAuditCmd(af)}
+	clients := []*cobra.Command{newServersCmd(af), newTokensCmd(af), newRevokeCmd(af), newGrantsCmd(af), newAuditCmd(af), newKeysCmd(af)}
 	for _, c := range clients {
 		af.register(c)
 	}

@@ -52,7 +52,7 @@ func newServeCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return serve(ctx, cfg, cfgPath, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", os.Getenv("WARDEN_CONFIG"), "YAML config file (env WARDEN_CONFIG); defaults apply without one")
@@ -90,7 +90,9 @@ func auditSink(spec string, stdout io.Writer) (io.Writer, func() error, error) {
 // audit events are written.
 const drainTimeout = 15 * time.Second
 
-func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
+// serve runs Warden until ctx ends. cfgPath, when set, is watched: changes
+// to its servers section are reconciled live.
+func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	// Check allocates short-lived garbage at a high rate while the live heap
 	// stays small; collecting at 4x the live heap instead of 2x roughly
@@ -107,7 +109,7 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 	}
 	defer st.Close()
 
-	ring, err := loadKeyring(cfg, log)
+	ring, ringFromEnv, err := loadKeyring(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -190,7 +192,22 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 	adminAPI := admin.New(admin.Options{
 		TokenSum: handle.Sum(adminToken), Store: st, Registry: servers, Revoker: revoker, Audit: trail,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
-		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer, XDSStatus: func() any { return xdsSrv.Status() },
+		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
+		RotateSigning: func() (string, error) {
+			if err := signer.Rotate(); err != nil {
+				return "", err
+			}
+			return signer.KeyID(), nil
+		},
+		RotateSealing: func() (string, error) {
+			if ringFromEnv {
+				return "", errors.New("the keyring comes from WARDEN_SEALING_KEYS: put a new key first in it and restart")
+			}
+			if err := ring.RotateFile(cfg.Keys.SealingFile); err != nil {
+				return "", err
+			}
+			return ring.Primary(), nil
+		}, XDSStatus: func() any { return xdsSrv.Status() },
 		Ready: map[string]admin.Check{
 			"xds": func() error {
 				if st := xdsSrv.Status(); !st.Ready {
@@ -254,6 +271,26 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 	if cfg.Policy.Dir != "" && cfg.Policy.Watch {
 		g.Go(func() error { return engine.Watch(gctx) })
 	}
+	if cfgPath != "" {
+		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_config_reloads_total", Help: "Config file changes seen, by result."}, []string{"result"})
+		reg.MustRegister(reloads)
+		g.Go(func() error {
+			return config.Watch(gctx, cfgPath, 0, log, func(next config.Config) {
+				// Only the servers section applies live; the rest is read
+				// at start.
+				if err := servers.Reconcile(gctx, next.Servers); err != nil {
+					reloads.WithLabelValues("partial").Inc()
+					log.Error("config servers not fully applied", "err", err)
+					return
+				}
+				reloads.WithLabelValues("ok").Inc()
+				log.Info("config file changed: servers reconciled (other settings apply at restart)", "servers", len(next.Servers))
+			}, func(err error) {
+				reloads.WithLabelValues("invalid").Inc()
+				log.Error("config file changed but does not load; keeping the running configuration", "err", err)
+			})
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down: draining in-flight checks")
@@ -289,20 +326,22 @@ func ignoreClosed(err error) error {
 	return err
 }
 
-func loadKeyring(cfg config.Config, log *slog.Logger) (*seal.Keyring, error) {
+// loadKeyring reads the key-encryption keys from WARDEN_SEALING_KEYS or the
+// keyring file (created on first start); fromEnv tells which.
+func loadKeyring(cfg config.Config, log *slog.Logger) (ring *seal.Keyring, fromEnv bool, err error) {
 	if v := os.Getenv("WARDEN_SEALING_KEYS"); v != "" {
 		ring, err := seal.ParseEnv(v)
 		if err != nil {
-			return nil, fmt.Errorf("WARDEN_SEALING_KEYS: %w", err)
+			return nil, true, fmt.Errorf("WARDEN_SEALING_KEYS: %w", err)
 		}
-		return ring, nil
+		return ring, true, nil
 	}
 	ring, created, err := seal.LoadOrCreateFile(cfg.Keys.SealingFile)
 	if err != nil {
-		return nil, fmt.Errorf("sealing keys: %w", err)
+		return nil, false, fmt.Errorf("sealing keys: %w", err)
 	}
 	if created {
 		log.Info("generated sealing key", "file", cfg.Keys.SealingFile)
 	}
-	return ring, nil
+	return ring, false, nil
 }

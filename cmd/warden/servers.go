@@ -9,20 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/warden-mcp/warden/internal/admin"
 	"github.com/warden-mcp/warden/internal/registry"
 )
-
-type serverView struct {
-	Name        string            `json:"name"`
-	URL         string            `json:"url"`
-	Credential  string            `json:"credential"`
-	Scopes      []string          `json:"scopes"`
-	Labels      map[string]string `json:"labels"`
-	Description string            `json:"description"`
-	Source      string            `json:"source"`
-	Resource    string            `json:"resource"`
-	XDSError    string            `json:"xds_error"`
-}
 
 func newServersCmd(af *adminFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "servers", Short: "Register and manage MCP servers"}
@@ -86,7 +75,7 @@ func newServersCmd(af *adminFlags) *cobra.Command {
 			if err := readSecret(&add, addSecretEnv); err != nil {
 				return err
 			}
-			var out serverView
+			var out admin.ServerView
 			if _, err := c.do(cmd.Context(), "POST", "/api/v1/servers", add, &out); err != nil {
 				return err
 			}
@@ -116,7 +105,7 @@ func newServersCmd(af *adminFlags) *cobra.Command {
 			if err := readSecret(&upd, updSecretEnv); err != nil {
 				return err
 			}
-			var out serverView
+			var out admin.ServerView
 			if _, err := c.do(cmd.Context(), "PUT", "/api/v1/servers/"+url.PathEscape(upd.Name), upd, &out); err != nil {
 				return err
 			}
@@ -135,7 +124,7 @@ func newServersCmd(af *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out []serverView
+			var out []admin.ServerView
 			if _, err := c.do(cmd.Context(), "GET", "/api/v1/servers", nil, &out); err != nil {
 				return err
 			}
@@ -187,7 +176,7 @@ func newServersCmd(af *adminFlags) *cobra.Command {
 	return cmd
 }
 
-func show(cmd *cobra.Command, output string, s serverView) error {
+func show(cmd *cobra.Command, output string, s admin.ServerView) error {
 	if output == "json" {
 		return printJSON(cmd.OutOrStdout(), s)
 	}

@@ -5,18 +5,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/warden-mcp/warden/internal/admin"
 )
 
 func newTokensCmd(af *adminFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "tokens", Short: "Mint handles for service and agent identities"}
-	var req struct {
-		Subject  string   `json:"subject"`
-		Servers  []string `json:"servers"`
-		Scopes   []string `json:"scopes,omitempty"`
-		Groups   []string `json:"groups,omitempty"`
-		TTL      string   `json:"ttl,omitempty"`
-		ClientID string   `json:"client_id,omitempty"`
-	}
+	var req admin.TokenRequest
 	var output string
 	create := &cobra.Command{
 		Use:   "create --subject <id> --server <name> [--scope s] [--ttl 24h]",
@@ -27,12 +22,7 @@ func newTokensCmd(af *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				AccessToken string    `json:"access_token"`
-				ExpiresAt   time.Time `json:"expires_at"`
-				GrantID     string    `json:"grant_id"`
-				Resources   []string  `json:"resources"`
-			}
+			var out admin.TokenResponse
 			if _, err := c.do(cmd.Context(), "POST", "/api/v1/tokens", req, &out); err != nil {
 				return err
 			}

@@ -72,6 +72,10 @@ type Options struct {
 	XDSStatus func() any
 	// Pprof serves net/http/pprof under /debug/pprof/, admin token required.
 	Pprof bool
+	// RotateSigning and RotateSealing rotate the JWT signing key and the
+	// key-encryption key (POST /api/v1/keys/rotate); nil means unsupported.
+	RotateSigning func() (string, error)
+	RotateSealing func() (string, error)
 }
 
 // Server is the admin API.
@@ -107,6 +111,7 @@ func New(o Options) *Server {
 	s.api("POST /api/v1/revoke", s.revoke)
 	s.api("GET /api/v1/audit", s.listAudit)
 	s.api("GET /api/v1/audit/verify", s.verifyAudit)
+	s.api("POST /api/v1/keys/rotate", s.rotateKeys)
 	if o.Pprof {
 		s.api("GET /debug/pprof/", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Index(w, r); return nil })
 		s.api("GET /debug/pprof/profile", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Profile(w, r); return nil })
@@ -223,9 +228,9 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 // ---- servers ----
 
-// serverView is a server as the API shows it: the sealed secret is never
+// ServerView is a server as the API shows it: the sealed secret is never
 // returned, only whether one is set.
-type serverView struct {
+type ServerView struct {
 	store.Server
 	StaticSecret *store.Sealed `json:"static_secret,omitempty"`
 	HasSecret    bool          `json:"has_static_secret,omitempty"`
@@ -235,8 +240,8 @@ type serverView struct {
 	XDSError string `json:"xds_error,omitempty"`
 }
 
-func (s *Server) view(sv store.Server) serverView {
-	v := serverView{Server: sv, HasSecret: sv.StaticSecret != nil, Resource: s.o.ResourceURL(sv.Name)}
+func (s *Server) view(sv store.Server) ServerView {
+	v := ServerView{Server: sv, HasSecret: sv.StaticSecret != nil, Resource: s.o.ResourceURL(sv.Name)}
 	v.Server.StaticSecret = nil
 	if s.o.ServerProblem != nil {
 		if err := s.o.ServerProblem(sv); err != nil {
@@ -251,7 +256,7 @@ func (s *Server) listServers(w http.ResponseWriter, r *http.Request, _ string) e
 	if err != nil {
 		return err
 	}
-	out := make([]serverView, 0, len(list))
+	out := make([]ServerView, 0, len(list))
 	for _, sv := range list {
 		out = append(out, s.view(sv))
 	}
@@ -438,6 +443,47 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, actor string) er
 		return nil
 	}
 	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// ---- keys ----
+
+// RotateRequest selects the keys to rotate; both when neither is set.
+type RotateRequest struct {
+	Signing bool `json:"signing"`
+	Sealing bool `json:"sealing"`
+}
+
+func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request, actor string) error {
+	var req RotateRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if !req.Signing && !req.Sealing {
+		req.Signing, req.Sealing = true, true
+	}
+	out := map[string]string{}
+	for _, k := range []struct {
+		name string
+		want bool
+		fn   func() (string, error)
+	}{{"signing", req.Signing, s.o.RotateSigning}, {"sealing", req.Sealing, s.o.RotateSealing}} {
+		if !k.want {
+			continue
+		}
+		if k.fn == nil {
+			return errStatus(http.StatusNotImplemented, "%s key rotation is not available on this server", k.name)
+		}
+		id, err := k.fn()
+		if err != nil {
+			return errStatus(http.StatusConflict, "rotate %s key: %v", k.name, err)
+		}
+		out[k.name] = id
+		if err := s.o.Audit.RecordSync(r.Context(), store.AuditEvent{Type: "key_rotated", Actor: actor, Details: map[string]any{"key": k.name, "new_key_id": id}}); err != nil {
+			return fmt.Errorf("audit key rotation: %w", err)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

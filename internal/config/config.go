@@ -107,8 +107,6 @@ type Policy struct {
 type Audit struct {
 	// Sink is "stdout", "stderr", "none", or a file path for JSON lines.
 	Sink string `json:"sink"`
-	// Retention deletes chained events older than this (0 keeps all).
-	Retention Duration `json:"retention"`
 }
 
 // Duration is a time.Duration that reads "1m30s" in YAML.

@@ -90,3 +90,15 @@ func TestUnknownFieldsAndBadEnvAreErrors(t *testing.T) {
 		t.Fatalf("bad env value accepted: %v", err)
 	}
 }
+
+// docs/warden.example.yaml must stay a valid configuration.
+func TestExampleConfigLoads(t *testing.T) {
+	t.Setenv("WARDEN_IDP_SECRET", "from-env")
+	c, err := Load("../../docs/warden.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OAuth.Connector.OIDC.ClientSecret != "from-env" || len(c.Servers) != 1 || c.PublicURL != "https://mcp.example.com" {
+		t.Fatalf("example not read as written: %+v", c.OAuth.Connector.OIDC)
+	}
+}

@@ -34,6 +34,12 @@ type XDS struct {
 	// RouteIdleTimeout is the idle timeout of MCP routes (long-lived SSE
 	// streams) unless a server sets its own idle_timeout.
 	RouteIdleTimeout Duration `json:"route_idle_timeout"`
+	// MaxStreamDuration ends any MCP stream (an SSE GET or a streamed POST
+	// response) after this long, so the client reconnects and the new
+	// request is authorized again: ext_authz decides when a request starts,
+	// and this bounds how long a revoked caller keeps a stream open. 0 means
+	// no limit.
+	MaxStreamDuration Duration `json:"max_stream_duration"`
 	// ConnectTimeout is the upstream connect timeout unless a server sets
 	// its own connect_timeout.
 	ConnectTimeout Duration `json:"connect_timeout"`
@@ -52,6 +58,7 @@ func defaultXDS() XDS {
 		WardenHTTPAddress:  "127.0.0.1:8080",
 		StreamIdleTimeout:  Duration(5 * time.Minute),
 		RouteIdleTimeout:   Duration(time.Hour),
+		MaxStreamDuration:  Duration(time.Hour),
 		ConnectTimeout:     Duration(5 * time.Second),
 		UpstreamCAFile:     "/etc/ssl/certs/ca-certificates.crt",
 	}
@@ -82,6 +89,9 @@ func (x XDS) validate() []error {
 		if d.v <= 0 {
 			bad(d.field, "must be positive")
 		}
+	}
+	if x.MaxStreamDuration < 0 {
+		bad("max_stream_duration", "must be 0 (no limit) or positive")
 	}
 	for _, a := range []struct{ field, addr string }{
 		{"warden_authz_address", x.WardenAuthzAddress}, {"warden_http_address", x.WardenHTTPAddress},

@@ -15,6 +15,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/warden-mcp/warden/internal/store"
 )
@@ -22,8 +23,10 @@ import (
 // KeySize is the AES-256 key length in bytes.
 const KeySize = 32
 
-// Keyring seals with its primary key and opens with any key it holds.
+// Keyring seals with its primary key and opens with any key it holds. It is
+// safe for concurrent use, including Reload while sealing and opening.
 type Keyring struct {
+	mu      sync.RWMutex
 	primary string
 	aeads   map[string]cipher.AEAD
 }
@@ -58,17 +61,42 @@ func New(primary string, keys map[string][]byte) (*Keyring, error) {
 }
 
 // Primary returns the id of the sealing key.
-func (k *Keyring) Primary() string { return k.primary }
+func (k *Keyring) Primary() string {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.primary
+}
+
+// RotateFile adds a fresh primary key to the keyring file at path and
+// switches this keyring to it; values sealed before keep opening under
+// their old key.
+func (k *Keyring) RotateFile(path string) error {
+	if err := Rotate(path); err != nil {
+		return err
+	}
+	next, err := LoadFile(path)
+	if err != nil {
+		return err
+	}
+	next.mu.RLock()
+	defer next.mu.RUnlock()
+	k.mu.Lock()
+	k.primary, k.aeads = next.primary, next.aeads
+	k.mu.Unlock()
+	return nil
+}
 
 // Seal encrypts plaintext. aad binds the ciphertext to its context (for
 // example the grant id) so a sealed value cannot be moved to another record.
 func (k *Keyring) Seal(plaintext, aad []byte) (store.Sealed, error) {
-	aead := k.aeads[k.primary]
+	k.mu.RLock()
+	primary, aead := k.primary, k.aeads[k.primary]
+	k.mu.RUnlock()
 	nonce := make([]byte, aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return store.Sealed{}, fmt.Errorf("seal: nonce: %w", err)
 	}
-	return store.Sealed{KeyID: k.primary, Nonce: nonce, Ciphertext: aead.Seal(nil, nonce, plaintext, aad)}, nil
+	return store.Sealed{KeyID: primary, Nonce: nonce, Ciphertext: aead.Seal(nil, nonce, plaintext, aad)}, nil
 }
 
 // ErrUnknownKey means a value was sealed under a key this keyring lacks.
@@ -76,7 +104,9 @@ var ErrUnknownKey = errors.New("sealed under an unknown key")
 
 // Open decrypts s, verifying aad.
 func (k *Keyring) Open(s store.Sealed, aad []byte) ([]byte, error) {
+	k.mu.RLock()
 	aead, ok := k.aeads[s.KeyID]
+	k.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("open: key %q: %w", s.KeyID, ErrUnknownKey)
 	}
@@ -92,7 +122,7 @@ func (k *Keyring) Open(s store.Sealed, aad []byte) ([]byte, error) {
 
 // NeedsRewrap reports whether s was sealed under a key other than the
 // primary, so a caller can re-seal it after a rotation.
-func (k *Keyring) NeedsRewrap(s store.Sealed) bool { return s.KeyID != k.primary }
+func (k *Keyring) NeedsRewrap(s store.Sealed) bool { return s.KeyID != k.Primary() }
 
 // Generate returns a fresh random key.
 func Generate() ([]byte, error) {

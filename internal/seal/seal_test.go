@@ -92,3 +92,22 @@ func TestOpenUnknownKey(t *testing.T) {
 		t.Fatal("opened with unknown key id")
 	}
 }
+
+func TestRotateFileSwitchesALiveKeyring(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kek.json")
+	k, _, err := LoadOrCreateFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := k.Seal([]byte("old"), nil)
+	if err := k.RotateFile(path); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := k.Seal([]byte("new"), nil)
+	if after.KeyID == before.KeyID {
+		t.Fatal("live keyring still seals with the old key")
+	}
+	if pt, err := k.Open(before, nil); err != nil || string(pt) != "old" {
+		t.Fatalf("old value: %v", err)
+	}
+}

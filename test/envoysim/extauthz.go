@@ -219,6 +219,9 @@ func (st *stream) callAuthz(cfg *extAuthz, req *authv3.CheckRequest) (*authv3.Ch
 	}
 	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
 	st.idle.touch()
+	if err == nil {
+		st.p.checks.Add(1)
+	}
 	return resp, err
 }
 

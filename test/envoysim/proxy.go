@@ -86,6 +86,8 @@ type Proxy struct {
 	retired []*cluster // replaced clusters, closed on Close
 
 	adsConn *grpc.ClientConn
+
+	checks atomic.Int64 // ext_authz Check calls that got an answer
 }
 
 // Start compiles the static configuration, starts serving on opts.Listen
@@ -198,6 +200,12 @@ func (p *Proxy) Close() error {
 	}
 	return err
 }
+
+// Checks returns how many ext_authz Check calls the proxy made that the
+// authorization service answered (allowed or denied), so a test can compare
+// them with the decisions the service recorded. Not an Envoy feature (Envoy
+// reports it as the ext_authz stats ok/denied/error).
+func (p *Proxy) Checks() int64 { return p.checks.Load() }
 
 // Config returns the configuration being served now.
 func (p *Proxy) Config() *Config { return &Config{s: p.state.Load()} }

@@ -101,6 +101,9 @@ func TestWardenTranslatedResources(t *testing.T) {
 	if code != 404 || len(authz.requests()) != checks {
 		t.Errorf("unknown path: %d %q, checks %d -> %d", code, body, checks, len(authz.requests()))
 	}
+	if got := p.Checks(); got != int64(len(authz.requests())) {
+		t.Errorf("Checks() = %d, the authorization service answered %d", got, len(authz.requests()))
+	}
 	_, port, _ := net.SplitHostPort(p.Addr())
 	if port == "10000" {
 		t.Error("the harness must listen on its own address, not the Listener's")

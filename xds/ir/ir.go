@@ -93,6 +93,8 @@ type Server struct {
 	HTTP2          bool
 	ConnectTimeout time.Duration
 	IdleTimeout    time.Duration
+	// MaxStream ends a stream after this long; 0 means no limit.
+	MaxStream time.Duration
 }
 
 // Validate reports every problem of the shared settings and of each server.
@@ -159,6 +161,9 @@ func (s Server) Validate() error {
 	}
 	if s.ConnectTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("connect: %w", ErrTimeoutInvalid))
+	}
+	if s.MaxStream < 0 {
+		errs = append(errs, ErrTimeoutInvalid)
 	}
 	if s.IdleTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("idle: %w", ErrTimeoutInvalid))

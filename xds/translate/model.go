@@ -24,9 +24,12 @@ type Settings struct {
 	StreamIdleTimeout time.Duration
 	// RouteIdleTimeout and ConnectTimeout apply to servers that set none.
 	RouteIdleTimeout time.Duration
-	ConnectTimeout   time.Duration
-	AuthzTimeout     time.Duration
-	MaxRequestBytes  uint32
+	// MaxStreamDuration ends MCP streams after this long (0: no limit) so
+	// they are authorized again when the client reconnects.
+	MaxStreamDuration time.Duration
+	ConnectTimeout    time.Duration
+	AuthzTimeout      time.Duration
+	MaxRequestBytes   uint32
 	// WardenAuthzAddress and WardenHTTPAddress are host:port.
 	WardenAuthzAddress string
 	WardenHTTPAddress  string
@@ -142,6 +145,7 @@ func serverIR(srv store.Server, s Settings) (ir.Server, error) {
 		HTTP2:          srv.HTTP2,
 		ConnectTimeout: cmp.Or(srv.ConnectTimeout, s.ConnectTimeout),
 		IdleTimeout:    cmp.Or(srv.IdleTimeout, s.RouteIdleTimeout),
+		MaxStream:      s.MaxStreamDuration,
 	}, nil
 }
 

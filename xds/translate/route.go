@@ -40,7 +40,7 @@ func serverRoutes(s ir.Server) ([]*route.Route, error) {
 		return nil, err
 	}
 	action := func(rewrite string) *route.Route_Route {
-		return &route.Route_Route{Route: &route.RouteAction{
+		a := &route.RouteAction{
 			ClusterSpecifier:     &route.RouteAction_Cluster{Cluster: ClusterName(s.Name)},
 			PrefixRewrite:        rewrite,
 			HostRewriteSpecifier: &route.RouteAction_HostRewriteLiteral{HostRewriteLiteral: s.Authority},
@@ -48,7 +48,14 @@ func serverRoutes(s ir.Server) ([]*route.Route, error) {
 			// Idle streams are bounded by IdleTimeout instead.
 			Timeout:     durationpb.New(0),
 			IdleTimeout: durationpb.New(s.IdleTimeout),
-		}}
+		}
+		if s.MaxStream > 0 {
+			// ext_authz decides when a stream starts; ending streams after
+			// MaxStream makes clients reconnect through a new Check, so a
+			// revocation also reaches open SSE streams within this bound.
+			a.MaxStreamDuration = &route.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(s.MaxStream)}
+		}
+		return &route.Route_Route{Route: a}
 	}
 	path := MCPPath(s.Name)
 	routes := []*route.Route{

@@ -30,6 +30,7 @@ func testSettings() Settings {
 		ListenerPort:       10000,
 		StreamIdleTimeout:  5 * time.Minute,
 		RouteIdleTimeout:   time.Hour,
+		MaxStreamDuration:  time.Hour,
 		ConnectTimeout:     5 * time.Second,
 		AuthzTimeout:       3 * time.Second,
 		MaxRequestBytes:    1 << 20,

@@ -1,0 +1,388 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/warden-mcp/warden/internal/config"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type running struct {
+	cfg    config.Config
+	cancel context.CancelFunc
+	done   chan error
+	stderr *bytes.Buffer
+}
+
+// startServe runs serve() in process on a fresh data dir and free ports,
+// exactly as `warden serve` does after loading its config.
+func startServe(t *testing.T, dataDir string, mod func(*config.Config)) *running {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = dataDir
+	cfg.Listen = config.Listen{HTTP: freeAddr(t), Authz: freeAddr(t), Admin: freeAddr(t), XDS: freeAddr(t)}
+	cfg.Audit.Sink = "none"
+	cfg.Log.Level = "warn"
+	if mod != nil {
+		mod(&cfg)
+	}
+	cfg.Keys = config.Keys{}
+	if err := reload(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1), stderr: &bytes.Buffer{}}
+	go func() { r.done <- serve(ctx, cfg, cfgPathOf(cfg), &bytes.Buffer{}, r.stderr) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + cfg.Listen.Admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		select {
+		case err := <-r.done:
+			t.Fatalf("serve exited: %v\n%s", err, r.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func cfgPathOf(c config.Config) string { return filepath.Join(c.DataDir, "cfg.yaml") }
+
+// reload fills the derived paths the way config.Load does.
+func reload(c *config.Config) error {
+	p := filepath.Join(c.DataDir, "cfg.yaml")
+	_ = os.MkdirAll(c.DataDir, 0o700)
+	raw, _ := json.Marshal(c)
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		return err
+	}
+	loaded, err := config.Load(p)
+	if err != nil {
+		return err
+	}
+	*c = loaded
+	return nil
+}
+
+func (r *running) stop(t *testing.T) {
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("serve did not stop")
+	}
+	r.done <- nil // make a second stop return at once
+}
+
+// cli runs a warden command against r's admin API and returns stdout.
+func (r *running) cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newRootCmd()
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	all := append(args, "--admin-addr", "http://"+r.cfg.Listen.Admin, "--data-dir", r.cfg.DataDir)
+	if args[0] == "policy" || args[0] == "envoy" {
+		all = args
+	}
+	cmd.SetArgs(all)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String() + errOut.String(), err
+}
+
+func check(t *testing.T, addr, token, server, body string) *authv3.CheckResponse {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	h := map[string]string{":method": "POST", ":path": "/mcp/" + server, "content-type": "application/json"}
+	if token != "" {
+		h["authorization"] = "Bearer " + token
+	}
+	resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp/" + server, Headers: h, RawBody: []byte(body)}},
+		ContextExtensions: map[string]string{"server": server},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+const listTools = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+
+func TestServeOnDefaultsAndCLI(t *testing.T) {
+	dir := t.TempDir()
+	r := startServe(t, dir, nil)
+
+	// First start generated every key file, private to the owner.
+	for _, f := range []string{"sealing-keys.json", "signing-keys.jwks", "admin-token", "static-admin.json"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", f, st.Mode().Perm())
+		}
+	}
+	if !strings.Contains(r.stderr.String(), "NOT FOR PRODUCTION") {
+		t.Error("the one-time static admin password banner was not printed")
+	}
+
+	out, err := r.cli(t, "servers", "add", "bi", "--url", "http://127.0.0.1:3001/mcp", "--scope", "bi.read")
+	if err != nil || !strings.Contains(out, "server bi") {
+		t.Fatalf("servers add: %v %s", err, out)
+	}
+	if out, err := r.cli(t, "servers", "add", "bi", "--url", "http://x"); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("duplicate add: %v %s", err, out)
+	}
+	if _, err := r.cli(t, "servers", "add", "x", "--url", "http://x", "--credential", "magic"); err == nil || !strings.Contains(err.Error(), "unknown mode") {
+		t.Fatalf("bad credential: %v", err)
+	}
+	out, _ = r.cli(t, "servers", "list")
+	if !strings.Contains(out, "bi") || !strings.Contains(out, "bi.read") {
+		t.Fatalf("servers list:\n%s", out)
+	}
+	out, err = r.cli(t, "tokens", "create", "--subject", "reporting-agent", "--server", "bi", "--scope", "bi.read", "--ttl", "1h", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		GrantID     string `json:"grant_id"`
+	}
+	if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.AccessToken == "" {
+		t.Fatalf("tokens create: %v %s", err, out)
+	}
+
+	if resp := check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools); resp.GetOkResponse() == nil {
+		t.Fatalf("minted token denied: %v", resp.GetDeniedResponse())
+	}
+	if out, err := r.cli(t, "revoke", "--user", "reporting-agent", "--reason", "rotated"); err != nil || !strings.Contains(out, "revoked 1 grant") {
+		t.Fatalf("revoke: %v %s", err, out)
+	}
+	if d := check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools).GetDeniedResponse(); d.GetStatus().GetCode() != 401 {
+		t.Fatalf("revoked token: %v", d)
+	}
+	// Decisions are audited asynchronously; give the writer a moment.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if out, _ = r.cli(t, "audit", "tail", "-n", "20"); strings.Contains(out, `decision="deny"`) {
+			break
+		}
+	}
+	for _, want := range []string{"server_added", "token_issued", "grant_revoked", `decision="allow"`, `decision="deny"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit tail lacks %s:\n%s", want, out)
+		}
+	}
+	if out, err := r.cli(t, "audit", "verify"); err != nil || !strings.Contains(out, "intact") {
+		t.Fatalf("audit verify: %v %s", err, out)
+	}
+	if out, err := r.cli(t, "servers", "remove", "bi"); err != nil || !strings.Contains(out, "removed") {
+		t.Fatalf("remove: %v %s", err, out)
+	}
+	if d := check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools).GetDeniedResponse(); d.GetStatus().GetCode() != 404 {
+		t.Fatalf("removed server: %v", d)
+	}
+	// A wrong admin token is refused.
+	cmd := newRootCmd()
+	cmd.SetArgs([]string{"servers", "list", "--admin-addr", "http://" + r.cfg.Listen.Admin, "--admin-token", "wdn_admin_nope"})
+	cmd.SetOut(&bytes.Buffer{})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong admin token: %v", err)
+	}
+
+	// Restart on the same data dir: the same keys and admin token, the
+	// audit chain continues, no new password banner.
+	kid1, _ := os.ReadFile(filepath.Join(dir, "signing-keys.jwks"))
+	tok1, _ := os.ReadFile(filepath.Join(dir, "admin-token"))
+	r.stop(t)
+	r2 := startServe(t, dir, func(c *config.Config) { c.Listen = r.cfg.Listen })
+	kid2, _ := os.ReadFile(filepath.Join(dir, "signing-keys.jwks"))
+	tok2, _ := os.ReadFile(filepath.Join(dir, "admin-token"))
+	if !bytes.Equal(kid1, kid2) || !bytes.Equal(tok1, tok2) {
+		t.Fatal("keys or admin token regenerated on restart")
+	}
+	if strings.Contains(r2.stderr.String(), "NOT FOR PRODUCTION") {
+		t.Fatal("password banner printed again on restart")
+	}
+	if out, err := r2.cli(t, "audit", "verify"); err != nil || !strings.Contains(out, "intact") {
+		t.Fatalf("audit verify after restart: %v %s", err, out)
+	}
+}
+
+// SIGTERM (here: the serve context ending) drains in-flight checks: a
+// Check that is being evaluated when shutdown starts still gets its answer.
+func TestShutdownDrainsInFlightChecks(t *testing.T) {
+	dir := t.TempDir()
+	pdir := filepath.Join(dir, "policy")
+	_ = os.MkdirAll(pdir, 0o755)
+	// A deliberately slow policy (about a second of evaluation) keeps the
+	// Check in flight while shutdown begins.
+	slow := "package warden.authz\n\nimport rego.v1\n\nallow if count([x | some x in numbers.range(1, 1000000)]) > 0\n"
+	_ = os.WriteFile(filepath.Join(pdir, "slow.rego"), []byte(slow), 0o644)
+	r := startServe(t, dir, func(c *config.Config) {
+		c.Policy.Dir = pdir
+		c.Authz.Timeout = config.Duration(60 * time.Second)
+	})
+	_, _ = r.cli(t, "servers", "add", "bi", "--url", "http://127.0.0.1:3001/mcp")
+	out, _ := r.cli(t, "tokens", "create", "--subject", "a", "--server", "bi", "-o", "json")
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.Unmarshal([]byte(out), &tok)
+
+	type result struct {
+		resp *authv3.CheckResponse
+		at   time.Time
+	}
+	got := make(chan result, 1)
+	started := time.Now()
+	go func() { got <- result{check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools), time.Now()} }()
+	time.Sleep(300 * time.Millisecond)
+	shutdownAt := time.Now()
+	r.cancel()
+	res := <-got
+	if res.resp.GetOkResponse() == nil {
+		t.Fatalf("in-flight check not answered with its decision: %v", res.resp)
+	}
+	if !res.at.After(shutdownAt) {
+		t.Fatalf("the check finished %s after it started, before shutdown began: the test proves nothing; make the policy slower", res.at.Sub(started))
+	}
+	// New connections are refused once serve has returned.
+	if err := <-r.done; err != nil {
+		t.Fatal(err)
+	}
+	r.done <- nil
+	conn, err := net.DialTimeout("tcp", r.cfg.Listen.Authz, time.Second)
+	if err == nil {
+		conn.Close()
+		t.Fatal("ext_authz still accepting after shutdown")
+	}
+	t.Logf("the in-flight check was answered %s after shutdown began", res.at.Sub(shutdownAt))
+}
+
+func TestPolicyTestCommand(t *testing.T) {
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"policy", "test", "../../examples/policies/sql-guard"})
+	if err := cmd.Execute(); err != nil || !strings.Contains(out.String(), "PASS") {
+		t.Fatalf("policy test: %v\n%s", err, out.String())
+	}
+	dir := t.TempDir()
+	_ = os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package warden.authz\n\nimport rego.v1\n\nallow := true\n"), 0o644)
+	_ = os.WriteFile(filepath.Join(dir, "p_test.rego"), []byte("package warden.authz_test\n\nimport rego.v1\n\ntest_fails if data.warden.authz.allow == false\n"), 0o644)
+	cmd = newRootCmd()
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetArgs([]string{"policy", "test", dir})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "1 policy test(s) failed") {
+		t.Fatalf("failing policy test not reported: %v", err)
+	}
+}
+
+func TestConfigServersReconciledLive(t *testing.T) {
+	dir := t.TempDir()
+	r := startServe(t, dir, func(c *config.Config) {
+		c.Servers = []config.Server{{Name: "bi", URL: "http://bi/mcp"}}
+	})
+	if out, _ := r.cli(t, "servers", "list"); !strings.Contains(out, "bi") || !strings.Contains(out, "config") {
+		t.Fatalf("declared server not registered at start:\n%s", out)
+	}
+	next := r.cfg
+	next.Servers = []config.Server{{Name: "hr", URL: "http://hr/mcp", Scopes: []string{"hr.read"}}}
+	raw, _ := json.Marshal(next)
+	tmp := cfgPathOf(r.cfg) + ".tmp"
+	_ = os.WriteFile(tmp, raw, 0o600)
+	if err := os.Rename(tmp, cfgPathOf(r.cfg)); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out, _ = r.cli(t, "servers", "list")
+		if strings.Contains(out, "hr.read") && !strings.Contains(out, "http://bi/mcp") {
+			return
+		}
+	}
+	t.Fatalf("file change not reconciled:\n%s", out)
+}
+
+func TestKeysRotate(t *testing.T) {
+	dir := t.TempDir()
+	r := startServe(t, dir, nil)
+	jwks := func() int {
+		resp, err := http.Get("http://" + r.cfg.Listen.HTTP + "/oauth/jwks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var doc struct{ Keys []json.RawMessage }
+		_ = json.NewDecoder(resp.Body).Decode(&doc)
+		return len(doc.Keys)
+	}
+	if n := jwks(); n != 1 {
+		t.Fatalf("%d published keys at start", n)
+	}
+	out, err := r.cli(t, "keys", "rotate")
+	if err != nil || !strings.Contains(out, "signing key rotated") || !strings.Contains(out, "sealing key rotated") {
+		t.Fatalf("keys rotate: %v %s", err, out)
+	}
+	if n := jwks(); n != 2 {
+		t.Fatalf("%d published keys after rotation, want old and new", n)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "sealing-keys.json"))
+	var ring struct{ Keys map[string]string }
+	_ = json.Unmarshal(raw, &ring)
+	if len(ring.Keys) != 2 {
+		t.Fatalf("sealing keyring has %d keys", len(ring.Keys))
+	}
+	// A static secret sealed after rotation still opens (the server works).
+	if _, err := r.cli(t, "servers", "add", "hr", "--url", "http://hr/mcp", "--credential", "static", "--static-secret-env", "HOME"); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = r.cli(t, "tokens", "create", "--subject", "a", "--server", "hr", "-o", "json")
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.Unmarshal([]byte(out), &tok)
+	if resp := check(t, r.cfg.Listen.Authz, tok.AccessToken, "hr", listTools); resp.GetOkResponse() == nil {
+		t.Fatalf("static credential after sealing rotation: %v", resp.GetDeniedResponse())
+	}
+}

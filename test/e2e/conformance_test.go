@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warden-mcp/warden/test/idp"
+)
+
+// conformanceResult is what one run of `conformance server` recorded:
+// the status of every check, keyed "scenario/check-id".
+type conformanceResult struct {
+	status  map[string]string
+	message map[string]string
+}
+
+func (r conformanceResult) count(status string) int {
+	n := 0
+	for _, s := range r.status {
+		if s == status {
+			n++
+		}
+	}
+	return n
+}
+
+// runConformance runs the MCP conformance suite's server scenarios against
+// server-everything directly and through the proxy with Warden in front
+// (the proxy adds the pre-issued handle), and requires the same outcome
+// for every check: Warden must not break the protocol.
+func (h *harness) runConformance(t *testing.T) {
+	direct := conformance(t, h.everythingURL)
+	through := conformance(t, h.conformance.URL()+"/mcp/everything")
+	t.Logf("conformance against server-everything directly: %d passed, %d failed (%d checks)",
+		direct.count("SUCCESS"), direct.count("FAILURE"), len(direct.status))
+	t.Logf("conformance through envoysim + Warden:          %d passed, %d failed (%d checks)",
+		through.count("SUCCESS"), through.count("FAILURE"), len(through.status))
+
+	if direct.count("SUCCESS") == 0 {
+		t.Fatal("no conformance check passed against server-everything itself: the suite did not run")
+	}
+	keys := map[string]bool{}
+	for k := range direct.status {
+		keys[k] = true
+	}
+	for k := range through.status {
+		keys[k] = true
+	}
+	var diffs []string
+	for k := range keys {
+		if direct.status[k] != through.status[k] {
+			diffs = append(diffs, fmt.Sprintf("%s: direct %s %q, through Warden %s %q",
+				k, orNone(direct.status[k]), direct.message[k], orNone(through.status[k]), through.message[k]))
+		}
+	}
+	sort.Strings(diffs)
+	if direct.count("SUCCESS") != through.count("SUCCESS") || len(diffs) > 0 {
+		t.Errorf("Warden changed the conformance outcome (%d passed directly, %d through Warden):\n%s",
+			direct.count("SUCCESS"), through.count("SUCCESS"), strings.Join(diffs, "\n"))
+	}
+	var failedBoth []string
+	for k, s := range direct.status {
+		if s == "FAILURE" && through.status[k] == "FAILURE" {
+			failedBoth = append(failedBoth, k)
+		}
+	}
+	sort.Strings(failedBoth)
+	t.Logf("failing in both (server-everything's own gaps): %s", strings.Join(failedBoth, ", "))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(absent)"
+	}
+	return s
+}
+
+// scenarioDir matches the result directories the suite writes:
+// server-<scenario>-<timestamp>.
+var scenarioDir = regexp.MustCompile(`^server-(.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z$`)
+
+func conformance(t *testing.T, url string) conformanceResult {
+	t.Helper()
+	node := idp.Node(t)
+	cli := filepath.Join(idp.NodeModules(t), "@modelcontextprotocol", "conformance", "dist", "index.js")
+	outDir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, cli, "server", "--url", url, "-o", outDir)
+	cmd.Dir = idp.TestDir()
+	var output bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	// The suite exits non-zero when any check fails; the checks it
+	// recorded are what this test compares.
+	runErr := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("conformance against %s timed out\n%s", url, tail(output.String(), 4000))
+	}
+
+	res := conformanceResult{status: map[string]string{}, message: map[string]string{}}
+	err := filepath.WalkDir(outDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "checks.json" {
+			return err
+		}
+		m := scenarioDir.FindStringSubmatch(filepath.Base(filepath.Dir(p)))
+		if m == nil {
+			return fmt.Errorf("unexpected result directory %s", p)
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		var checks []struct {
+			ID      string `json:"id"`
+			Status  string `json:"status"`
+			Message string `json:"errorMessage"`
+		}
+		if err := json.Unmarshal(raw, &checks); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		for i, c := range checks {
+			key := m[1] + "/" + c.ID
+			if _, dup := res.status[key]; dup {
+				key = fmt.Sprintf("%s#%d", key, i)
+			}
+			res.status[key], res.message[key] = c.Status, c.Message
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("conformance results: %v", err)
+	}
+	if len(res.status) == 0 {
+		t.Fatalf("conformance against %s recorded no checks (exit %v)\n%s", url, runErr, tail(output.String(), 4000))
+	}
+	return res
+}

@@ -1,0 +1,399 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warden-mcp/warden/test/envoysim"
+	"github.com/warden-mcp/warden/test/idp"
+	"github.com/warden-mcp/warden/test/mcpserver"
+)
+
+const (
+	// nodeID is the Envoy node id both harness proxies present.
+	nodeID = "envoy-e2e"
+	// idpClientSecret is Warden's static client secret at the IdP. It
+	// reaches Warden through ${...} expansion in the config file, never
+	// through argv.
+	idpClientSecret = "warden-at-the-idp-0123456789"
+	// accessTTL is oauth.access_token_ttl for the run: short, so that the
+	// SDK client has to refresh within it.
+	accessTTL = 5 * time.Second
+)
+
+// harness is one Warden with everything around it.
+type harness struct {
+	t *testing.T
+
+	bin     string // the warden binary
+	dataDir string
+	admin   string // admin API base URL
+	public  string // public_url: the OAuth proxy's URL
+
+	warden *process
+	idp    *idp.Provider
+
+	// proxy carries the OAuth client's traffic; conformance carries the
+	// conformance runner's, with a pre-issued handle added to every request.
+	proxy       *envoysim.Proxy
+	conformance *envoysim.Proxy
+	xdsAddr     string
+
+	// data is test/mcpserver behind Warden as server "data"; its handler
+	// records every Authorization header that reached it.
+	data       *mcpserver.Server
+	dataURL    string
+	dataAuthzs *headerLog
+
+	// everything is @modelcontextprotocol/server-everything.
+	everything    *process
+	everythingURL string
+}
+
+// startHarness brings up the IdP, Warden, the OAuth proxy and both
+// upstream MCP servers, and registers the servers with the CLI.
+func startHarness(t *testing.T) *harness {
+	h := &harness{t: t, bin: wardenBinary(t), dataDir: filepath.Join(t.TempDir(), "data")}
+	node := idp.Node(t)
+
+	proxyPort, httpPort, authzPort, adminPort, xdsPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	h.public = "http://127.0.0.1:" + proxyPort
+	h.admin = "http://127.0.0.1:" + adminPort
+	h.xdsAddr = "127.0.0.1:" + xdsPort
+
+	// The IdP knows Warden by one static registration whose one redirect
+	// URI is Warden's callback, reached through the proxy.
+	h.idp = idp.Start(t, idp.Options{Clients: []idp.Client{{
+		ID: "warden", Secret: idpClientSecret, RedirectURIs: []string{h.public + "/oauth/callback"},
+	}}})
+
+	cfgPath := filepath.Join(t.TempDir(), "warden.yaml")
+	cfg := fmt.Sprintf(`# warden serve for the end-to-end run
+data_dir: %[1]s
+public_url: %[2]s
+listen:
+  http: 127.0.0.1:%[3]s
+  authz: 127.0.0.1:%[4]s
+  admin: 127.0.0.1:%[5]s
+  xds: 127.0.0.1:%[6]s
+log:
+  level: info
+  format: json
+policy:
+  dir: %[7]s
+  watch: false
+audit:
+  sink: %[1]s/audit.jsonl
+oauth:
+  access_token_ttl: %[8]s
+  connector:
+    type: oidc
+    oidc:
+      issuer: %[9]s
+      client_id: warden
+      client_secret: ${WARDEN_E2E_IDP_SECRET}
+      scopes: [openid, email, profile, groups]
+xds:
+  node_ids: [%[10]s]
+  warden_authz_address: 127.0.0.1:%[4]s
+  warden_http_address: 127.0.0.1:%[3]s
+`, h.dataDir, h.public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), accessTTL, h.idp.Issuer, nodeID)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(h.bin, "serve", "-c", cfgPath)
+	cmd.Env = append(cleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret)
+	h.warden = startProcess(t, "warden", cmd, true)
+	h.waitReady()
+
+	var err error
+	h.proxy, err = envoysim.Start(t.Context(), envoysim.Options{ADSAddress: h.xdsAddr, NodeID: nodeID, Listen: "127.0.0.1:" + proxyPort})
+	if err != nil {
+		t.Fatalf("start envoysim: %v", err)
+	}
+	t.Cleanup(func() { _ = h.proxy.Close() })
+	waitRoute(t, h.proxy, "/oauth/token", "warden_http")
+
+	// Upstream 1: test/mcpserver, trusting only Warden's JWT for its own
+	// resource URL, with the JWKS fetched through the proxy.
+	h.dataAuthzs = &headerLog{}
+	h.data, err = mcpserver.New(t.Context(), mcpserver.Options{
+		JWKSURL: h.public + "/oauth/jwks", Issuer: h.public, Audience: h.public + "/mcp/data",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h.dataAuthzs.wrap(h.data))
+	t.Cleanup(srv.Close)
+	h.dataURL = srv.URL + "/mcp"
+
+	// Upstream 2: the reference server, over streamable HTTP.
+	port := freePort(t)
+	se := exec.Command(node, filepath.Join(idp.NodeModules(t), "@modelcontextprotocol", "server-everything", "dist", "index.js"), "streamableHttp")
+	se.Env = append(cleanEnv(), "PORT="+port)
+	h.everything = startProcess(t, "server-everything", se, false)
+	h.everything.waitFor(t, "listening on port "+port, 30*time.Second)
+	h.everythingURL = "http://127.0.0.1:" + port + "/mcp"
+
+	// Registration through the CLI; Envoy gets the routes over xDS.
+	out := h.cli(t, "servers", "add", "data", "--url", h.dataURL, "--scope", "data:read", "--description", "test/mcpserver")
+	if !strings.Contains(out, "server data: "+h.public+"/mcp/data -> "+h.dataURL) {
+		t.Fatalf("servers add data said %q", out)
+	}
+	h.cli(t, "servers", "add", "everything", "--url", h.everythingURL, "--description", "server-everything")
+	if out := h.cli(t, "servers", "list"); !strings.Contains(out, "everything") || !strings.Contains(out, "data:read") {
+		t.Fatalf("servers list:\n%s", out)
+	}
+	waitRoute(t, h.proxy, "/mcp/data", "mcp_data")
+	waitRoute(t, h.proxy, "/mcp/everything", "mcp_everything")
+	return h
+}
+
+// startConformanceProxy starts a second proxy on the same ADS that adds
+// the given handle to every request, for the conformance runner, which
+// cannot authenticate.
+func (h *harness) startConformanceProxy(t *testing.T, handle string) {
+	var err error
+	h.conformance, err = envoysim.Start(t.Context(), envoysim.Options{
+		ADSAddress: h.xdsAddr, NodeID: nodeID,
+		DownstreamHeaders: http.Header{"Authorization": {"Bearer " + handle}},
+	})
+	if err != nil {
+		t.Fatalf("start envoysim: %v", err)
+	}
+	t.Cleanup(func() { _ = h.conformance.Close() })
+	waitRoute(t, h.conformance, "/mcp/everything", "mcp_everything")
+}
+
+func (h *harness) waitReady() {
+	t := h.t
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(h.admin + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			err = fmt.Errorf("readyz %d: %s", resp.StatusCode, body)
+		}
+		if h.warden.exited() || time.Now().After(deadline) {
+			t.Fatalf("warden did not become ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cli runs a warden admin command against the running server, the way an
+// operator does beside it (the admin token comes from the data directory).
+func (h *harness) cli(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := h.tryCLI(t, args...)
+	if err != nil {
+		t.Fatalf("warden %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (h *harness) tryCLI(t *testing.T, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, h.bin, append(args, "--admin-addr", h.admin, "--data-dir", h.dataDir)...)
+	cmd.Env = append(cleanEnv(), "WARDEN_ACTOR=e2e-operator")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+func waitRoute(t *testing.T, p *envoysim.Proxy, path, cluster string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := p.WaitForRoutes(ctx, func(c *envoysim.Config) bool {
+		m, ok := c.Match("127.0.0.1", path)
+		return ok && m.Cluster == cluster
+	}); err != nil {
+		t.Fatalf("the proxy never routed %s to %s: %v (NACKs: %+v)", path, cluster, err, p.Nacks())
+	}
+}
+
+// wardenBinary returns WARDEN_BIN, or builds cmd/warden for this test.
+func wardenBinary(t *testing.T) string {
+	if p := os.Getenv("WARDEN_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			t.Fatalf("WARDEN_BIN: %v (run make build)", err)
+		}
+		return abs
+	}
+	bin := filepath.Join(t.TempDir(), "warden")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "./cmd/warden")...)
+	cmd.Dir = filepath.Dir(idp.TestDir())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/warden: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func policyDir(t *testing.T) string {
+	dir, err := filepath.Abs(filepath.Join("testdata", "policy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// cleanEnv is the environment without WARDEN_* variables, so that a
+// developer's settings cannot change the run.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WARDEN_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// process is a child process whose output is kept for the test log.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+	err  error // from Wait, once done is closed
+	// graceful: the process must exit 0 on SIGTERM, without a race
+	// detector report.
+	graceful bool
+}
+
+func startProcess(t *testing.T, name string, cmd *exec.Cmd, graceful bool) *process {
+	p := &process{name: name, cmd: cmd, done: make(chan struct{}), graceful: graceful}
+	cmd.Stdout, cmd.Stderr = p, p
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop()
+		if p.graceful && (p.err != nil || strings.Contains(p.output(), "WARNING: DATA RACE")) {
+			t.Errorf("%s did not shut down cleanly: %v (race reports: %d)", name, p.err, strings.Count(p.output(), "WARNING: DATA RACE"))
+		}
+		if t.Failed() {
+			t.Logf("---- %s output (last 6000 bytes) ----\n%s", name, tail(p.output(), 6000))
+		}
+	})
+	return p
+}
+
+func (p *process) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop asks the process to shut down (SIGTERM: Warden drains checks and
+// the audit queue) and kills it if it does not.
+func (p *process) stop() {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (p *process) waitFor(t *testing.T, text string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !strings.Contains(p.output(), text) {
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("%s did not print %q:\n%s", p.name, text, tail(p.output(), 4000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+// headerLog wraps a handler and keeps every Authorization header it saw.
+type headerLog struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (l *headerLog) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.mu.Lock()
+		l.seen = append(l.seen, r.Header.Get("Authorization"))
+		l.mu.Unlock()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (l *headerLog) values() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.seen...)
+}

@@ -1,0 +1,30 @@
+package warden.authz_test
+
+import data.warden.authz
+
+call(tool, args) := {
+	"version": 1,
+	"subject": {"sub": "alice", "email": "", "name": "", "groups": [], "claims": {}},
+	"client": {"id": "c", "name": "", "kind": "user"},
+	"server": {"name": "data", "labels": {}},
+	"mcp": {
+		"kind": "request", "method": "tools/call", "id": 1, "tool": tool, "arguments": args,
+		"resource": "", "prompt": "", "session": "", "protocol_version": "", "batch": false, "batch_size": 0,
+	},
+	"request": {"id": "", "method": "POST", "path": "/mcp/data", "host": "", "headers": {}, "time": ""},
+	"grant": {"id": "g", "scopes": [], "servers": ["data"]},
+}
+
+test_drop_is_denied_with_reason if {
+	d := authz.decision with input as call("run_sql", {"query": "DROP TABLE users"})
+	not d.allow
+	d.reason == "run_sql: DROP statements are not allowed"
+}
+
+test_select_is_allowed if {
+	authz.decision.allow with input as call("run_sql", {"query": "select 1 -- backdrop"})
+}
+
+test_other_tools_are_allowed if {
+	authz.decision.allow with input as call("echo", {"message": "drop"})
+}
