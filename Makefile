@@ -43,6 +43,15 @@ bench: build ## Benchmarks: in-process Check, then the gRPC load generator at 1/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./authz ./policy ./internal/mcp
 	$(GO) run ./test/loadgen -warden $(BIN)
 
+.PHONY: bench-baseline
+bench-baseline: ## Same load on a plain OPA ext_authz server (OPA-Envoy plugin stand-in), for the ratio
+	$(GO) run ./test/baseline
+
+.PHONY: bench-floor
+bench-floor: ## Same load on an allow-everything grpc-go server: what gRPC alone costs here
+	$(GO) build -o bin/floor ./test/loadgen/floor
+	$(GO) run ./test/loadgen -floor bin/floor
+
 .PHONY: fuzz
 fuzz: ## Fuzz the JSON-RPC classifier and Check input handling (60s each)
 	$(GO) test -run '^$$' -fuzz FuzzClassify -fuzztime 60s ./internal/mcp
