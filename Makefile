@@ -39,9 +39,11 @@ lint: ## gofmt, go vet, staticcheck, go mod tidy check
 	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum
 
 .PHONY: bench
-bench: build ## Benchmarks: in-process Check, then the gRPC load generator at 1/4/16 callers
+bench: build ## Benchmarks: in-process Check, then the gRPC load generator at 1/4/16 callers (three traffic shapes)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./authz ./policy ./internal/mcp
 	$(GO) run ./test/loadgen -warden $(BIN)
+	$(GO) run ./test/loadgen -warden $(BIN) -distinct 20000
+	$(GO) run ./test/loadgen -warden $(BIN) -distinct 20000 -policy args
 
 .PHONY: bench-baseline
 bench-baseline: ## Same load on a plain OPA ext_authz server (OPA-Envoy plugin stand-in), for the ratio

@@ -381,6 +381,7 @@ func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request) {
 		ID:              decodeID(m.ID),
 		Tool:            m.Tool,
 		Arguments:       m.Arguments,
+		ArgumentsJSON:   m.ArgumentsRaw,
 		Resource:        m.Resource,
 		Prompt:          m.Prompt,
 		Session:         r.SessionID,

@@ -74,6 +74,10 @@ type Status struct {
 	// older than the files on disk.
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// Memoized tells whether decisions are reused for identical callers and
+	// messages; NotMemoizedBecause says why not.
+	Memoized           bool   `json:"memoized"`
+	NotMemoizedBecause string `json:"not_memoized_because,omitempty"`
 }
 
 // Engine evaluates the current policy revision. It is safe for concurrent
@@ -166,11 +170,13 @@ func (e *Engine) Status() Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return Status{
-		Revision:    c.revision,
-		Source:      c.source,
-		LoadedAt:    c.loadedAt,
-		LastError:   e.lastErr,
-		LastErrorAt: e.lastErrorAt,
+		Revision:           c.revision,
+		Source:             c.source,
+		LoadedAt:           c.loadedAt,
+		LastError:          e.lastErr,
+		LastErrorAt:        e.lastErrorAt,
+		Memoized:           c.memo != nil,
+		NotMemoizedBecause: c.memoReason,
 	}
 }
 
@@ -234,7 +240,21 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision, err error) 
 			err = fmt.Errorf("policy %s: %w", c.revision, err)
 		}
 	}()
+	var key memoKey
+	memoize := false
+	if c.memo != nil {
+		if key, memoize = keyFor(in, c.memoFields); memoize {
+			if d, ok := c.memo.get(key); ok {
+				e.m.memoHits.Inc()
+				d.Revision = c.revision
+				return d, nil
+			}
+		}
+	}
 	d, err = c.decide(ctx, in)
+	if err == nil && memoize {
+		c.memo.put(key, d)
+	}
 	d.Revision = c.revision
 	return d, err
 }

@@ -83,6 +83,10 @@ type MCP struct {
 	// Tool and Arguments are params.name and params.arguments of tools/call.
 	Tool      string         `json:"tool"`
 	Arguments map[string]any `json:"arguments"`
+	// ArgumentsJSON is the raw JSON Arguments were decoded from. With it
+	// (and a Caller) the engine can reuse the decision of an identical
+	// earlier message; it is not part of the document policies see.
+	ArgumentsJSON []byte `json:"-"`
 	// Resource is params.uri of resources/read, resources/subscribe and
 	// resources/unsubscribe.
 	Resource string `json:"resource"`

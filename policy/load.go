@@ -133,6 +133,11 @@ type compiled struct {
 	// allow when it defines data.warden.authz.allow; at least one is.
 	decision *query
 	allow    *query
+	// memo remembers decisions when the policy qualifies (see memo.go);
+	// nil otherwise. It belongs to this revision and goes with it.
+	memo       *memo
+	memoFields mcpFields
+	memoReason string
 }
 
 // query is a compiled query `result = <path>`, prepared once per revision.
@@ -194,6 +199,11 @@ func compile(ctx context.Context, l *loaded) (*compiled, error) {
 	if c.decision == nil && c.allow == nil {
 		return nil, errNoDecisionRule
 	}
+	fields, ok, why := memoizable(compiler)
+	if ok {
+		c.memo = &memo{m: map[memoKey]Decision{}}
+	}
+	c.memoFields, c.memoReason = fields, why
 	return c, nil
 }
 

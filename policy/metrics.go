@@ -11,6 +11,7 @@ type engineMetrics struct {
 	stale      prometheus.Gauge
 	evalErrors prometheus.Counter
 	evalTime   prometheus.Histogram
+	memoHits   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*engineMetrics, error) {
@@ -27,6 +28,10 @@ func newMetrics(reg prometheus.Registerer) (*engineMetrics, error) {
 			Namespace: "warden", Subsystem: "policy", Name: "eval_errors_total",
 			Help: "Policy evaluations that failed (the request is denied).",
 		}),
+		memoHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "warden", Subsystem: "policy", Name: "memo_hits_total",
+			Help: "Decisions reused for an identical caller and MCP message (memoizable policies only).",
+		}),
 		// Few buckets: this is observed on every request.
 		evalTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "warden", Subsystem: "policy", Name: "eval_duration_seconds",
@@ -41,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) (*engineMetrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.reloads, m.stale, m.evalErrors, m.evalTime} {
+	for _, c := range []prometheus.Collector{m.reloads, m.stale, m.evalErrors, m.evalTime, m.memoHits} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register policy metrics: %w", err)
 		}

@@ -43,8 +43,10 @@ type Message struct {
 	ID        json.RawMessage
 	Tool      string
 	Arguments map[string]any
-	Resource  string
-	Prompt    string
+	// ArgumentsRaw is the JSON Arguments were decoded from.
+	ArgumentsRaw json.RawMessage
+	Resource     string
+	Prompt       string
 }
 
 // Request is a classified HTTP request to an MCP endpoint.
@@ -272,6 +274,7 @@ func readParams(m *Message, raw json.RawMessage) *Error {
 			if err := dec.Decode(&m.Arguments); err != nil || m.Arguments == nil {
 				return invalid(m.ID, "tools/call params.arguments must be an object")
 			}
+			m.ArgumentsRaw = args
 		}
 	case "prompts/get":
 		m.Prompt = name

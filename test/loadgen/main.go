@@ -46,6 +46,24 @@ decision := {"allow": true, "reason": "tool allowed for group"} if {
 } else := {"allow": true, "reason": "not a tool call"}
 `
 
+// policyArgsRego also reads the tool's arguments, so a message with new
+// arguments is a new decision: with -distinct, every check evaluates it.
+const policyArgsRego = `package warden.authz
+
+import rego.v1
+
+decision := {"allow": false, "reason": "DROP is not allowed"} if {
+	input.mcp.method == "tools/call"
+	contains(upper(input.mcp.arguments.message), "DROP")
+} else := {"allow": true, "reason": "tool allowed for group"} if {
+	input.mcp.method == "tools/call"
+	some g in input.subject.groups
+	input.mcp.tool in data.tools_by_group[g]
+} else := {"allow": false, "reason": sprintf("tool %s not allowed", [input.mcp.tool])} if {
+	input.mcp.method == "tools/call"
+} else := {"allow": true, "reason": "not a tool call"}
+`
+
 const policyData = `{"tools_by_group": {"finance": ["echo", "run_sql"], "eng": ["deploy"]}}`
 
 func main() {
@@ -55,6 +73,8 @@ func main() {
 	levels := flag.String("callers", "1,4,16", "concurrency levels")
 	conns := flag.Int("conns", 2, "gRPC connections shared by the callers (Envoy uses a few per worker)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the warden process during the last level to this file")
+	flag.StringVar(&policyName, "policy", "tools", "policy: tools (per-tool by group) or args (per-tool by group plus a check of the arguments)")
+	flag.IntVar(&distinct, "distinct", 1, "distinct tools/call messages per caller, cycled (1: every caller repeats one message, so policy decisions are reused; large: every check is a new message that policy evaluates)")
 	floor := flag.String("floor", "", "instead of warden, drive this allow-everything server (go build ./test/loadgen/floor) to measure grpc-go's own cost")
 	flag.Parse()
 	var err error
@@ -86,7 +106,15 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int, profile
 	defer os.RemoveAll(dir)
 	pdir := filepath.Join(dir, "policy")
 	_ = os.MkdirAll(pdir, 0o755)
-	_ = os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(policyRego), 0o644)
+	rego := policyRego
+	switch policyName {
+	case "tools":
+	case "args":
+		rego = policyArgsRego
+	default:
+		return fmt.Errorf("unknown -policy %q", policyName)
+	}
+	_ = os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(rego), 0o644)
 	_ = os.WriteFile(filepath.Join(pdir, "data.json"), []byte(policyData), 0o644)
 	authzAddr, adminAddr := freePort(), freePort()
 	cmd := exec.Command(bin, "serve")
@@ -138,7 +166,7 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int, profile
 		return fmt.Errorf("setup check attached no upstream JWT")
 	}
 	fmt.Print(machineLine(nconns))
-	fmt.Printf("target: warden; path: allow, tools/call, per-tool Rego policy, handle lookup, cached upstream JWT, audit append\n")
+	fmt.Printf("target: warden; path: allow, tools/call, per-tool Rego policy, handle lookup, cached upstream JWT, audit append; policy %q; %d distinct message(s) per caller\n", policyName, distinct)
 	return levelsRun(conns, mk, levels, warm, dur, cmd.Process.Pid, func(last bool, ch chan error) {
 		if profile != "" && last {
 			go func() { ch <- fetchProfile(admin, adminTok, warm, dur, profile) }()
@@ -217,8 +245,10 @@ func runFloor(bin string, dur, warm time.Duration, levels string, nconns int) er
 }
 
 func requestMaker(handle string) func(int) *authv3.CheckRequest {
-	body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","n":3}}}`)
 	return func(i int) *authv3.CheckRequest {
+		// i goes into the arguments, so distinct i are distinct messages
+		// that policy must evaluate on their own.
+		body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","n":` + strconv.Itoa(i) + `}}}`)
 		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 				Id: "load-" + strconv.Itoa(i), Method: "POST", Path: "/mcp/bi", Host: "mcp.example.com", Scheme: "https", Protocol: "HTTP/1.1",
@@ -262,6 +292,12 @@ func levelsRun(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, leve
 	return nil
 }
 
+// distinct is how many different messages each caller cycles through.
+var distinct = 1
+
+// policyName selects the policy under load.
+var policyName = "tools"
+
 // rawCodec sends CheckRequests encoded once up front, the way a proxy
 // written in C++ would not spend this process's CPU, so the figures show
 // Warden's cost and not the generator's. Responses are still decoded in
@@ -301,13 +337,17 @@ func measure(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, n int,
 		go func(w int) {
 			defer wg.Done()
 			c := conns[w%len(conns)]
-			raw, err := proto.Marshal(mk(w))
-			if err != nil {
-				panic(err)
+			reqs := make([]*preEncoded, distinct)
+			for j := range reqs {
+				raw, err := proto.Marshal(mk(w*distinct + j))
+				if err != nil {
+					panic(err)
+				}
+				reqs[j] = &preEncoded{raw: raw}
 			}
-			req := &preEncoded{raw: raw}
 			local := make([]time.Duration, 0, 1<<16)
-			for !stop.Load() {
+			for k := 0; !stop.Load(); k++ {
+				req := reqs[k%len(reqs)]
 				t0 := time.Now()
 				resp := new(authv3.CheckResponse)
 				err := c.Invoke(context.Background(), authv3.Authorization_Check_FullMethodName, req, resp)
