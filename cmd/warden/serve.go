@@ -208,6 +208,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			}
 			return ring.Primary(), nil
 		}, XDSStatus: func() any { return xdsSrv.Status() },
+		PolicyStatus: func() any { return engine.Status() },
 		Ready: map[string]admin.Check{
 			"xds": func() error {
 				if st := xdsSrv.Status(); !st.Ready {

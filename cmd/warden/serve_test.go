@@ -386,3 +386,23 @@ func TestKeysRotate(t *testing.T) {
 		t.Fatalf("static credential after sealing rotation: %v", resp.GetDeniedResponse())
 	}
 }
+
+func TestPolicyStatusOnAdminAPI(t *testing.T) {
+	r := startServe(t, t.TempDir(), nil)
+	req, _ := http.NewRequest("GET", "http://"+r.cfg.Listen.Admin+"/api/v1/policy", nil)
+	tok, _ := os.ReadFile(filepath.Join(r.cfg.DataDir, "admin-token"))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Revision string `json:"revision"`
+		Memoized bool   `json:"memoized"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&st)
+	if resp.StatusCode != 200 || st.Revision == "" || !st.Memoized {
+		t.Fatalf("policy status %d %+v", resp.StatusCode, st)
+	}
+}

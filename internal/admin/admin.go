@@ -70,6 +70,8 @@ type Options struct {
 	ServerProblem func(store.Server) error
 	// XDSStatus reports the control plane's state for GET /api/v1/xds.
 	XDSStatus func() any
+	// PolicyStatus reports the policy engine's state for GET /api/v1/policy.
+	PolicyStatus func() any
 	// Pprof serves net/http/pprof under /debug/pprof/, admin token required.
 	Pprof bool
 	// RotateSigning and RotateSealing rotate the JWT signing key and the
@@ -116,6 +118,12 @@ func New(o Options) *Server {
 		s.api("GET /debug/pprof/", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Index(w, r); return nil })
 		s.api("GET /debug/pprof/profile", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Profile(w, r); return nil })
 		s.api("GET /debug/pprof/trace", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Trace(w, r); return nil })
+	}
+	if o.PolicyStatus != nil {
+		s.api("GET /api/v1/policy", func(w http.ResponseWriter, _ *http.Request, _ string) error {
+			writeJSON(w, http.StatusOK, o.PolicyStatus())
+			return nil
+		})
 	}
 	if o.XDSStatus != nil {
 		s.api("GET /api/v1/xds", func(w http.ResponseWriter, _ *http.Request, _ string) error {
