@@ -272,6 +272,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if cfg.Policy.Dir != "" && cfg.Policy.Watch {
 		g.Go(func() error { return engine.Watch(gctx) })
 	}
+	g.Go(func() error { maintain(gctx, st, log); return nil })
 	if cfgPath != "" {
 		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_config_reloads_total", Help: "Config file changes seen, by result."}, []string{"result"})
 		reg.MustRegister(reloads)
@@ -318,6 +319,36 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		err = nil
 	}
 	return err
+}
+
+// grantRetention is how long expired and revoked grants stay listable
+// (`warden grants list --all`) before they are deleted; the audit trail
+// keeps the record beyond that.
+const grantRetention = 30 * 24 * time.Hour
+
+// maintain runs the store's housekeeping until ctx ends: Badger value-log
+// garbage collection, and deletion of grants past their retention.
+func maintain(ctx context.Context, st *store.Badger, log *slog.Logger) {
+	gc := time.NewTicker(10 * time.Minute)
+	prune := time.NewTicker(time.Hour)
+	defer gc.Stop()
+	defer prune.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-gc.C:
+			st.RunGC()
+		case <-prune.C:
+			n, err := store.PruneGrants(ctx, st, time.Now(), grantRetention)
+			if err != nil {
+				log.Error("pruning grants", "err", err)
+			}
+			if n > 0 {
+				log.Info("pruned old grants", "deleted", n)
+			}
+		}
+	}
 }
 
 func ignoreClosed(err error) error {
