@@ -209,16 +209,21 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return ring.Primary(), nil
 		}, XDSStatus: func() any { return xdsSrv.Status() },
 		PolicyStatus: func() any { return engine.Status() },
+		Warnings: map[string]admin.Check{
+			// A failed reload leaves the last good policy serving: Warden
+			// stays ready, and the operator sees why the files on disk are
+			// not in force.
+			"policy": func() error {
+				if s := engine.Status(); s.LastError != "" {
+					return fmt.Errorf("serving revision %s; the newest policy files failed to load: %s", s.Revision, s.LastError)
+				}
+				return nil
+			},
+		},
 		Ready: map[string]admin.Check{
 			"xds": func() error {
 				if st := xdsSrv.Status(); !st.Ready {
 					return fmt.Errorf("no snapshot published yet: %s", st.LastError)
-				}
-				return nil
-			},
-			"policy": func() error {
-				if s := engine.Status(); s.LastError != "" {
-					return fmt.Errorf("serving revision %s; last reload failed: %s", s.Revision, s.LastError)
 				}
 				return nil
 			},

@@ -406,3 +406,34 @@ func TestPolicyStatusOnAdminAPI(t *testing.T) {
 		t.Fatalf("policy status %d %+v", resp.StatusCode, st)
 	}
 }
+
+// A broken policy file never replaces the last good one; Warden stays ready
+// and says so in /readyz.
+func TestBrokenPolicyReloadKeepsServing(t *testing.T) {
+	dir := t.TempDir()
+	pdir := filepath.Join(dir, "policy")
+	_ = os.MkdirAll(pdir, 0o755)
+	_ = os.WriteFile(filepath.Join(pdir, "p.rego"), []byte("package warden.authz\n\nimport rego.v1\n\nallow := true\n"), 0o644)
+	r := startServe(t, dir, func(c *config.Config) { c.Policy.Dir = pdir })
+	_ = os.WriteFile(filepath.Join(pdir, "p.rego"), []byte("package warden.authz\n\nallow := \n"), 0o644)
+	var body map[string]any
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get("http://" + r.cfg.Listen.Admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = nil
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if w, _ := body["warnings"].(map[string]any); w["policy"] != nil {
+			if resp.StatusCode != 200 || body["ready"] != true {
+				t.Fatalf("a failed reload made Warden unready: %d %v", resp.StatusCode, body)
+			}
+			if !strings.Contains(w["policy"].(string), "p.rego") {
+				t.Fatalf("warning does not name the file: %v", w["policy"])
+			}
+			return
+		}
+	}
+	t.Fatalf("failed reload not reported in /readyz: %v", body)
+}

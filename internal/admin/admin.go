@@ -60,9 +60,13 @@ type Options struct {
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	// Ready holds named readiness checks for /readyz.
-	Ready  map[string]Check
-	Logger *slog.Logger
-	Now    func() time.Time
+	Ready map[string]Check
+	// Warnings are shown in /readyz detail without making Warden unready:
+	// conditions an operator must see while Warden still serves correctly
+	// (a policy reload that failed while the last good policy is in use).
+	Warnings map[string]Check
+	Logger   *slog.Logger
+	Now      func() time.Time
 	// MaxTokenTTL bounds service tokens minted through the API.
 	MaxTokenTTL time.Duration
 	// ServerProblem reports why the xDS translation would skip a server
@@ -231,7 +235,17 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 			detail[n] = "ok"
 		}
 	}
-	writeJSON(w, status, map[string]any{"ready": status == http.StatusOK, "checks": detail})
+	out := map[string]any{"ready": status == http.StatusOK, "checks": detail}
+	warnings := map[string]string{}
+	for n, fn := range s.o.Warnings {
+		if err := fn(); err != nil {
+			warnings[n] = err.Error()
+		}
+	}
+	if len(warnings) > 0 {
+		out["warnings"] = warnings
+	}
+	writeJSON(w, status, out)
 }
 
 // ---- servers ----
