@@ -25,7 +25,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -38,9 +37,10 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/open-policy-agent/opa/v1/logging"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	_ "embed"
+
+	"github.com/warden-mcp/warden/test/load"
 )
 
 var (
@@ -253,7 +253,7 @@ func run(name string, dur, warm time.Duration, levels string, nconns int, gogc s
 	if err != nil {
 		return err
 	}
-	addr := freePort()
+	addr := load.FreePort()
 	cmd := exec.Command(self, append([]string{"serve", "-addr", addr, "-policy", dir}, serveArgs...)...)
 	cmd.Env = os.Environ()
 	if gogc != "" {
@@ -265,37 +265,30 @@ func run(name string, dur, warm time.Duration, levels string, nconns int, gogc s
 	}
 	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
 
-	conns := make([]*grpc.ClientConn, nconns)
-	for i := range conns {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(nil), grpc.ForceCodec(rawCodec{})))
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		conns[i] = cc
+	conns, err := load.Dial(addr, nconns)
+	if err != nil {
+		return err
 	}
+	defer load.CloseAll(conns)
 	if err := sanity(conns[0], v); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	mk := func(i int) *authv3.CheckRequest { return checkRequest(i, "echo", v.headers) }
 
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("machine: %d CPUs (%s/%s), %s; load average at start %s; generator and server on the same machine; %d gRPC connections\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), strings.Join(strings.Fields(string(load))[:3], " "), nconns)
+	fmt.Print(load.MachineLine(nconns))
 	gc := "Go default"
 	if gogc != "" {
 		gc = gogc
 	}
 	fmt.Printf("baseline: plain OPA ext_authz (opa-envoy-plugin Check path), identity %s, path: allow, tools/call, per-tool Rego policy, decision logging off, server GOGC %s\n", name, gc)
-	fmt.Printf("%8s %12s %10s %10s %10s %8s %16s\n", "callers", "checks/s", "p50", "p99", "p99.9", "errors", "server CPU/check")
-	for _, f := range strings.Split(levels, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil {
-			return fmt.Errorf("callers %q: %w", f, err)
-		}
-		res := measure(conns, mk, n, warm, dur, cmd.Process.Pid)
-		fmt.Printf("%8d %12.0f %10s %10s %10s %8d %14.1fµs\n", n, res.rate, res.p50, res.p99, res.p999, res.errors, res.cpuPerCheck)
+	ns, err := load.ParseLevels(levels)
+	if err != nil {
+		return err
+	}
+	fmt.Print(load.Header())
+	for _, n := range ns {
+		res := load.Measure(load.Options{Conns: conns, Request: mk, Callers: n, Warmup: warm, Duration: dur, PID: cmd.Process.Pid})
+		fmt.Print(res.Row())
 	}
 	return nil
 }

@@ -1,9 +1,9 @@
 // Command loadgen measures Warden's ext_authz Check over real gRPC. It
 // starts `warden serve` as a separate process on a fresh data directory with
 // a per-tool Rego policy, registers a server, mints a service token, then
-// drives Check with 1, 4 and 16 concurrent callers and prints checks/s and
-// latency percentiles. Every response is verified to be an allow, so a
-// misconfigured run cannot report a fast stream of denials.
+// drives Check with 1, 4 and 16 concurrent callers and prints checks/s,
+// latency percentiles and Warden's CPU per check (measured by test/load,
+// which test/baseline shares). Every response is verified to be an allow.
 package main
 
 import (
@@ -13,23 +13,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/warden-mcp/warden/test/load"
 )
 
 const policyRego = `package warden.authz
@@ -66,22 +61,34 @@ decision := {"allow": false, "reason": "DROP is not allowed"} if {
 
 const policyData = `{"tools_by_group": {"finance": ["echo", "run_sql"], "eng": ["deploy"]}}`
 
+type settings struct {
+	dur, warm time.Duration
+	levels    []int
+	conns     int
+	distinct  int
+	policy    string
+	profile   string
+}
+
 func main() {
+	var s settings
 	bin := flag.String("warden", "bin/warden", "path to the warden binary")
-	dur := flag.Duration("duration", 10*time.Second, "measuring time per concurrency level")
-	warm := flag.Duration("warmup", 2*time.Second, "warm-up time per level")
+	flag.DurationVar(&s.dur, "duration", 10*time.Second, "measuring time per concurrency level")
+	flag.DurationVar(&s.warm, "warmup", 2*time.Second, "warm-up time per level")
 	levels := flag.String("callers", "1,4,16", "concurrency levels")
-	conns := flag.Int("conns", 2, "gRPC connections shared by the callers (Envoy uses a few per worker)")
-	profile := flag.String("cpuprofile", "", "write a CPU profile of the warden process during the last level to this file")
-	flag.StringVar(&policyName, "policy", "tools", "policy: tools (per-tool by group) or args (per-tool by group plus a check of the arguments)")
-	flag.IntVar(&distinct, "distinct", 1, "distinct tools/call messages per caller, cycled (1: every caller repeats one message, so policy decisions are reused; large: every check is a new message that policy evaluates)")
+	flag.IntVar(&s.conns, "conns", 2, "gRPC connections shared by the callers (Envoy uses a few per worker)")
+	flag.StringVar(&s.profile, "cpuprofile", "", "write a CPU profile of the warden process during the last level to this file")
+	flag.StringVar(&s.policy, "policy", "tools", "policy: tools (per-tool by group) or args (per-tool by group plus a check of the arguments)")
+	flag.IntVar(&s.distinct, "distinct", 1, "distinct tools/call messages per caller, cycled (1: every caller repeats one message; large: every check is a new message)")
 	floor := flag.String("floor", "", "instead of warden, drive this allow-everything server (go build ./test/loadgen/floor) to measure grpc-go's own cost")
 	flag.Parse()
 	var err error
-	if *floor != "" {
-		err = runFloor(*floor, *dur, *warm, *levels, *conns)
-	} else {
-		err = run(*bin, *dur, *warm, *levels, *conns, *profile)
+	if s.levels, err = load.ParseLevels(*levels); err == nil {
+		if *floor != "" {
+			err = runFloor(*floor, s)
+		} else {
+			err = run(*bin, s)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -89,16 +96,7 @@ func main() {
 	}
 }
 
-func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func run(bin string, dur, warm time.Duration, levels string, nconns int, profile string) error {
+func run(bin string, s settings) error {
 	dir, err := os.MkdirTemp("", "warden-load-")
 	if err != nil {
 		return err
@@ -107,22 +105,22 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int, profile
 	pdir := filepath.Join(dir, "policy")
 	_ = os.MkdirAll(pdir, 0o755)
 	rego := policyRego
-	switch policyName {
+	switch s.policy {
 	case "tools":
 	case "args":
 		rego = policyArgsRego
 	default:
-		return fmt.Errorf("unknown -policy %q", policyName)
+		return fmt.Errorf("unknown -policy %q", s.policy)
 	}
 	_ = os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(rego), 0o644)
 	_ = os.WriteFile(filepath.Join(pdir, "data.json"), []byte(policyData), 0o644)
-	authzAddr, adminAddr := freePort(), freePort()
+	authzAddr, adminAddr := load.FreePort(), load.FreePort()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(),
 		"WARDEN_DATA_DIR="+filepath.Join(dir, "data"),
 		"WARDEN_LISTEN_AUTHZ="+authzAddr, "WARDEN_LISTEN_ADMIN="+adminAddr,
-		"WARDEN_LISTEN_HTTP="+freePort(), "WARDEN_LISTEN_XDS="+freePort(),
-		"WARDEN_POLICY_DIR="+pdir, "WARDEN_DEBUG_PPROF="+strconv.FormatBool(profile != ""), "WARDEN_AUDIT_SINK=none", "WARDEN_LOG_LEVEL=warn",
+		"WARDEN_LISTEN_HTTP="+load.FreePort(), "WARDEN_LISTEN_XDS="+load.FreePort(),
+		"WARDEN_POLICY_DIR="+pdir, "WARDEN_DEBUG_PPROF="+strconv.FormatBool(s.profile != ""), "WARDEN_AUDIT_SINK=none", "WARDEN_LOG_LEVEL=warn",
 	)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -148,11 +146,11 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int, profile
 	}
 	handle, _ := out["access_token"].(string)
 
-	conns, err := dial(authzAddr, nconns)
+	conns, err := load.Dial(authzAddr, s.conns)
 	if err != nil {
 		return err
 	}
-	defer closeAll(conns)
+	defer load.CloseAll(conns)
 	mk := requestMaker(handle)
 	// Sanity: the request is allowed and carries a JWT.
 	resp, err := authv3.NewAuthorizationClient(conns[0]).Check(context.Background(), mk(0))
@@ -162,70 +160,45 @@ func run(bin string, dur, warm time.Duration, levels string, nconns int, profile
 	if resp.GetOkResponse() == nil {
 		return fmt.Errorf("setup check was denied: %v", resp.GetDeniedResponse())
 	}
-	if _, o := findHeader(resp.GetOkResponse(), "authorization"); !strings.HasPrefix(o, "Bearer ey") {
+	if !strings.HasPrefix(findHeader(resp.GetOkResponse(), "authorization"), "Bearer ey") {
 		return fmt.Errorf("setup check attached no upstream JWT")
 	}
-	fmt.Print(machineLine(nconns))
-	fmt.Printf("target: warden; path: allow, tools/call, per-tool Rego policy, handle lookup, cached upstream JWT, audit append; policy %q; %d distinct message(s) per caller\n", policyName, distinct)
-	return levelsRun(conns, mk, levels, warm, dur, cmd.Process.Pid, func(last bool, ch chan error) {
-		if profile != "" && last {
-			go func() { ch <- fetchProfile(admin, adminTok, warm, dur, profile) }()
-		} else {
-			ch <- nil
+	fmt.Print(load.MachineLine(s.conns))
+	fmt.Printf("target: warden; path: allow, tools/call, per-tool Rego policy, handle lookup, cached upstream JWT, audit append; policy %q; %d distinct message(s) per caller\n", s.policy, s.distinct)
+	return levelsRun(conns, mk, s, cmd.Process.Pid, func(last bool) func() error {
+		if s.profile == "" || !last {
+			return nil
 		}
+		ch := make(chan error, 1)
+		go func() { ch <- fetchProfile(admin, adminTok, s.warm, s.dur, s.profile) }()
+		return func() error { return <-ch }
 	})
 }
 
-func machineLine(nconns int) string {
-	load, _ := os.ReadFile("/proc/loadavg")
-	return fmt.Sprintf("machine: %d CPUs (%s/%s), %s, load average %s; load generator and server on the same machine; %d gRPC connections\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), strings.Join(strings.Fields(string(load))[:3], " "), nconns)
-}
-
-func findHeader(ok *authv3.OkHttpResponse, k string) (bool, string) {
+func findHeader(ok *authv3.OkHttpResponse, k string) string {
 	for _, h := range ok.GetHeaders() {
 		if h.GetHeader().GetKey() == k {
-			return true, h.GetHeader().GetValue()
+			return h.GetHeader().GetValue()
 		}
 	}
-	return false, ""
-}
-
-func dial(addr string, n int) ([]*grpc.ClientConn, error) {
-	conns := make([]*grpc.ClientConn, n)
-	for i := range conns {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(nil), grpc.ForceCodec(rawCodec{})))
-		if err != nil {
-			return nil, err
-		}
-		conns[i] = cc
-	}
-	return conns, nil
-}
-
-func closeAll(conns []*grpc.ClientConn) {
-	for _, c := range conns {
-		_ = c.Close()
-	}
+	return ""
 }
 
 // runFloor measures the allow-everything server: the same requests, the
 // same client, no authorization work.
-func runFloor(bin string, dur, warm time.Duration, levels string, nconns int) error {
-	fmt.Print(machineLine(nconns))
-	addr := freePort()
+func runFloor(bin string, s settings) error {
+	addr := load.FreePort()
 	cmd := exec.Command(bin, "-listen", addr)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	conns, err := dial(addr, nconns)
+	conns, err := load.Dial(addr, s.conns)
 	if err != nil {
 		return err
 	}
-	defer closeAll(conns)
+	defer load.CloseAll(conns)
 	mk := requestMaker("wdn_at_floor")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -240,14 +213,14 @@ func runFloor(bin string, dur, warm time.Duration, levels string, nconns int) er
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	fmt.Print(load.MachineLine(s.conns))
 	fmt.Printf("target: floor (grpc-go allow-everything server, no authorization work)\n")
-	return levelsRun(conns, mk, levels, warm, dur, cmd.Process.Pid, func(bool, chan error) {})
+	return levelsRun(conns, mk, s, cmd.Process.Pid, func(bool) func() error { return nil })
 }
 
 func requestMaker(handle string) func(int) *authv3.CheckRequest {
 	return func(i int) *authv3.CheckRequest {
-		// i goes into the arguments, so distinct i are distinct messages
-		// that policy must evaluate on their own.
+		// i goes into the arguments, so distinct i are distinct messages.
 		body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","n":` + strconv.Itoa(i) + `}}}`)
 		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
@@ -266,148 +239,20 @@ func requestMaker(handle string) func(int) *authv3.CheckRequest {
 }
 
 // levelsRun measures each concurrency level and prints one line per level.
-// profiler is called before each level with a channel it must answer on
-// once any profile it started is written.
-func levelsRun(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, levels string, warm, dur time.Duration, pid int, profiler func(last bool, done chan error)) error {
-
-	fmt.Printf("%8s %12s %10s %10s %10s %8s %16s\n", "callers", "checks/s", "p50", "p99", "p99.9", "errors", "server CPU/check")
-	parts := strings.Split(levels, ",")
-	for i, f := range parts {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil {
-			return fmt.Errorf("callers %q: %w", f, err)
-		}
-		prof := make(chan error, 1)
-		profiler(i == len(parts)-1, prof)
-		res := measure(conns, mk, n, warm, dur, pid)
-		select {
-		case err := <-prof:
-			if err != nil {
+// profile starts a profiler for a level and returns a wait for it (or nil).
+func levelsRun(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, s settings, pid int, profile func(last bool) func() error) error {
+	fmt.Print(load.Header())
+	for i, n := range s.levels {
+		wait := profile(i == len(s.levels)-1)
+		res := load.Measure(load.Options{Conns: conns, Request: mk, Distinct: s.distinct, Callers: n, Warmup: s.warm, Duration: s.dur, PID: pid})
+		if wait != nil {
+			if err := wait(); err != nil {
 				return err
 			}
-		default:
 		}
-		fmt.Printf("%8d %12.0f %10s %10s %10s %8d %14.1fµs\n", n, res.rate, res.p50, res.p99, res.p999, res.errors, res.cpuPerCheck)
+		fmt.Print(res.Row())
 	}
 	return nil
-}
-
-// distinct is how many different messages each caller cycles through.
-var distinct = 1
-
-// policyName selects the policy under load.
-var policyName = "tools"
-
-// rawCodec sends CheckRequests encoded once up front, the way a proxy
-// written in C++ would not spend this process's CPU, so the figures show
-// Warden's cost and not the generator's. Responses are still decoded in
-// full and checked.
-type rawCodec struct{}
-
-func (rawCodec) Name() string { return "proto" }
-
-func (rawCodec) Marshal(v any) ([]byte, error) {
-	if b, ok := v.(*preEncoded); ok {
-		return b.raw, nil
-	}
-	return proto.Marshal(v.(proto.Message))
-}
-
-func (rawCodec) Unmarshal(data []byte, v any) error { return proto.Unmarshal(data, v.(proto.Message)) }
-
-type preEncoded struct{ raw []byte }
-
-type result struct {
-	rate           float64
-	p50, p99, p999 time.Duration
-	errors         int64
-	// cpuPerCheck is the warden process's user+system CPU time per check
-	// during the measuring window, in microseconds.
-	cpuPerCheck float64
-}
-
-func measure(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, n int, warm, dur time.Duration, pid int) result {
-	var measuring atomic.Bool
-	var stop atomic.Bool
-	var errs atomic.Int64
-	lat := make([][]time.Duration, n)
-	var wg sync.WaitGroup
-	for w := 0; w < n; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			c := conns[w%len(conns)]
-			reqs := make([]*preEncoded, distinct)
-			for j := range reqs {
-				raw, err := proto.Marshal(mk(w*distinct + j))
-				if err != nil {
-					panic(err)
-				}
-				reqs[j] = &preEncoded{raw: raw}
-			}
-			local := make([]time.Duration, 0, 1<<16)
-			for k := 0; !stop.Load(); k++ {
-				req := reqs[k%len(reqs)]
-				t0 := time.Now()
-				resp := new(authv3.CheckResponse)
-				err := c.Invoke(context.Background(), authv3.Authorization_Check_FullMethodName, req, resp)
-				d := time.Since(t0)
-				if err != nil || resp.GetOkResponse() == nil {
-					errs.Add(1)
-					continue
-				}
-				if measuring.Load() {
-					local = append(local, d)
-				}
-			}
-			lat[w] = local
-		}(w)
-	}
-	time.Sleep(warm)
-	errs.Store(0)
-	cpu0 := procCPU(pid)
-	measuring.Store(true)
-	start := time.Now()
-	time.Sleep(dur)
-	measuring.Store(false)
-	elapsed := time.Since(start)
-	cpu1 := procCPU(pid)
-	stop.Store(true)
-	wg.Wait()
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	slices.Sort(all)
-	pct := func(p float64) time.Duration {
-		if len(all) == 0 {
-			return 0
-		}
-		return all[min(len(all)-1, int(float64(len(all))*p))]
-	}
-	res := result{rate: float64(len(all)) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99), p999: pct(0.999), errors: errs.Load()}
-	if len(all) > 0 {
-		res.cpuPerCheck = float64((cpu1 - cpu0).Microseconds()) / float64(len(all))
-	}
-	return res
-}
-
-// procCPU is the user+system CPU time of process pid (Linux /proc).
-func procCPU(pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15, in clock ticks (100 per second on Linux).
-	s := string(raw)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(fields) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(fields[11], 10, 64)
-	st, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // fetchProfile records the server's CPU during the measuring window.
@@ -460,18 +305,4 @@ func call(url, tok string, body any) (map[string]any, error) {
 	var out map[string]any
 	_ = json.Unmarshal(data, &out)
 	return out, nil
-}
-
-func cpuModel() string {
-	raw, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "model name") {
-			_, v, _ := strings.Cut(line, ":")
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }
