@@ -82,6 +82,33 @@ func (h *harness) postForm(u string, form url.Values) (int, map[string]any, http
 	return resp.StatusCode, m, resp.Header
 }
 
+// codeGrant walks the authorization code flow of the pre-registered public
+// client "cli" (redirect URI http://127.0.0.1:9/cb) for resource and returns
+// the token response. With sendRedirect false the redirect URI is left out
+// of both requests, which a client with a single registered URI may do.
+func (h *harness) codeGrant(t *testing.T, resource string, sendRedirect bool) map[string]any {
+	t.Helper()
+	const cb = "http://127.0.0.1:9/cb"
+	verifier, challenge := oauthtest.PKCE()
+	q := url.Values{"response_type": {"code"}, "client_id": {"cli"}, "code_challenge": {challenge}, "code_challenge_method": {"S256"},
+		"resource": {resource}}
+	form := url.Values{"grant_type": {"authorization_code"}, "client_id": {"cli"}, "code_verifier": {verifier}}
+	if sendRedirect {
+		q.Set("redirect_uri", cb)
+		form.Set("redirect_uri", cb)
+	}
+	back, err := oauthtest.NewBrowser().Authorize(h.URL+"/oauth/authorize?"+q.Encode(), cb)
+	if err != nil {
+		t.Fatalf("authorize: %v\n%s", err, h.IdP.Stderr())
+	}
+	form.Set("code", back.Query().Get("code"))
+	status, tok, _ := h.postForm(h.URL+"/oauth/token", form)
+	if status != 200 {
+		t.Fatalf("token: %v", tok)
+	}
+	return tok
+}
+
 // TestHeadlessFlowWithOIDCProvider: discovery -> DCR -> authorize -> IdP
 // login (oidc-provider) -> consent (CSRF) -> token -> refresh -> revoke.
 func TestHeadlessFlowWithOIDCProvider(t *testing.T) {
@@ -204,22 +231,11 @@ func TestIdPRefusedRefreshRevokesGrant(t *testing.T) {
 		c.OAuth.Clients = []config.OAuthClient{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}}}
 	})
 	ctx := context.Background()
-	verifier, challenge := oauthtest.PKCE()
-	q := url.Values{"response_type": {"code"}, "client_id": {"cli"}, "redirect_uri": {"http://127.0.0.1:9/cb"},
-		"code_challenge": {challenge}, "code_challenge_method": {"S256"}, "resource": {h.Config.ResourceURL("hr")}}
-	back, err := oauthtest.NewBrowser().Authorize(h.URL+"/oauth/authorize?"+q.Encode(), "http://127.0.0.1:9/cb")
-	if err != nil {
-		t.Fatalf("authorize: %v\n%s", err, h.IdP.Stderr())
-	}
-	status, tok, _ := h.postForm(h.URL+"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "client_id": {"cli"},
-		"code": {back.Query().Get("code")}, "code_verifier": {verifier}, "redirect_uri": {"http://127.0.0.1:9/cb"}})
-	if status != 200 {
-		t.Fatalf("token: %v", tok)
-	}
+	tok := h.codeGrant(t, h.Config.ResourceURL("hr"), true)
 	_, g, _ := h.Store.ResolveHandle(ctx, handle.Digest(tok["access_token"].(string)))
 	before := g.Upstream["idp"]
 
-	status, tok, _ = h.postForm(h.URL+"/oauth/token", url.Values{"grant_type": {"refresh_token"}, "client_id": {"cli"}, "refresh_token": {tok["refresh_token"].(string)}})
+	status, tok, _ := h.postForm(h.URL+"/oauth/token", url.Values{"grant_type": {"refresh_token"}, "client_id": {"cli"}, "refresh_token": {tok["refresh_token"].(string)}})
 	if status != 200 {
 		t.Fatalf("refresh while the user is active: %d %v\n%s", status, tok, h.IdP.Stderr())
 	}
@@ -254,20 +270,8 @@ func TestUnverifiedEmailIsDropped(t *testing.T) {
 		c.OAuth.Clients = []config.OAuthClient{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}, SkipConsent: true}}
 	})
 	h.IdP.LoginAs(t, idp.Mallory)
-	verifier, challenge := oauthtest.PKCE()
-	q := url.Values{"response_type": {"code"}, "client_id": {"cli"}, "code_challenge": {challenge}, "code_challenge_method": {"S256"},
-		"resource": {h.Config.ResourceURL("files")}}
-	back, err := oauthtest.NewBrowser().Authorize(h.URL+"/oauth/authorize?"+q.Encode(), "http://127.0.0.1:9/cb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// redirect_uri was omitted (single registered URI), so the token
-	// request may omit it as well.
-	status, tok, _ := h.postForm(h.URL+"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "client_id": {"cli"},
-		"code": {back.Query().Get("code")}, "code_verifier": {verifier}})
-	if status != 200 {
-		t.Fatalf("token: %v", tok)
-	}
+	// redirect_uri is omitted (single registered URI) from both requests.
+	tok := h.codeGrant(t, h.Config.ResourceURL("files"), false)
 	_, g, _ := h.Store.ResolveHandle(context.Background(), handle.Digest(tok["access_token"].(string)))
 	if g.Subject != idp.Mallory || g.Email != "" {
 		t.Fatalf("unverified email kept: %+v", g)
@@ -339,18 +343,7 @@ func TestConcurrentUpstreamRefresh(t *testing.T) {
 	h := start(t, time.Minute, func(c *config.Config) {
 		c.OAuth.Clients = []config.OAuthClient{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}, SkipConsent: true}}
 	})
-	verifier, challenge := oauthtest.PKCE()
-	q := url.Values{"response_type": {"code"}, "client_id": {"cli"}, "code_challenge": {challenge}, "code_challenge_method": {"S256"},
-		"resource": {h.Config.ResourceURL("files")}}
-	back, err := oauthtest.NewBrowser().Authorize(h.URL+"/oauth/authorize?"+q.Encode(), "http://127.0.0.1:9/cb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	status, tok, _ := h.postForm(h.URL+"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "client_id": {"cli"},
-		"code": {back.Query().Get("code")}, "code_verifier": {verifier}})
-	if status != 200 {
-		t.Fatalf("token: %v", tok)
-	}
+	tok := h.codeGrant(t, h.Config.ResourceURL("files"), false)
 	ctx := context.Background()
 	_, g, _ := h.Store.ResolveHandle(ctx, handle.Digest(tok["access_token"].(string)))
 	// The IdP token (60s) is now within the refresh margin (1m).
