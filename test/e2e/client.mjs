@@ -17,6 +17,7 @@ import readline from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { memoryProvider } from '../sdk_provider.mjs';
 
 const { serverUrl, redirectUrl } = JSON.parse(process.argv[2]);
 
@@ -55,39 +56,13 @@ async function recordingFetch(input, init = {}) {
 }
 
 // ---- the OAuth client provider (headless: the test plays the browser) ----
-let clientInformation;
-let tokens;
-let codeVerifier;
-let authorizationUrl;
-let tokensSavedAt = 0;
-const heldAccessTokens = [];
 const invalidations = [];
-const state = `e2e-${Math.random().toString(36).slice(2)}`;
-const provider = {
-  get redirectUrl() { return redirectUrl; },
-  get clientMetadata() {
-    return {
-      client_name: 'Warden e2e (MCP TypeScript SDK)',
-      redirect_uris: [redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  },
-  state: () => state,
-  clientInformation: () => clientInformation,
-  saveClientInformation: (info) => { clientInformation = info; },
-  tokens: () => tokens,
-  saveTokens: (t) => { tokens = t; tokensSavedAt = Date.now(); heldAccessTokens.push(t.access_token); },
-  redirectToAuthorization: (url) => { authorizationUrl = url; },
-  saveCodeVerifier: (v) => { codeVerifier = v; },
-  codeVerifier: () => codeVerifier,
-  invalidateCredentials: (scope) => {
-    invalidations.push({ phase, scope });
-    if (scope === 'all' || scope === 'tokens') tokens = undefined;
-    if (scope === 'all' || scope === 'client') clientInformation = undefined;
-  },
-};
+const { provider, state } = memoryProvider({
+  clientName: 'Warden e2e (MCP TypeScript SDK)',
+  redirectUrl,
+  statePrefix: 'e2e',
+  onInvalidate: (scope) => invalidations.push({ phase, scope }),
+});
 
 const progress = [];
 function newClient() {
@@ -104,12 +79,12 @@ async function connect() {
     await c.client.connect(c.transport);
     return c;
   } catch (err) {
-    if (!(err instanceof UnauthorizedError) || !authorizationUrl) throw err;
+    if (!(err instanceof UnauthorizedError) || !state.authorizationUrl) throw err;
   }
-  const { callback } = await ask({ event: 'authorize', url: authorizationUrl.toString() });
+  const { callback } = await ask({ event: 'authorize', url: state.authorizationUrl.toString() });
   const cb = new URL(callback);
   if (cb.searchParams.get('error')) throw new Error(`authorization refused: ${cb.searchParams.get('error')}`);
-  if (cb.searchParams.get('state') !== state) throw new Error('authorization response carries another state');
+  if (cb.searchParams.get('state') !== state.oauthState) throw new Error('authorization response carries another state');
   await c.transport.finishAuth(cb.searchParams.get('code'));
   c = newClient();
   await c.client.connect(c.transport);
@@ -118,7 +93,7 @@ async function connect() {
 
 // untilExpired waits until the access handle the client holds has expired.
 async function untilExpired() {
-  const left = tokensSavedAt + (tokens.expires_in + 1) * 1000 - Date.now();
+  const left = state.tokensSavedAt + (state.tokens.expires_in + 1) * 1000 - Date.now();
   await new Promise((r) => { setTimeout(r, Math.max(left, 0)); });
 }
 
@@ -150,7 +125,7 @@ const out = {};
 
 // 1. Sign in and use the server.
 let { client, transport } = await connect();
-out.clientId = clientInformation.client_id;
+out.clientId = state.clientInformation.client_id;
 out.serverInfo = client.getServerVersion();
 out.protocolVersion = transport.protocolVersion;
 phase = 'use';
@@ -180,10 +155,10 @@ out.progress = progress;
 
 // 3. The access handle expires; the SDK refreshes on the 401 and goes on.
 phase = 'refresh';
-const issued = heldAccessTokens.length;
+const issued = state.heldAccessTokens.length;
 await untilExpired();
 out.whoamiAfterRefresh = text(await client.callTool({ name: 'whoami', arguments: {} }));
-out.refreshed = heldAccessTokens.length - issued;
+out.refreshed = state.heldAccessTokens.length - issued;
 
 // 4. Session DELETE: the upstream ends the session, so a request that
 // still names it is refused by the server itself (404).
@@ -194,7 +169,7 @@ out.sessionAfterDelete = transport.sessionId ?? null;
 const stale = await recordingFetch(serverUrl, {
   method: 'POST',
   headers: {
-    authorization: `Bearer ${tokens.access_token}`,
+    authorization: `Bearer ${state.tokens.access_token}`,
     'content-type': 'application/json',
     accept: 'application/json, text/event-stream',
     'mcp-session-id': oldSession,
@@ -218,25 +193,25 @@ const sub = /sub=(\S+)/.exec(out.whoamiReconnected)?.[1];
 // call: revoke while the handle is young (on a slow machine, let it expire
 // and refresh first).
 out.refreshedBeforeRevoke = false;
-if (Date.now() - tokensSavedAt > (tokens.expires_in * 1000) / 2) {
+if (Date.now() - state.tokensSavedAt > (state.tokens.expires_in * 1000) / 2) {
   await untilExpired();
   await client.callTool({ name: 'whoami', arguments: {} });
   out.refreshedBeforeRevoke = true;
 }
 await ask({ event: 'revoke', sub });
 phase = 'revoked';
-const redirectsBefore = authorizationUrl.toString();
+const redirectsBefore = state.authorizationUrl.toString();
 try {
   await client.callTool({ name: 'echo', arguments: { message: 'after revocation' } });
   out.afterRevoke = { unexpected: 'the call was allowed' };
 } catch (err) {
   out.afterRevoke = describeError(err);
 }
-out.reauthorizationRequested = authorizationUrl.toString() !== redirectsBefore;
+out.reauthorizationRequested = state.authorizationUrl.toString() !== redirectsBefore;
 await client.close();
 
 out.invalidations = invalidations;
 out.exchanges = exchanges;
-out.heldAccessTokens = heldAccessTokens;
+out.heldAccessTokens = state.heldAccessTokens;
 say({ event: 'done', ...out });
 process.exit(0);

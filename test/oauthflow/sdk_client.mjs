@@ -8,6 +8,7 @@
 // Usage: node sdk_client.mjs '{"serverUrl": "...", "redirectUrl": "..."}'
 // Prints one JSON object with what happened on stdout.
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import { memoryProvider } from '../sdk_provider.mjs';
 
 const { serverUrl, redirectUrl } = JSON.parse(process.argv[2]);
 
@@ -70,37 +71,12 @@ async function browse(start, stopPrefix) {
   throw new Error('too many redirects');
 }
 
-let clientInformation;
-let tokens;
-let codeVerifier;
-let authorizationUrl;
-const state = `sdk-${Math.random().toString(36).slice(2)}`;
-
-const provider = {
-  get redirectUrl() { return redirectUrl; },
-  get clientMetadata() {
-    return {
-      client_name: 'MCP TypeScript SDK (Warden test)',
-      redirect_uris: [redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  },
-  state: () => state,
-  clientInformation: () => clientInformation,
-  saveClientInformation: (info) => { clientInformation = info; },
-  tokens: () => tokens,
-  saveTokens: (t) => { tokens = t; },
-  redirectToAuthorization: (url) => { authorizationUrl = url; },
-  saveCodeVerifier: (v) => { codeVerifier = v; },
-  codeVerifier: () => codeVerifier,
-};
+const { provider, state } = memoryProvider({ clientName: 'MCP TypeScript SDK (Warden test)', redirectUrl, statePrefix: 'sdk' });
 
 const out = { steps: [] };
 out.steps.push(await auth(provider, { serverUrl }));
-if (!authorizationUrl) throw new Error('the SDK did not start an authorization');
-out.authorizationUrl = authorizationUrl.toString();
+if (!state.authorizationUrl) throw new Error('the SDK did not start an authorization');
+out.authorizationUrl = state.authorizationUrl.toString();
 const { callback, visited } = await browse(out.authorizationUrl, redirectUrl);
 out.visited = visited;
 const cb = new URL(callback);
@@ -108,9 +84,9 @@ out.callbackState = cb.searchParams.get('state');
 out.callbackIss = cb.searchParams.get('iss');
 if (cb.searchParams.get('error')) throw new Error(`authorization failed: ${cb.searchParams.get('error')} ${cb.searchParams.get('error_description')}`);
 out.steps.push(await auth(provider, { serverUrl, authorizationCode: cb.searchParams.get('code') }));
-out.clientId = clientInformation.client_id;
-out.first = tokens;
+out.clientId = state.clientInformation.client_id;
+out.first = state.tokens;
 // With a refresh token stored, auth() refreshes instead of redirecting.
 out.steps.push(await auth(provider, { serverUrl }));
-out.second = tokens;
+out.second = state.tokens;
 process.stdout.write(`${JSON.stringify(out)}\n`);
