@@ -10,9 +10,7 @@ package mcp
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"unicode/utf8"
 )
 
@@ -58,9 +56,40 @@ type Request struct {
 	ProtocolVersion string
 }
 
+// ErrorKind says what is wrong with a request, so that callers choose a
+// response (an HTTP status) by kind rather than by message text.
+type ErrorKind uint8
+
+const (
+	// ErrorMalformed: the body is not JSON (JSON-RPC parse error).
+	ErrorMalformed ErrorKind = iota + 1
+	// ErrorInvalid: JSON, but not a JSON-RPC message MCP accepts, or an
+	// HTTP method the transport does not have.
+	ErrorInvalid
+	// ErrorTooLarge: the body is over the configured limit.
+	ErrorTooLarge
+	// ErrorTruncated: the proxy forwarded only part of the body.
+	ErrorTruncated
+)
+
+func (k ErrorKind) String() string {
+	switch k {
+	case ErrorMalformed:
+		return "malformed"
+	case ErrorInvalid:
+		return "invalid"
+	case ErrorTooLarge:
+		return "too_large"
+	case ErrorTruncated:
+		return "truncated"
+	}
+	return "unknown"
+}
+
 // Error is a classification failure, shaped as the JSON-RPC error the
 // client will see.
 type Error struct {
+	Kind    ErrorKind
 	Code    int
 	Message string
 	// ID is the id of the offending message when it could be read.
@@ -70,11 +99,11 @@ type Error struct {
 func (e *Error) Error() string { return fmt.Sprintf("jsonrpc %d: %s", e.Code, e.Message) }
 
 func parseErr(f string, a ...any) *Error {
-	return &Error{Code: CodeParseError, Message: fmt.Sprintf(f, a...)}
+	return &Error{Kind: ErrorMalformed, Code: CodeParseError, Message: fmt.Sprintf(f, a...)}
 }
 
 func invalid(id json.RawMessage, f string, a ...any) *Error {
-	return &Error{Code: CodeInvalidRequest, Message: fmt.Sprintf(f, a...), ID: id}
+	return &Error{Kind: ErrorInvalid, Code: CodeInvalidRequest, Message: fmt.Sprintf(f, a...), ID: id}
 }
 
 // Input is what the caller knows about the HTTP request.
@@ -108,10 +137,10 @@ func Classify(in Input) (*Request, *Error) {
 		return nil, invalid(nil, "HTTP method %s is not part of the MCP streamable HTTP transport", in.Method)
 	}
 	if in.Partial {
-		return nil, invalid(nil, "request body was truncated by the proxy (over its buffer limit); refusing to authorize a partial message")
+		return nil, &Error{Kind: ErrorTruncated, Code: CodeInvalidRequest, Message: "request body was truncated by the proxy (over its buffer limit); refusing to authorize a partial message"}
 	}
 	if in.Limit > 0 && len(in.Body) > in.Limit {
-		return nil, invalid(nil, "request body of %d bytes exceeds the %d byte limit", len(in.Body), in.Limit)
+		return nil, &Error{Kind: ErrorTooLarge, Code: CodeInvalidRequest, Message: fmt.Sprintf("request body of %d bytes exceeds the %d byte limit", len(in.Body), in.Limit)}
 	}
 	body := bytes.TrimSpace(in.Body)
 	if len(body) == 0 {
@@ -122,88 +151,111 @@ func Classify(in Input) (*Request, *Error) {
 	if !utf8.Valid(body) {
 		return nil, parseErr("request body is not valid UTF-8")
 	}
-	// One decoding pass validates the syntax and splits the messages into
-	// exact-key maps; a syntax error is a parse error, a wrong shape an
-	// invalid request.
+	if !json.Valid(body) {
+		return nil, parseErr("request body is not valid JSON")
+	}
+	// From here the body is valid JSON: the walkers in scan.go split it
+	// without decoding what policy does not need.
+	if err := distinctNames(body); err != nil {
+		return nil, err
+	}
 	switch body[0] {
 	case '[':
-		var objs []map[string]json.RawMessage
-		if err := json.Unmarshal(body, &objs); err != nil {
-			if isSyntax(err) {
-				return nil, parseErr("request body is not valid JSON")
-			}
-			return nil, invalid(nil, "every message of a batch must be an object")
-		}
-		if len(objs) == 0 {
+		n := 0
+		_ = eachElement(body, func([]byte) *Error { n++; return nil })
+		if n == 0 {
 			return nil, invalid(nil, "empty batch")
 		}
 		r.Batch = true
-		r.Messages = make([]Message, 0, len(objs))
-		for _, obj := range objs {
-			m, err := classifyMessage(obj)
+		r.Messages = make([]Message, 0, n)
+		if err := eachElement(body, func(v []byte) *Error {
+			m, err := classifyMessage(v)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			r.Messages = append(r.Messages, m)
+			return nil
+		}); err != nil {
+			return nil, err
 		}
 	case '{':
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(body, &obj); err != nil {
-			if isSyntax(err) {
-				return nil, parseErr("request body is not valid JSON")
-			}
-			return nil, invalid(nil, "a JSON-RPC message must be an object")
-		}
-		m, err := classifyMessage(obj)
+		m, err := classifyMessage(body)
 		if err != nil {
 			return nil, err
 		}
-		r.Messages = []Message{m}
+		r.Messages = make([]Message, 1)
+		r.Messages[0] = m
 	default:
-		if !json.Valid(body) {
-			return nil, parseErr("request body is not valid JSON")
-		}
 		return nil, invalid(nil, "a JSON-RPC message must be an object or a batch array")
 	}
 	return r, nil
 }
 
-// classifyMessage decodes one message into exact-key maps. encoding/json
-// matches struct fields case-insensitively, which would let {"name":"a",
-// "NAME":"b"} show policy one tool while a JavaScript server runs another;
-// maps keep keys exactly as sent, and the last duplicate wins as in JS.
-func classifyMessage(obj map[string]json.RawMessage) (Message, *Error) {
+// message holds the members of one JSON-RPC message the classifier reads,
+// as raw JSON; nil when absent.
+type message struct {
+	jsonrpc, id, method, params, result, error []byte
+}
+
+// classifyMessage reads one message. Member names are matched exactly, and
+// distinctNames has already refused duplicates and case variants, so every
+// parser reads the same members the classifier reads.
+func classifyMessage(v []byte) (Message, *Error) {
 	var m Message
-	if obj == nil {
-		return m, invalid(nil, "a JSON-RPC message must be an object")
+	if v[0] != '{' {
+		return m, invalid(nil, "every message of a batch must be an object")
 	}
-	id, hasID := obj["id"]
+	var raw message
+	if err := eachMember(v, func(name, value []byte, escaped bool) *Error {
+		n := memberName(name, escaped)
+		switch string(n) {
+		case "jsonrpc":
+			raw.jsonrpc = value
+		case "id":
+			raw.id = value
+		case "method":
+			raw.method = value
+		case "params":
+			raw.params = value
+		case "result":
+			raw.result = value
+		case "error":
+			raw.error = value
+		default:
+			if f := foldedMember(n); f != nil {
+				return invalid(nil, "key %q is a case variant of %q", n, f)
+			}
+		}
+		return nil
+	}); err != nil {
+		return m, err
+	}
+	hasID := raw.id != nil
 	if hasID {
-		if err := checkID(id); err != nil {
+		if err := checkID(raw.id); err != nil {
 			return m, invalid(nil, "%s", err)
 		}
-		m.ID = id
+		m.ID = json.RawMessage(raw.id)
 	}
-	var version string
-	if err := json.Unmarshal(obj["jsonrpc"], &version); err != nil || version != "2.0" {
+	if version, ok := stringValue(raw.jsonrpc); !ok || version != "2.0" {
 		return m, invalid(m.ID, `"jsonrpc" must be "2.0"`)
 	}
-	rawMethod, hasMethod := obj["method"]
-	_, hasResult := obj["result"]
-	_, hasError := obj["error"]
+	hasResult, hasError := raw.result != nil, raw.error != nil
 	switch {
-	case hasMethod:
+	case raw.method != nil:
 		if hasResult || hasError {
 			return m, invalid(m.ID, "a message cannot carry both a method and a result or error")
 		}
-		if err := json.Unmarshal(rawMethod, &m.Method); err != nil || m.Method == "" {
+		method, ok := stringValue(raw.method)
+		if !ok || method == "" {
 			return m, invalid(m.ID, `"method" must be a non-empty string`)
 		}
+		m.Method = method
 		m.Kind = KindNotification
 		if hasID {
 			m.Kind = KindRequest
 		}
-		if err := readParams(&m, obj["params"]); err != nil {
+		if err := readParams(&m, raw.params); err != nil {
 			return m, err
 		}
 	case hasResult || hasError:
@@ -218,11 +270,6 @@ func classifyMessage(obj map[string]json.RawMessage) (Message, *Error) {
 		return m, invalid(m.ID, "message is neither a request, a notification nor a response")
 	}
 	return m, nil
-}
-
-func isSyntax(err error) bool {
-	var se *json.SyntaxError
-	return errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // checkID accepts the id forms MCP allows: a string or a number. MCP
@@ -240,33 +287,70 @@ func checkID(id json.RawMessage) error {
 	return fmt.Errorf(`"id" must be a string or a number`)
 }
 
+// decided says, per method whose params policy reads, the member policy
+// needs and whether the method is meaningless without it. Other methods are
+// the server's to answer: their params are passed through unread.
+var decided = map[string]struct {
+	field    string
+	required bool
+}{
+	"tools/call":     {"name", true},
+	"prompts/get":    {"name", true},
+	"resources/read": {"uri", true},
+	// Removed in MCP 2026-07-28: a client of that revision may send them
+	// without params, and the server, not Warden, answers that it does
+	// not know the method. When uri is there, policy sees it.
+	"resources/subscribe":   {"uri", false},
+	"resources/unsubscribe": {"uri", false},
+}
+
 // readParams extracts what policy needs from the params of the methods that
 // name a tool, resource or prompt.
-func readParams(m *Message, raw json.RawMessage) *Error {
-	field := ""
-	switch m.Method {
-	case "tools/call", "prompts/get":
-		field = "name"
-	case "resources/read", "resources/subscribe", "resources/unsubscribe":
-		field = "uri"
-	default:
-		if len(raw) > 0 && raw[0] != '{' && raw[0] != '[' && string(raw) != "null" {
-			return invalid(m.ID, `"params" must be an object or an array`)
-		}
+func readParams(m *Message, raw []byte) *Error {
+	if raw != nil && raw[0] != '{' && raw[0] != '[' && string(raw) != "null" {
+		return invalid(m.ID, `"params" must be an object or an array`)
+	}
+	d, ok := decided[m.Method]
+	if !ok {
 		return nil
 	}
-	var params map[string]json.RawMessage
-	if len(raw) == 0 || json.Unmarshal(raw, &params) != nil || params == nil {
+	if raw == nil || raw[0] != '{' {
+		if !d.required && (raw == nil || string(raw) == "null") {
+			return nil
+		}
 		return invalid(m.ID, "%s needs an object in params", m.Method)
 	}
-	var name string
-	if err := json.Unmarshal(params[field], &name); err != nil || name == "" {
-		return invalid(m.ID, "%s needs a non-empty string params.%s", m.Method, field)
+	var name, args []byte
+	if err := eachMember(raw, func(key, value []byte, escaped bool) *Error {
+		n := memberName(key, escaped)
+		switch {
+		case string(n) == d.field:
+			name = value
+		case m.Method == "tools/call" && string(n) == "arguments":
+			args = value
+		default:
+			if f := foldedMember(n); f != nil {
+				return invalid(m.ID, "params key %q is a case variant of %q", n, f)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if name == nil && !d.required {
+		return nil
+	}
+	s, ok := stringValue(name)
+	if !ok || s == "" {
+		return invalid(m.ID, "%s needs a non-empty string params.%s", m.Method, d.field)
 	}
 	switch m.Method {
 	case "tools/call":
-		m.Tool = name
-		if args, ok := params["arguments"]; ok && string(args) != "null" {
+		m.Tool = s
+		if args != nil && string(args) != "null" {
+			if args[0] != '{' {
+				return invalid(m.ID, "tools/call params.arguments must be an object")
+			}
 			dec := json.NewDecoder(bytes.NewReader(args))
 			// Numbers stay exact (json.Number) so policy sees 9007199254740993
 			// as sent, not rounded through float64.
@@ -274,12 +358,12 @@ func readParams(m *Message, raw json.RawMessage) *Error {
 			if err := dec.Decode(&m.Arguments); err != nil || m.Arguments == nil {
 				return invalid(m.ID, "tools/call params.arguments must be an object")
 			}
-			m.ArgumentsRaw = args
+			m.ArgumentsRaw = json.RawMessage(args)
 		}
 	case "prompts/get":
-		m.Prompt = name
+		m.Prompt = s
 	default:
-		m.Resource = name
+		m.Resource = s
 	}
 	return nil
 }

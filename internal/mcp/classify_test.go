@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -115,7 +116,7 @@ func TestRejects(t *testing.T) {
 		{"tools/call args not object", post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":[1]}}`), CodeInvalidRequest, "1", "arguments"},
 		{"tools/call params array", post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["a"]}`), CodeInvalidRequest, "1", "object in params"},
 		{"resources/read no uri", post(`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"url":"x"}}`), CodeInvalidRequest, "1", "params.uri"},
-		{"case trick", post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"evil"}}`), CodeInvalidRequest, "1", "params.name"},
+		{"case trick", post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"evil"}}`), CodeInvalidRequest, "1", "case variant"},
 		{"params scalar", post(`{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}`), CodeInvalidRequest, "1", "params"},
 		{"partial", Input{Method: "POST", Body: []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), Partial: true}, CodeInvalidRequest, "", "truncated"},
 		{"too big", Input{Method: "POST", Body: []byte(big), Limit: 100}, CodeInvalidRequest, "", "exceeds"},
@@ -134,15 +135,110 @@ func TestRejects(t *testing.T) {
 	}
 }
 
-// The exact-key rule: a case-variant duplicate must not change which tool
-// policy sees compared with what a JavaScript server would run.
-func TestExactKeysMatchJavaScript(t *testing.T) {
-	r, err := Classify(post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","NAME":"evil","Name":"evil"}}`))
-	if err != nil || r.Messages[0].Tool != "safe" {
-		t.Fatalf("tool %q err %v", r.Messages[0].Tool, err)
+// Issue 13: the classifier and the upstream must read the same message.
+// Duplicate keys (JavaScript keeps the last, some parsers the first) and
+// keys that differ only in case (Go's encoding/json folds case into struct
+// fields) are refused with -32600, wherever they are.
+func TestRejectsAmbiguousKeys(t *testing.T) {
+	cases := map[string]string{
+		"case variant of params.name beside it": `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","Name":"delete_employee"}}`,
+		"upper-case variant":                    `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","NAME":"evil"}}`,
+		"duplicated name":                       `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"first","name":"last"}}`,
+		"duplicated method":                     `{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"x"}}`,
+		"escaped duplicate":                     `{"jsonrpc":"2.0","id":1,"method":"tools/list","m\u0065thod":"tools/call"}`,
+		"case variant of id alone":              `{"jsonrpc":"2.0","ID":5,"method":"tools/call","params":{"name":"x"}}`,
+		"case variant of method":                `{"jsonrpc":"2.0","id":1,"Method":"tools/call","method":"ping"}`,
+		"case variant of params alone":          `{"jsonrpc":"2.0","id":1,"method":"ping","Params":{}}`,
+		"case variant of arguments":             `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","Arguments":{"q":1}}}`,
+		"case variant of uri":                   `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://1","URI":"a://2"}}`,
+		"kelvin sign folds to k":                "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"x\",\"arguments\":{\"k\":1,\"\u212a\":2}}}",
+		"duplicate inside arguments":            `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"query":"select 1","query":"drop table"}}}`,
+		"case variant inside arguments":         `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"query":"select 1","Query":"drop table"}}}`,
+		"duplicate deep inside a batch":         `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","arguments":{"a":[{"b":1,"b":2}]}}}]`,
+		"duplicate jsonrpc":                     `{"jsonrpc":"1.0","jsonrpc":"2.0","id":1,"method":"ping"}`,
+		"duplicate among many keys (indexed)":   `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{` + manyKeys(40) + `,"K7":0}}}`,
 	}
-	r, _ = Classify(post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"first","name":"last"}}`))
-	if r.Messages[0].Tool != "last" {
-		t.Fatalf("duplicate keys: policy saw %q, JSON.parse keeps the last", r.Messages[0].Tool)
+	for name, body := range cases {
+		t.Run(name, func(t *testing.T) {
+			r, err := Classify(post(body))
+			if err == nil {
+				t.Fatalf("accepted: %+v", r.Messages)
+			}
+			if err.Code != CodeInvalidRequest || err.Kind != ErrorInvalid {
+				t.Fatalf("got %d (%s) %q, want -32600", err.Code, err.Kind, err.Message)
+			}
+		})
+	}
+	// Distinct keys that only share a prefix or a fold of other members
+	// stay accepted.
+	r, err := Classify(post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{` + manyKeys(40) + `,"names":1,"Nam":2}}}`))
+	if err != nil || r.Messages[0].Tool != "x" || len(r.Messages[0].Arguments) != 42 {
+		t.Fatalf("distinct keys refused: %v", err)
+	}
+}
+
+func manyKeys(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"k%d":%d`, i, i)
+	}
+	return b.String()
+}
+
+// Issue 13: the classifier reads what policy needs and lets the server
+// answer for what it does not decide on. resources/subscribe is gone from
+// MCP 2026-07-28; a client of that revision may send it bare, and the
+// server's -32601 must reach it, not a 400 from Warden.
+func TestUndecidedParamsPassToTheServer(t *testing.T) {
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":4,"method":"resources/subscribe"}`,
+		`{"jsonrpc":"2.0","id":4,"method":"resources/subscribe","params":{}}`,
+		`{"jsonrpc":"2.0","id":4,"method":"resources/unsubscribe","params":null}`,
+		`{"jsonrpc":"2.0","id":4,"method":"vendor/unknown","params":{"uri":5,"name":[]}}`,
+	} {
+		r, err := Classify(post(body))
+		if err != nil {
+			t.Errorf("%s: refused: %v", body, err)
+			continue
+		}
+		if m := r.Messages[0]; m.Kind != KindRequest || m.Resource != "" {
+			t.Errorf("%s: %+v", body, m)
+		}
+	}
+	// What policy does read stays strict: a uri that is there but not a
+	// string, and the methods that mean nothing without their name.
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":4,"method":"resources/subscribe","params":{"uri":5}}`,
+		`{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{}}`,
+		`{"jsonrpc":"2.0","id":4,"method":"prompts/get"}`,
+	} {
+		if _, err := Classify(post(body)); err == nil || err.Code != CodeInvalidRequest {
+			t.Errorf("%s: want -32600, got %v", body, err)
+		}
+	}
+}
+
+// Callers choose a response by kind, never by message text.
+func TestErrorKinds(t *testing.T) {
+	cases := []struct {
+		in   Input
+		kind ErrorKind
+	}{
+		{post(`{"jsonrpc":`), ErrorMalformed},
+		{post(""), ErrorMalformed},
+		{post("\xff"), ErrorMalformed},
+		{post(`{"jsonrpc":"2.0","id":1}`), ErrorInvalid},
+		{Input{Method: "PUT"}, ErrorInvalid},
+		{Input{Method: "POST", Body: []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), Partial: true}, ErrorTruncated},
+		{Input{Method: "POST", Body: []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`), Limit: 10}, ErrorTooLarge},
+	}
+	for _, c := range cases {
+		_, err := Classify(c.in)
+		if err == nil || err.Kind != c.kind {
+			t.Errorf("%s %q: got %v, want kind %s", c.in.Method, c.in.Body, err, c.kind)
+		}
 	}
 }
