@@ -7,6 +7,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	"github.com/warden-mcp/warden/internal/handle"
@@ -44,8 +45,12 @@ type AttacherOptions struct {
 // passthrough) and the server's own credential is set.
 type Attacher struct {
 	o     AttacherOptions
-	cache *boundedMap[attachKey, attached]
+	cache *lru.Cache[attachKey, attached]
 }
+
+// attachedMax bounds cached upstream responses (one per live handle and
+// server).
+const attachedMax = 100_000
 
 // NewAttacher returns an Attacher.
 func NewAttacher(o AttacherOptions) (*Attacher, error) {
@@ -58,7 +63,11 @@ func NewAttacher(o AttacherOptions) (*Attacher, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Attacher{o: o, cache: newBoundedMap[attachKey, attached](100_000)}, nil
+	cache, err := lru.New[attachKey, attached](attachedMax)
+	if err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
+	}
+	return &Attacher{o: o, cache: cache}, nil
 }
 
 // attachKey names everything an OkHttpResponse depends on: the handle
@@ -81,7 +90,7 @@ type attached struct {
 func (a *Attacher) Attach(ctx context.Context, srv store.Server, h store.Handle, g store.Grant) (*authv3.OkHttpResponse, error) {
 	now := a.o.Now()
 	key := attachKey{digest: h.Digest, server: srv.Name, srvVersion: srv.Version}
-	if e, ok := a.cache.get(key); ok && now.Before(e.refreshAt) {
+	if e, ok := a.cache.Get(key); ok && now.Before(e.refreshAt) {
 		return e.ok, nil
 	}
 	ok := &authv3.OkHttpResponse{}
@@ -124,7 +133,7 @@ func (a *Attacher) Attach(ctx context.Context, srv store.Server, h store.Handle,
 	if a.o.ClientHeader != "" {
 		set(a.o.ClientHeader, g.ClientID)
 	}
-	a.cache.put(key, attached{ok: ok, refreshAt: refreshAt})
+	a.cache.Add(key, attached{ok: ok, refreshAt: refreshAt})
 	return ok, nil
 }
 

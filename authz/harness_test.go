@@ -106,7 +106,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	o := authz.Options{
 		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: att,
-		ResourceURL: resourceURL, ResourceMetadataURL: prmURL, MaxBodyBytes: 4096,
+		ResourceURL: resourceURL, ResourceMetadataURL: prmURL, PublicURL: publicURL, MaxBodyBytes: 4096,
 		Timeout: 5 * time.Second, Metrics: authz.NewMetrics(metrics), Logger: log,
 	}
 	for _, fn := range opts {

@@ -41,8 +41,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Checks denied because of an internal failure (fail closed), by class.",
 	}, []string{"class"})
 	f := &m.Failures
-	f.store, f.policy, f.timeout = f.vec.WithLabelValues("store"), f.vec.WithLabelValues("policy"), f.vec.WithLabelValues("timeout")
-	f.panic, f.audit, f.credent = f.vec.WithLabelValues("panic"), f.vec.WithLabelValues("audit"), f.vec.WithLabelValues("credential")
+	label := func(c failureClass) prometheus.Counter { return f.vec.WithLabelValues(string(c)) }
+	f.store, f.policy, f.timeout = label(failStore), label(failPolicy), label(failTimeout)
+	f.panic, f.audit, f.credent = label(failPanic), label(failAudit), label(failCredential)
 	m.allowed = m.decisions.WithLabelValues("allow", "200")
 	for _, st := range []int{400, 401, 403, 404, 413, 503} {
 		m.byStatus[st] = m.decisions.WithLabelValues("deny", strconv.Itoa(st))
@@ -53,26 +54,28 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) failure(class string) {
+func (m *Metrics) failure(class failureClass) {
 	switch class {
-	case "store":
+	case failStore:
 		m.Failures.store.Inc()
-	case "policy":
+	case failPolicy:
 		m.Failures.policy.Inc()
-	case "timeout":
+	case failTimeout:
 		m.Failures.timeout.Inc()
-	case "audit":
+	case failPanic:
+		m.Failures.panic.Inc()
+	case failAudit:
 		m.Failures.audit.Inc()
-	case "credential":
+	case failCredential:
 		m.Failures.credent.Inc()
 	default:
-		m.Failures.vec.WithLabelValues(class).Inc()
+		m.Failures.vec.WithLabelValues(string(class)).Inc()
 	}
 }
 
 func (m *Metrics) observe(o outcome, d time.Duration) {
 	m.duration.Observe(d.Seconds())
-	if o.allow {
+	if o.allowed() {
 		m.allowed.Inc()
 		return
 	}

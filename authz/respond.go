@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -18,6 +19,37 @@ import (
 // CodePolicyDenied is the JSON-RPC error code of a policy denial: in the
 // implementation-defined server error range of JSON-RPC 2.0.
 const CodePolicyDenied = -32003
+
+// outcome is the result of the pipeline before it becomes a CheckResponse.
+type outcome struct {
+	// status is the HTTP status: http.StatusOK for an allow, the denial's
+	// status otherwise.
+	status int
+	ok     *authv3.OkHttpResponse // shared, read-only: the upstream mutations
+	reason string
+	// headers and body make up a denial.
+	headers []header
+	body    string
+	// failure names the internal failure when status is 503.
+	failure failureClass
+}
+
+func (o outcome) allowed() bool { return o.status == http.StatusOK }
+
+// failureClass names why Warden could not decide; each is a label value of
+// warden_authz_failures_total.
+type failureClass string
+
+const (
+	failStore      failureClass = "store"
+	failPolicy     failureClass = "policy"
+	failTimeout    failureClass = "timeout"
+	failPanic      failureClass = "panic"
+	failAudit      failureClass = "audit"
+	failCredential failureClass = "credential"
+)
+
+type header struct{ key, value string }
 
 func (s *Service) unauthorized(c *check, reason string, presented bool) outcome {
 	// RFC 6750 section 3 and RFC 9728 section 5.1: the challenge names the
@@ -36,7 +68,7 @@ func (s *Service) unauthorized(c *check, reason string, presented bool) outcome 
 		desc = reason
 	}
 	return outcome{
-		status:  401,
+		status:  http.StatusUnauthorized,
 		reason:  reason,
 		headers: []header{{"www-authenticate", b.String()}, {"content-type", "application/json"}, {"cache-control", "no-store"}},
 		body:    oauthError("invalid_token", desc),
@@ -46,7 +78,7 @@ func (s *Service) unauthorized(c *check, reason string, presented bool) outcome 
 func (s *Service) forbiddenScope(c *check, required []string) outcome {
 	scope := strings.Join(required, " ")
 	return outcome{
-		status: 403,
+		status: http.StatusForbidden,
 		reason: "insufficient scope: requires " + scope,
 		headers: []header{
 			{"www-authenticate", `Bearer error="insufficient_scope", scope="` + scope + `", resource_metadata="` + s.o.ResourceMetadataURL(c.server) + `"`},
@@ -56,18 +88,27 @@ func (s *Service) forbiddenScope(c *check, required []string) outcome {
 	}
 }
 
-func (s *Service) failed(c *check, class string, err error) outcome {
+func (s *Service) failed(c *check, class failureClass, err error) outcome {
 	s.o.Metrics.failure(class)
-	s.o.Logger.Error("authz: failing closed", "class", class, "err", err, "request_id", c.requestID, "server", c.server)
-	return internalError("authorization temporarily unavailable")
+	s.o.Logger.Error("authz: failing closed", "class", string(class), "err", err, "request_id", c.requestID, "server", c.server)
+	return unavailable(class, "authorization temporarily unavailable")
 }
 
-func internalError(msg string) outcome {
-	return outcome{status: 503, reason: msg, failure: "internal", body: jsonError(nil, -32603, msg)}
+// unavailable is the fail-closed answer: Warden could not decide.
+func unavailable(class failureClass, msg string) outcome {
+	return outcome{status: http.StatusServiceUnavailable, reason: msg, failure: class, body: jsonError(nil, codeInternalError, msg)}
 }
+
+// codeInternalError is JSON-RPC 2.0's internal error.
+const codeInternalError = -32603
 
 func badRequest(msg string) outcome {
-	return outcome{status: 400, reason: msg, body: jsonError(nil, mcp.CodeInvalidRequest, msg)}
+	return outcome{status: http.StatusBadRequest, reason: msg, body: jsonError(nil, mcp.CodeInvalidRequest, msg)}
+}
+
+// forbidden refuses a request for what it is rather than who sent it.
+func forbidden(reason, msg string) outcome {
+	return outcome{status: http.StatusForbidden, reason: reason, body: jsonError(nil, mcp.CodeInvalidRequest, msg)}
 }
 
 // policyDenied answers a denied message with a JSON-RPC error carrying its
@@ -77,7 +118,7 @@ func policyDenied(r *mcp.Request, i int, reason string) outcome {
 	if reason == "" {
 		reason = "denied by policy"
 	}
-	o := outcome{status: 403, reason: reason}
+	o := outcome{status: http.StatusForbidden, reason: reason}
 	if !r.Batch {
 		o.body = jsonError(r.Messages[i].ID, CodePolicyDenied, reason)
 		return o
@@ -134,19 +175,32 @@ func hvo(h header) *corev3.HeaderValueOption {
 	}
 }
 
-// finish records the decision and turns the outcome into Envoy's answer. An
-// allow that cannot be audited becomes a 503 deny.
-func (s *Service) finish(ctx context.Context, c *check, o outcome) *authv3.CheckResponse {
+// record writes the decision's audit event and turns the outcome into
+// Envoy's answer. An allow is answered only once its event is stored: an
+// allow the trail cannot hold is a 503, so that the trail has every request
+// that reached a server. A denial's event is queued.
+func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.CheckResponse {
 	ev := s.event(c, o)
-	if err := s.o.Audit.Record(ctx, ev); err != nil {
-		s.o.Metrics.failure("audit")
+	var err error
+	if o.allowed() {
+		err = s.o.Audit.RecordSync(ctx, ev)
+	} else {
+		err = s.o.Audit.Record(ctx, ev)
+	}
+	if err != nil {
+		s.o.Metrics.failure(failAudit)
 		s.o.Logger.Error("authz: audit unavailable, failing closed", "err", err, "request_id", c.requestID)
-		if o.allow {
-			o = internalError("audit trail unavailable")
+		if o.allowed() {
+			o = unavailable(failAudit, "audit trail unavailable")
 		}
 	}
 	s.o.Metrics.observe(o, s.o.Now().Sub(c.start))
-	if o.allow {
+	return respond(o)
+}
+
+// respond builds the CheckResponse of an outcome.
+func respond(o outcome) *authv3.CheckResponse {
+	if o.allowed() {
 		return &authv3.CheckResponse{
 			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: o.ok},
@@ -154,16 +208,17 @@ func (s *Service) finish(ctx context.Context, c *check, o outcome) *authv3.Check
 	}
 	denied := &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode(o.status)}, Body: o.body}
 	hasCT := false
+	denied.Headers = make([]*corev3.HeaderValueOption, 0, len(o.headers)+1)
 	for _, h := range o.headers {
 		hasCT = hasCT || h.key == "content-type"
 		denied.Headers = append(denied.Headers, hvo(h))
 	}
 	if !hasCT && o.body != "" {
-		denied.Headers = append(denied.Headers, hvo(header{"content-type", "application/json"}))
+		denied.Headers = append(denied.Headers, jsonContentType)
 	}
 	code := codes.PermissionDenied
 	switch {
-	case o.status == 401:
+	case o.status == http.StatusUnauthorized:
 		code = codes.Unauthenticated
 	case o.status >= 500:
 		code = codes.Unavailable
@@ -173,6 +228,10 @@ func (s *Service) finish(ctx context.Context, c *check, o outcome) *authv3.Check
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
 	}
 }
+
+// jsonContentType is shared by every denial: responses are only read once
+// built (gRPC marshals them), never changed.
+var jsonContentType = hvo(header{"content-type", "application/json"})
 
 func (s *Service) event(c *check, o outcome) store.AuditEvent {
 	ev := store.AuditEvent{
@@ -190,7 +249,7 @@ func (s *Service) event(c *check, o outcome) store.AuditEvent {
 		PolicyRev: c.policyRev,
 		LatencyUS: s.o.Now().Sub(c.start).Microseconds(),
 	}
-	if o.allow {
+	if o.allowed() {
 		ev.Decision = "allow"
 	}
 	if c.req != nil && len(c.req.Messages) > 0 {

@@ -1,7 +1,10 @@
 // Package authz answers Envoy's ext_authz Check (envoy.service.auth.v3) for
-// every MCP request: identify the caller by its handle, bind the handle to
-// the route's MCP server, classify the JSON-RPC body, decide with policy,
-// attach the upstream credential, and record one audit event.
+// every MCP request. A Check runs a fixed pipeline of phases (pipeline.go):
+// bind the request to a registered server, identify the caller by its
+// handle, check the handle's audience and scopes, classify the JSON-RPC
+// body, decide with policy, attach the upstream credential, and record one
+// audit event. Each phase either passes the request on or ends it with an
+// outcome.
 //
 // Check maps every outcome to a CheckResponse rather than a gRPC error, so
 // Envoy always gets an answer it applies as written; failures inside Warden
@@ -10,19 +13,16 @@ package authz
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"net/url"
+	"reflect"
 	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	lru "github.com/hashicorp/golang-lru/v2"
 
-	"github.com/warden-mcp/warden/internal/config"
-	"github.com/warden-mcp/warden/internal/handle"
-	"github.com/warden-mcp/warden/internal/mcp"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/policy"
 )
@@ -43,9 +43,12 @@ type Decider interface {
 	Revision() string
 }
 
-// Recorder queues audit events; it blocks while the trail is saturated.
+// Recorder writes audit events.
 type Recorder interface {
+	// Record queues ev; it blocks while the trail is saturated.
 	Record(ctx context.Context, ev store.AuditEvent) error
+	// RecordSync returns once ev is durably stored.
+	RecordSync(ctx context.Context, ev store.AuditEvent) error
 }
 
 // Options configure a Service.
@@ -59,7 +62,18 @@ type Options struct {
 	// canonical resource URL and its RFC 9728 metadata URL.
 	ResourceURL         func(server string) string
 	ResourceMetadataURL func(server string) string
-	MaxBodyBytes        int
+	// PublicURL is where clients reach the MCP servers (Envoy's listener).
+	// Its host is the Host a request must carry, and its origin an Origin
+	// a request may carry (MCP transports: servers validate Origin, and
+	// bind to what they serve, against DNS rebinding).
+	PublicURL string
+	// AllowedOrigins are further origins (scheme://host[:port]) of
+	// browser pages allowed to call the MCP servers.
+	AllowedOrigins []string
+	// AllowedHosts are further Host values (host[:port]) the MCP servers
+	// are reached at, such as a second listener's address.
+	AllowedHosts []string
+	MaxBodyBytes int
 	// Timeout bounds one Check; 0 means only the caller's deadline.
 	Timeout time.Duration
 	// ServerFromPath lets a check without context_extensions.server take
@@ -76,9 +90,11 @@ type Options struct {
 type Service struct {
 	authv3.UnimplementedAuthorizationServer
 	o Options
+	// hosts and origins are what a request's Host and Origin may be.
+	hosts, origins map[string]bool
 	// callers caches the policy input parts fixed for one handle on one
 	// server, keyed by the versions of every record they come from.
-	callers *boundedMap[callerKey, *policy.Caller]
+	callers *lru.Cache[callerKey, *policy.Caller]
 }
 
 type callerKey struct {
@@ -87,16 +103,35 @@ type callerKey struct {
 	server                      string
 }
 
-// New checks opts and returns a Service.
+// callersMax bounds cached policy callers (one per live handle and server).
+const callersMax = 50_000
+
+// New checks opts and returns a Service. Every required option is checked
+// on its own, nil pointers and nil funcs included, so a wiring mistake is an
+// error at start rather than a panic on the first allowed Check.
 func New(o Options) (*Service, error) {
 	var missing []string
-	for name, v := range map[string]any{"Resolver": o.Resolver, "Servers": o.Servers, "Policy": o.Policy, "Audit": o.Audit, "Attacher": o.Attacher, "ResourceURL": o.ResourceURL, "ResourceMetadataURL": o.ResourceMetadataURL} {
-		if v == nil {
+	need := func(name string, v any) {
+		if isNil(v) {
 			missing = append(missing, name)
 		}
 	}
+	need("Resolver", o.Resolver)
+	need("Servers", o.Servers)
+	need("Policy", o.Policy)
+	need("Audit", o.Audit)
+	need("Attacher", o.Attacher)
+	need("ResourceURL", o.ResourceURL)
+	need("ResourceMetadataURL", o.ResourceMetadataURL)
+	if o.PublicURL == "" {
+		missing = append(missing, "PublicURL")
+	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("authz: missing options %v", missing)
+		return nil, fmt.Errorf("authz: missing options %s", strings.Join(missing, ", "))
+	}
+	hosts, origins, err := allowedHostsAndOrigins(o.PublicURL, o.AllowedHosts, o.AllowedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -110,23 +145,76 @@ func New(o Options) (*Service, error) {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 1 << 20
 	}
-	return &Service{o: o, callers: newBoundedMap[callerKey, *policy.Caller](50_000)}, nil
+	callers, err := lru.New[callerKey, *policy.Caller](callersMax)
+	if err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
+	}
+	return &Service{o: o, hosts: hosts, origins: origins, callers: callers}, nil
 }
 
-// check carries one request through the pipeline.
-type check struct {
-	start     time.Time
-	requestID string
-	server    string
-	srv       store.Server
-	headers   map[string]string
-	handle    store.Handle
-	grant     store.Grant
-	req       *mcp.Request
-	// decisive is the message the decision is about (the denied one in a
-	// denied batch, the first otherwise), for the audit event.
-	decisive  int
-	policyRev string
+// isNil reports whether v is nil or holds a nil pointer, func, map, slice,
+// channel or interface: an interface holding a typed nil is not == nil.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
+// allowedHostsAndOrigins normalises the public URL and the extra hosts and
+// origins into lookup sets.
+func allowedHostsAndOrigins(public string, extraHosts, extraOrigins []string) (map[string]bool, map[string]bool, error) {
+	u, err := url.Parse(public)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, nil, fmt.Errorf("PublicURL %q is not an absolute http(s) URL", public)
+	}
+	hosts := map[string]bool{normalHost(u.Scheme, u.Host): true}
+	origins := map[string]bool{normalOrigin(u.Scheme + "://" + u.Host): true}
+	for _, h := range extraHosts {
+		if h == "" || strings.ContainsAny(h, "/ ") {
+			return nil, nil, fmt.Errorf("allowed host %q is not host[:port]", h)
+		}
+		// A default port may be written or not on either side.
+		h = strings.ToLower(h)
+		hosts[h], hosts[normalHost("http", h)], hosts[normalHost("https", h)] = true, true, true
+	}
+	for _, o := range extraOrigins {
+		ou, err := url.Parse(o)
+		if err != nil || ou.Scheme == "" || ou.Host == "" || (ou.Path != "" && ou.Path != "/") || ou.RawQuery != "" {
+			return nil, nil, fmt.Errorf("allowed origin %q is not scheme://host[:port]", o)
+		}
+		origins[normalOrigin(ou.Scheme+"://"+ou.Host)] = true
+	}
+	return hosts, origins, nil
+}
+
+// normalHost lowercases host and drops the scheme's default port, so that
+// "MCP.example.com:443" and "mcp.example.com" compare equal for https.
+func normalHost(scheme, host string) string {
+	host = strings.ToLower(host)
+	switch {
+	case scheme == "https" && strings.HasSuffix(host, ":443"):
+		return strings.TrimSuffix(host, ":443")
+	case scheme == "http" && strings.HasSuffix(host, ":80"):
+		return strings.TrimSuffix(host, ":80")
+	}
+	return host
+}
+
+// normalOrigin lowercases an Origin header value and drops the scheme's
+// default port; anything that is not scheme://host comes back as is and
+// matches no allowed origin ("null" included).
+func normalOrigin(o string) string {
+	scheme, host, ok := strings.Cut(o, "://")
+	if !ok || host == "" || strings.ContainsAny(host, "/?#") {
+		return o
+	}
+	scheme = strings.ToLower(scheme)
+	return scheme + "://" + normalHost(scheme, host)
 }
 
 // Check answers one ext_authz request.
@@ -139,269 +227,11 @@ func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (resp *au
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			s.o.Metrics.Failures.panic.Inc()
+			s.o.Metrics.failure(failPanic)
 			s.o.Logger.Error("authz: recovered panic in Check", "panic", fmt.Sprint(p), "request_id", c.requestID)
-			resp = s.finish(ctx, c, internalError("internal error"))
+			resp = s.record(ctx, c, unavailable(failPanic, "internal error"))
 			err = nil
 		}
 	}()
-	return s.finish(ctx, c, s.decide(ctx, c, req)), nil
-}
-
-// outcome is the result of the pipeline before it becomes a CheckResponse.
-type outcome struct {
-	allow  bool
-	ok     *authv3.OkHttpResponse // shared, read-only: the upstream mutations
-	status int                    // HTTP status of a denial
-	reason string
-	// headers and body make up a denial.
-	headers []header
-	body    string
-	// failure names the internal failure class when status is 503.
-	failure string
-}
-
-type header struct{ key, value string }
-
-func (s *Service) decide(ctx context.Context, c *check, req *authv3.CheckRequest) outcome {
-	http := req.GetAttributes().GetRequest().GetHttp()
-	if http == nil {
-		return badRequest("check request carries no HTTP attributes")
-	}
-	c.headers = http.GetHeaders()
-	c.requestID = http.GetId()
-	if c.requestID == "" {
-		c.requestID = c.headers["x-request-id"]
-	}
-
-	// Bind: the route names the server; without it nothing can be decided.
-	c.server = req.GetAttributes().GetContextExtensions()["server"]
-	if c.server == "" && s.o.ServerFromPath {
-		c.server = serverFromPath(http.GetPath())
-	}
-	if c.server == "" {
-		return outcome{status: 403, reason: "route is not bound to an MCP server (missing context_extensions.server)", body: jsonError(nil, -32600, "route is not bound to an MCP server")}
-	}
-
-	// The server is looked up first so that a 401 challenge can name the
-	// scopes it needs (MCP authorization: scope in WWW-Authenticate).
-	srv, err := s.o.Servers.Server(ctx, c.server)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return outcome{status: 404, reason: "MCP server " + strconv.Quote(c.server) + " is not registered", body: jsonError(nil, -32600, "unknown MCP server")}
-	case err != nil:
-		return s.failed(c, "store", fmt.Errorf("look up server: %w", err))
-	}
-	c.srv = srv
-
-	// Identify.
-	raw, presented := bearer(c.headers["authorization"])
-	if raw == "" {
-		reason := "no bearer token"
-		if presented {
-			reason = "malformed Authorization header"
-		}
-		return s.unauthorized(c, reason, presented)
-	}
-	h, g, err := s.o.Resolver.ResolveHandle(ctx, handle.Digest(raw))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return s.unauthorized(c, "unknown or expired token", true)
-	case err != nil:
-		return s.failed(c, "store", fmt.Errorf("resolve handle: %w", err))
-	}
-	c.handle, c.grant = h, g
-	now := s.o.Now()
-	switch {
-	case h.Kind != store.HandleAccess:
-		return s.unauthorized(c, "token is not an access token", true)
-	case g.Revoked():
-		return s.unauthorized(c, "grant revoked", true)
-	case g.Expired(now):
-		return s.unauthorized(c, "grant expired", true)
-	}
-
-	// Audience (RFC 8707): the handle must have been issued for this
-	// server, and the grant must still cover it (revoking a server narrows
-	// grants without touching their handles).
-	if !contains(h.Resources, s.o.ResourceURL(c.server)) || !contains(g.Servers, c.server) {
-		return s.unauthorized(c, "token audience does not include this server", true)
-	}
-	if missing := missingScopes(srv.Scopes, h.Scopes); len(missing) > 0 {
-		return s.forbiddenScope(c, srv.Scopes)
-	}
-
-	// Classify.
-	mreq, perr := mcp.Classify(mcp.Input{
-		Method:  http.GetMethod(),
-		Header:  func(k string) string { return c.headers[k] },
-		Body:    body(http),
-		Partial: c.headers["x-envoy-auth-partial-body"] == "true",
-		Limit:   s.o.MaxBodyBytes,
-	})
-	if perr != nil {
-		status := 400
-		if strings.Contains(perr.Message, "exceeds") || strings.Contains(perr.Message, "truncated") {
-			status = 413
-		}
-		return outcome{status: status, reason: "invalid MCP request: " + perr.Message, body: jsonError(perr.ID, perr.Code, perr.Message)}
-	}
-	c.req = mreq
-	if err := ctx.Err(); err != nil {
-		return s.failed(c, "timeout", err)
-	}
-
-	// Decide: every message of a batch must be allowed.
-	c.policyRev = s.o.Policy.Revision()
-	in, err := s.input(c, http.GetMethod(), http.GetPath(), http.GetHost(), now)
-	if err != nil {
-		return s.failed(c, "policy", err)
-	}
-	for i := range mreq.Messages {
-		fillMCP(&in.MCP, &mreq.Messages[i], mreq)
-		d, err := s.o.Policy.Decide(ctx, in)
-		if err != nil {
-			if ctx.Err() != nil {
-				return s.failed(c, "timeout", err)
-			}
-			return s.failed(c, "policy", err)
-		}
-		if d.Revision != "" {
-			c.policyRev = d.Revision
-		}
-		if !d.Allow {
-			c.decisive = i
-			return policyDenied(mreq, i, d.Reason)
-		}
-	}
-
-	// Attach the upstream credential.
-	ok, err := s.o.Attacher.Attach(ctx, srv, h, g)
-	if err != nil {
-		return s.failed(c, "credential", err)
-	}
-	return outcome{allow: true, status: 200, reason: "allowed", ok: ok}
-}
-
-// serverFromPath returns <name> of a /mcp/<name>[/...][?...] path, or "".
-func serverFromPath(p string) string {
-	p, _, _ = strings.Cut(p, "?")
-	rest, ok := strings.CutPrefix(p, "/mcp/")
-	if !ok {
-		return ""
-	}
-	name, _, _ := strings.Cut(rest, "/")
-	if !config.ServerNamePattern.MatchString(name) {
-		return ""
-	}
-	return name
-}
-
-// bearer extracts the token of an "Authorization: Bearer" header. The
-// second result tells whether an Authorization header was present at all.
-func bearer(v string) (string, bool) {
-	if v == "" {
-		return "", false
-	}
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(v), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return "", true
-	}
-	tok = strings.TrimSpace(tok)
-	if tok == "" || strings.ContainsAny(tok, " ,") {
-		return "", true
-	}
-	return tok, true
-}
-
-func body(h *authv3.AttributeContext_HttpRequest) []byte {
-	if b := h.GetRawBody(); len(b) > 0 {
-		return b
-	}
-	return []byte(h.GetBody())
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-func missingScopes(required, have []string) []string {
-	var missing []string
-	for _, r := range required {
-		if !contains(have, r) {
-			missing = append(missing, r)
-		}
-	}
-	return missing
-}
-
-// selectedHeaders are the request headers policy sees. Credentials and
-// cookies are never exposed to policy (or to decision logs).
-var selectedHeaders = []string{"user-agent", "origin", "content-type", "accept", "x-forwarded-for", "mcp-session-id", "mcp-protocol-version", "last-event-id"}
-
-func (s *Service) input(c *check, method, path, host string, now time.Time) (*policy.Input, error) {
-	g, h := c.grant, c.handle
-	key := callerKey{digest: h.Digest, handleVer: h.Version, grantVer: g.Version, srvVer: c.srv.Version, server: c.srv.Name}
-	caller, ok := s.callers.get(key)
-	if !ok {
-		var err error
-		caller, err = policy.NewCaller(
-			policy.Subject{Sub: g.Subject, Email: g.Email, Name: g.Name, Groups: g.Groups, Claims: g.Claims},
-			policy.Client{ID: g.ClientID, Name: g.ClientName, Kind: string(g.Kind)},
-			policy.Server{Name: c.srv.Name, Labels: c.srv.Labels},
-			policy.Grant{ID: g.ID, Scopes: h.Scopes, Servers: g.Servers},
-		)
-		if err != nil {
-			return nil, fmt.Errorf("policy input for grant %s: %w", g.ID, err)
-		}
-		s.callers.put(key, caller)
-	}
-	hdrs := make(map[string]string, 4)
-	for _, k := range selectedHeaders {
-		if v, ok := c.headers[k]; ok {
-			hdrs[k] = v
-		}
-	}
-	return &policy.Input{
-		Version: policy.InputVersion,
-		Caller:  caller,
-		Request: policy.Request{ID: c.requestID, Method: method, Path: path, Host: host, Headers: hdrs, Time: now.UTC().Format(time.RFC3339Nano)},
-	}, nil
-}
-
-func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request) {
-	*dst = policy.MCP{
-		Kind:            string(m.Kind),
-		Method:          m.Method,
-		ID:              decodeID(m.ID),
-		Tool:            m.Tool,
-		Arguments:       m.Arguments,
-		ArgumentsJSON:   m.ArgumentsRaw,
-		Resource:        m.Resource,
-		Prompt:          m.Prompt,
-		Session:         r.SessionID,
-		ProtocolVersion: r.ProtocolVersion,
-		Batch:           r.Batch,
-		BatchSize:       len(r.Messages),
-	}
-}
-
-// decodeID turns a raw JSON-RPC id into a string or a json.Number.
-func decodeID(raw json.RawMessage) any {
-	if len(raw) == 0 {
-		return nil
-	}
-	if raw[0] == '"' {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-		return nil
-	}
-	return json.Number(raw)
+	return s.record(ctx, c, s.run(ctx, c, req)), nil
 }

@@ -132,12 +132,13 @@ func check(t *testing.T, addr, token, server, body string) *authv3.CheckResponse
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	h := map[string]string{":method": "POST", ":path": "/mcp/" + server, "content-type": "application/json"}
+	// Host is the default public_url's, as Envoy forwards it.
+	h := map[string]string{":method": "POST", ":path": "/mcp/" + server, ":authority": "localhost:10000", "content-type": "application/json"}
 	if token != "" {
 		h["authorization"] = "Bearer " + token
 	}
 	resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp/" + server, Headers: h, RawBody: []byte(body)}},
+		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp/" + server, Host: "localhost:10000", Headers: h, RawBody: []byte(body)}},
 		ContextExtensions: map[string]string{"server": server},
 	}})
 	if err != nil {

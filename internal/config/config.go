@@ -37,6 +37,10 @@ type Config struct {
 	OAuth     OAuth  `json:"oauth"`
 	XDS       XDS    `json:"xds"`
 	Debug     Debug  `json:"debug"`
+	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT), such
+	// as "192MiB"; "0" or "off" leaves it unset. GOMEMLIMIT in the
+	// environment wins.
+	MemoryLimit string `json:"memory_limit"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
 }
@@ -85,6 +89,13 @@ type Authz struct {
 	// ServerFromPath takes the MCP server from a /mcp/<name> path when the
 	// route sets no context_extensions.server (Envoy Gateway, Istio).
 	ServerFromPath bool `json:"server_from_path"`
+	// AllowedOrigins are origins (scheme://host[:port]) besides public_url's
+	// whose pages may call the MCP servers; a request with any other Origin
+	// is refused (403). Requests without Origin are not browsers' and pass.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+	// AllowedHosts are Host values (host[:port]) besides public_url's host
+	// that the MCP servers are reached at; any other Host is refused (403).
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
 }
 
 // Identity names the headers carrying caller identity upstream; empty
@@ -136,10 +147,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // Default returns the configuration used when no file is given.
 func Default() Config {
 	return Config{
-		DataDir:   "./data",
-		PublicURL: "http://localhost:10000",
-		Listen:    Listen{HTTP: ":8080", Authz: ":9191", Admin: ":9090", XDS: ":18000"},
-		Log:       Log{Level: "info", Format: "json"},
+		DataDir:     "./data",
+		PublicURL:   "http://localhost:10000",
+		MemoryLimit: "192MiB",
+		Listen:      Listen{HTTP: ":8080", Authz: ":9191", Admin: ":9090", XDS: ":18000"},
+		Log:         Log{Level: "info", Format: "json"},
 		Authz: Authz{
 			MaxBodyBytes: 1 << 20,
 			Timeout:      Duration(2 * time.Second),
@@ -226,6 +238,9 @@ func (c Config) Validate() error {
 	if c.Authz.JWTTTL <= 0 || c.Authz.JWTTTL.D() > 5*time.Minute {
 		bad("authz.jwt_ttl", "must be between 0 and 5m, got %s", c.Authz.JWTTTL.D())
 	}
+	if _, err := ParseBytes(c.MemoryLimit); err != nil {
+		bad("memory_limit", "%v", err)
+	}
 	if c.Audit.Sink == "" {
 		bad("audit.sink", "must be stdout, stderr, none or a file path")
 	}
@@ -311,6 +326,26 @@ func setScalar(fv reflect.Value, val string) error {
 		return fmt.Errorf("cannot be set from the environment (%s)", fv.Kind())
 	}
 	return nil
+}
+
+// ParseBytes reads a size: a number of bytes, optionally followed by KiB,
+// MiB or GiB; "0" and "off" are 0.
+func ParseBytes(s string) (int64, error) {
+	if s == "" || s == "off" || s == "0" {
+		return 0, nil
+	}
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, suffix)), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("invalid size %q (want bytes, or a number with KiB, MiB or GiB)", s)
+	}
+	return n * mult, nil
 }
 
 // ResourceURL is the canonical resource URL (RFC 8707, RFC 9728) of the

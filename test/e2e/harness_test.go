@@ -49,9 +49,10 @@ type harness struct {
 
 	// proxy carries the OAuth client's traffic; conformance carries the
 	// conformance runner's, with a pre-issued handle added to every request.
-	proxy       *envoysim.Proxy
-	conformance *envoysim.Proxy
-	xdsAddr     string
+	proxy           *envoysim.Proxy
+	conformance     *envoysim.Proxy
+	conformancePort string
+	xdsAddr         string
 
 	// data is test/mcpserver behind Warden as server "data"; its handler
 	// records every Authorization header that reached it.
@@ -71,6 +72,9 @@ func startHarness(t *testing.T) *harness {
 	node := idp.Node(t)
 
 	proxyPort, httpPort, authzPort, adminPort, xdsPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	// The conformance proxy is a second listener in front of the same
+	// servers: Warden accepts its Host and Origin (authz.allowed_*).
+	h.conformancePort = freePort(t)
 	h.public = "http://127.0.0.1:" + proxyPort
 	h.admin = "http://127.0.0.1:" + adminPort
 	h.xdsAddr = "127.0.0.1:" + xdsPort
@@ -111,7 +115,10 @@ xds:
   node_ids: [%[10]s]
   warden_authz_address: 127.0.0.1:%[4]s
   warden_http_address: 127.0.0.1:%[3]s
-`, h.dataDir, h.public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), accessTTL, h.idp.Issuer, nodeID)
+authz:
+  allowed_hosts: [127.0.0.1:%[11]s]
+  allowed_origins: [http://127.0.0.1:%[11]s]
+`, h.dataDir, h.public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), accessTTL, h.idp.Issuer, nodeID, h.conformancePort)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +176,7 @@ xds:
 func (h *harness) startConformanceProxy(t *testing.T, handle string) {
 	var err error
 	h.conformance, err = envoysim.Start(t.Context(), envoysim.Options{
-		ADSAddress: h.xdsAddr, NodeID: nodeID,
+		ADSAddress: h.xdsAddr, NodeID: nodeID, Listen: "127.0.0.1:" + h.conformancePort,
 		DownstreamHeaders: http.Header{"Authorization": {"Bearer " + handle}},
 	})
 	if err != nil {

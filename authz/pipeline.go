@@ -1,0 +1,376 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/warden-mcp/warden/internal/handle"
+	"github.com/warden-mcp/warden/internal/mcp"
+	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/policy"
+)
+
+// The pipeline. Like Authorino's, it evaluates phase by phase: each phase
+// reads what the earlier ones put on the check and either passes it on
+// (done false) or ends it with an outcome. The last phase, attach, always
+// ends it; record (respond.go) then writes the audit event and turns the
+// outcome into Envoy's answer.
+var phases = [...]struct {
+	name string
+	run  func(*Service, context.Context, *check) (outcome, bool)
+}{
+	{"bind", (*Service).bind},
+	{"identify", (*Service).identify},
+	{"audience", (*Service).audience},
+	{"classify", (*Service).classify},
+	{"decide", (*Service).decide},
+	{"attach", (*Service).attach},
+}
+
+// check carries one request through the pipeline.
+type check struct {
+	start     time.Time
+	http      *authv3.AttributeContext_HttpRequest
+	headers   map[string]string
+	requestID string
+	// bind
+	server string
+	srv    store.Server
+	// identify
+	handle store.Handle
+	grant  store.Grant
+	// classify
+	req *mcp.Request
+	// decide: decisive is the message the decision is about (the denied
+	// one in a denied batch, the first otherwise), for the audit event.
+	decisive  int
+	policyRev string
+}
+
+func (s *Service) run(ctx context.Context, c *check, req *authv3.CheckRequest) outcome {
+	c.http = req.GetAttributes().GetRequest().GetHttp()
+	if c.http == nil {
+		return badRequest("check request carries no HTTP attributes")
+	}
+	c.headers = c.http.GetHeaders()
+	// Envoy's ext_authz sets the attribute id to its stream id; the
+	// x-request-id header is what its access log and the upstream see.
+	c.requestID = c.headers["x-request-id"]
+	if c.requestID == "" {
+		c.requestID = c.http.GetId()
+	}
+	c.server = req.GetAttributes().GetContextExtensions()["server"]
+	for _, p := range phases {
+		if o, done := p.run(s, ctx, c); done {
+			return o
+		}
+	}
+	// attach always ends the pipeline.
+	return unavailable(failPanic, "pipeline ended without a decision")
+}
+
+// bind ties the request to this gateway and to one registered server:
+// Host and Origin must be Warden's public ones (DNS rebinding), and the
+// route (context_extensions.server) or, when allowed, the path names the
+// server.
+func (s *Service) bind(ctx context.Context, c *check) (outcome, bool) {
+	if !s.hosts[normalHost(c.http.GetScheme(), c.http.GetHost())] {
+		return forbidden("request Host "+strconv.Quote(c.http.GetHost())+" is not this gateway's", "request Host is not allowed"), true
+	}
+	if origin, ok := c.headers["origin"]; ok && !s.origins[normalOrigin(origin)] {
+		return forbidden("request Origin "+strconv.Quote(origin)+" is not allowed", "request Origin is not allowed"), true
+	}
+	if c.server == "" && s.o.ServerFromPath {
+		name, err := serverFromPath(c.http.GetPath())
+		if err != nil {
+			return badRequest(err.Error()), true
+		}
+		c.server = name
+	}
+	if c.server == "" {
+		return outcome{status: http.StatusForbidden, reason: "route is not bound to an MCP server (missing context_extensions.server)", body: jsonError(nil, mcp.CodeInvalidRequest, "route is not bound to an MCP server")}, true
+	}
+	// The server is looked up before the caller so that a 401 challenge
+	// can name the scopes it needs (MCP authorization: scope in
+	// WWW-Authenticate).
+	srv, err := s.o.Servers.Server(ctx, c.server)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return outcome{status: http.StatusNotFound, reason: "MCP server " + strconv.Quote(c.server) + " is not registered", body: jsonError(nil, mcp.CodeInvalidRequest, "unknown MCP server")}, true
+	case err != nil:
+		return s.failed(c, failStore, fmt.Errorf("look up server: %w", err)), true
+	}
+	c.srv = srv
+	return outcome{}, false
+}
+
+// identify resolves the bearer handle to its grant.
+func (s *Service) identify(ctx context.Context, c *check) (outcome, bool) {
+	raw, presented := bearer(c.headers["authorization"])
+	if raw == "" {
+		reason := "no bearer token"
+		if presented {
+			reason = "malformed Authorization header"
+		}
+		return s.unauthorized(c, reason, presented), true
+	}
+	h, g, err := s.o.Resolver.ResolveHandle(ctx, handle.Digest(raw))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return s.unauthorized(c, "unknown or expired token", true), true
+	case err != nil:
+		return s.failed(c, failStore, fmt.Errorf("resolve handle: %w", err)), true
+	}
+	c.handle, c.grant = h, g
+	switch {
+	case h.Kind != store.HandleAccess:
+		return s.unauthorized(c, "token is not an access token", true), true
+	case g.Revoked():
+		return s.unauthorized(c, "grant revoked", true), true
+	case g.Expired(s.o.Now()):
+		return s.unauthorized(c, "grant expired", true), true
+	}
+	return outcome{}, false
+}
+
+// audience (RFC 8707): the handle must have been issued for this server,
+// the grant must still cover it (revoking a server narrows grants without
+// touching their handles), and the handle must carry the server's scopes.
+func (s *Service) audience(_ context.Context, c *check) (outcome, bool) {
+	if !contains(c.handle.Resources, s.o.ResourceURL(c.server)) || !contains(c.grant.Servers, c.server) {
+		return s.unauthorized(c, "token audience does not include this server", true), true
+	}
+	for _, r := range c.srv.Scopes {
+		if !contains(c.handle.Scopes, r) {
+			return s.forbiddenScope(c, c.srv.Scopes), true
+		}
+	}
+	return outcome{}, false
+}
+
+// classifyStatus is the HTTP status of each classification failure.
+var classifyStatus = map[mcp.ErrorKind]int{
+	mcp.ErrorMalformed: http.StatusBadRequest,
+	mcp.ErrorInvalid:   http.StatusBadRequest,
+	mcp.ErrorTooLarge:  http.StatusRequestEntityTooLarge,
+	mcp.ErrorTruncated: http.StatusRequestEntityTooLarge,
+}
+
+// classify reads the JSON-RPC body.
+func (s *Service) classify(ctx context.Context, c *check) (outcome, bool) {
+	req, perr := mcp.Classify(mcp.Input{
+		Method:  c.http.GetMethod(),
+		Header:  func(k string) string { return c.headers[k] },
+		Body:    body(c.http),
+		Partial: c.headers["x-envoy-auth-partial-body"] == "true",
+		Limit:   s.o.MaxBodyBytes,
+	})
+	if perr != nil {
+		status, ok := classifyStatus[perr.Kind]
+		if !ok {
+			status = http.StatusBadRequest
+		}
+		return outcome{status: status, reason: "invalid MCP request: " + perr.Message, body: jsonError(perr.ID, perr.Code, perr.Message)}, true
+	}
+	c.req = req
+	if err := ctx.Err(); err != nil {
+		return s.failed(c, failTimeout, err), true
+	}
+	return outcome{}, false
+}
+
+// decide evaluates policy for every message: a batch is allowed only if
+// every message is.
+func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
+	c.policyRev = s.o.Policy.Revision()
+	in, err := s.input(c)
+	if err != nil {
+		return s.failed(c, failPolicy, err), true
+	}
+	for i := range c.req.Messages {
+		fillMCP(&in.MCP, &c.req.Messages[i], c.req)
+		d, err := s.o.Policy.Decide(ctx, in)
+		if err != nil {
+			if ctx.Err() != nil {
+				return s.failed(c, failTimeout, err), true
+			}
+			return s.failed(c, failPolicy, err), true
+		}
+		if d.Revision != "" {
+			c.policyRev = d.Revision
+		}
+		if !d.Allow {
+			c.decisive = i
+			return policyDenied(c.req, i, d.Reason), true
+		}
+	}
+	return outcome{}, false
+}
+
+// attach sets the upstream credential: the allow.
+func (s *Service) attach(ctx context.Context, c *check) (outcome, bool) {
+	ok, err := s.o.Attacher.Attach(ctx, c.srv, c.handle, c.grant)
+	if err != nil {
+		return s.failed(c, failCredential, err), true
+	}
+	return outcome{status: http.StatusOK, reason: "allowed", ok: ok}, true
+}
+
+// serverFromPath returns <name> of a /mcp/<name>[/...][?...] path, "" when
+// the path is not of that shape, and an error for a path whose meaning an
+// upstream could read differently: dot segments (/mcp/hr/../payroll) and
+// percent-encoded '/', '\', '.' or '%' (/mcp/hr/..%2Fpayroll) anywhere
+// in it, or a backslash.
+func serverFromPath(p string) (string, error) {
+	p, _, _ = strings.Cut(p, "?")
+	if strings.ContainsRune(p, '\\') {
+		return "", errors.New("request path holds a backslash")
+	}
+	for i := strings.IndexByte(p, '%'); i >= 0; i = strings.IndexByte(p, '%') {
+		if len(p) >= i+3 {
+			switch strings.ToLower(p[i+1 : i+3]) {
+			case "2f", "5c", "2e", "25": // '/', '\', '.', and '%' (decoded twice by some)
+				return "", errors.New("request path holds an encoded '/', '\\', '.' or '%'")
+			}
+		}
+		p = p[:i] + p[i+1:] // look past this escape
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return "", errors.New("request path holds a dot segment")
+		}
+	}
+	rest, ok := strings.CutPrefix(p, "/mcp/")
+	if !ok {
+		return "", nil
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	if !validServerName(name) {
+		return "", nil
+	}
+	return name, nil
+}
+
+// validServerName is the registry's rule for server names (lowercase
+// letters, digits and inner hyphens, 1 to 63 characters: a DNS label),
+// checked here without the config package.
+func validServerName(name string) bool {
+	if len(name) == 0 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch b := name[i]; {
+		case b >= 'a' && b <= 'z', b >= '0' && b <= '9', b == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// bearer extracts the token of an "Authorization: Bearer" header. The
+// second result tells whether an Authorization header was present at all.
+func bearer(v string) (string, bool) {
+	if v == "" {
+		return "", false
+	}
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(v), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return "", true
+	}
+	tok = strings.TrimSpace(tok)
+	if tok == "" || strings.ContainsAny(tok, " ,") {
+		return "", true
+	}
+	return tok, true
+}
+
+func body(h *authv3.AttributeContext_HttpRequest) []byte {
+	if b := h.GetRawBody(); len(b) > 0 {
+		return b
+	}
+	return []byte(h.GetBody())
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// selectedHeaders are the request headers policy sees. Credentials and
+// cookies are never exposed to policy (or to decision logs).
+var selectedHeaders = []string{"user-agent", "origin", "content-type", "accept", "x-forwarded-for", "mcp-session-id", "mcp-protocol-version", "last-event-id"}
+
+func (s *Service) input(c *check) (*policy.Input, error) {
+	g, h := c.grant, c.handle
+	key := callerKey{digest: h.Digest, handleVer: h.Version, grantVer: g.Version, srvVer: c.srv.Version, server: c.srv.Name}
+	caller, ok := s.callers.Get(key)
+	if !ok {
+		var err error
+		caller, err = policy.NewCaller(
+			policy.Subject{Sub: g.Subject, Email: g.Email, Name: g.Name, Groups: g.Groups, Claims: g.Claims},
+			policy.Client{ID: g.ClientID, Name: g.ClientName, Kind: string(g.Kind)},
+			policy.Server{Name: c.srv.Name, Labels: c.srv.Labels},
+			policy.Grant{ID: g.ID, Scopes: h.Scopes, Servers: g.Servers},
+		)
+		if err != nil {
+			return nil, fmt.Errorf("policy input for grant %s: %w", g.ID, err)
+		}
+		s.callers.Add(key, caller)
+	}
+	hdrs := make(map[string]string, 4)
+	for _, k := range selectedHeaders {
+		if v, ok := c.headers[k]; ok {
+			hdrs[k] = v
+		}
+	}
+	return &policy.Input{
+		Version: policy.InputVersion,
+		Caller:  caller,
+		Request: policy.Request{ID: c.requestID, Method: c.http.GetMethod(), Path: c.http.GetPath(), Host: c.http.GetHost(), Headers: hdrs, Time: c.start.UTC().Format(time.RFC3339Nano)},
+	}, nil
+}
+
+func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request) {
+	*dst = policy.MCP{
+		Kind:            string(m.Kind),
+		Method:          m.Method,
+		ID:              decodeID(m.ID),
+		Tool:            m.Tool,
+		Arguments:       m.Arguments,
+		ArgumentsJSON:   m.ArgumentsRaw,
+		Resource:        m.Resource,
+		Prompt:          m.Prompt,
+		Session:         r.SessionID,
+		ProtocolVersion: r.ProtocolVersion,
+		Batch:           r.Batch,
+		BatchSize:       len(r.Messages),
+	}
+}
+
+// decodeID turns a raw JSON-RPC id into a string or a json.Number.
+func decodeID(raw json.RawMessage) any {
+	if len(raw) == 0 {
+		return nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return s
+		}
+		return nil
+	}
+	return json.Number(raw)
+}
