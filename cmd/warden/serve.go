@@ -227,6 +227,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			},
 		},
 		Ready: map[string]admin.Check{
+			"store": st.Err,
 			"xds": func() error {
 				if st := xdsSrv.Status(); !st.Ready {
 					return fmt.Errorf("no snapshot published yet: %s", st.LastError)
@@ -320,8 +321,20 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		xdsGRPC.Stop()
 		_ = httpSrv.Shutdown(dctx)
 		_ = adminSrv.Shutdown(dctx)
+		// Both are bounded by the drain timeout: a store that cannot write
+		// would otherwise hold the process forever. Either failing makes
+		// the exit status non-zero.
+		var failed error
 		if err := trail.Close(dctx); err != nil {
-			log.Error("audit trail not fully drained", "err", err)
+			log.Error("shutdown: audit trail not fully drained", "err", err)
+			failed = err
+		}
+		if err := st.Shutdown(dctx); err != nil {
+			log.Error("shutdown: store not closed cleanly; exiting without it", "err", err)
+			failed = errors.Join(failed, err)
+		}
+		if failed != nil {
+			return fmt.Errorf("unclean shutdown: %w", failed)
 		}
 		return nil
 	})

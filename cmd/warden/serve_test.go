@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -437,4 +438,83 @@ func TestBrokenPolicyReloadKeepsServing(t *testing.T) {
 		}
 	}
 	t.Fatalf("failed reload not reported in /readyz: %v", body)
+}
+
+// Issue 13: with a store that cannot write (its directory removed under
+// load), Warden denies, stays up, reports not ready, and on SIGTERM exits
+// within the drain timeout with an error and a clear log line, instead of
+// hanging while Badger retries its flush.
+func TestShutdownIsBoundedWhenTheStoreCannotWrite(t *testing.T) {
+	dir := t.TempDir()
+	r := startServe(t, dir, nil)
+	if _, err := r.cli(t, "servers", "add", "bi", "--url", "http://127.0.0.1:3001/mcp"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.cli(t, "tokens", "create", "--subject", "agent", "--server", "bi", "--ttl", "1h", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal([]byte(out), &tok); err != nil || tok.AccessToken == "" {
+		t.Fatalf("tokens create: %v %s", err, out)
+	}
+	if resp := check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools); resp.GetOkResponse() == nil {
+		t.Fatalf("allowed before the failure: %v", resp.GetDeniedResponse())
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "store")); err != nil {
+		t.Fatal(err)
+	}
+	// Denials of an unknown server are audited with its name: large names
+	// fill Badger's memtable, which then cannot be replaced.
+	name := strings.Repeat("n", 15<<10)
+	failed := false
+	for i := 0; i < 2000 && !failed; i++ {
+		resp := check(t, r.cfg.Listen.Authz, "", name, listTools)
+		if resp.GetOkResponse() != nil {
+			t.Fatal("an unknown server was allowed")
+		}
+		if i%10 == 9 {
+			res, err := http.Get("http://" + r.cfg.Listen.Admin + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			failed = res.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "store")
+		}
+	}
+	if !failed {
+		t.Fatal("the store never reported its write failure on /readyz")
+	}
+	// Still answering, and failing closed.
+	if d := check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools).GetDeniedResponse(); d.GetStatus().GetCode() != 503 {
+		t.Errorf("check on a failed store: %v", d)
+	}
+
+	start := time.Now()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err == nil {
+			t.Error("serve exited cleanly although its store could not flush")
+		}
+		if d := time.Since(start); d > drainTimeout+2*time.Second {
+			t.Errorf("shutdown took %s, drain timeout is %s", d, drainTimeout)
+		}
+	case <-time.After(drainTimeout + 10*time.Second):
+		t.Fatal("serve did not exit")
+	}
+	r.done <- nil // the cleanup's stop returns at once
+	if !strings.Contains(r.stderr.String(), "store not closed cleanly") {
+		t.Errorf("no clear log line about the store:\n%s", tail(r.stderr.String(), 2000))
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }

@@ -41,8 +41,10 @@ type Options struct {
 	// MaxBatch bounds events per store write.
 	MaxBatch int
 	// Linger is how long the writer waits for more events after the first
-	// of a batch, trading a little audit latency for fewer store writes
-	// under load. Default 1ms.
+	// of a batch. Zero (the default) writes whatever is queued at once:
+	// events that arrive while a write is in flight form the next batch
+	// (group commit), so batches grow with load without delaying a
+	// RecordSync caller when there is none.
 	Linger time.Duration
 	Now    func() time.Time
 	// OnWriteError is called for each failed store write (metrics).
@@ -86,9 +88,6 @@ func Open(ctx context.Context, st Store, o Options) (*Trail, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Linger == 0 {
-		o.Linger = time.Millisecond
-	}
 	head, err := st.LastAudit(ctx)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("open audit trail: %w", err)
@@ -106,19 +105,26 @@ func (t *Trail) Record(ctx context.Context, ev store.AuditEvent) error {
 
 // RecordSync queues ev and waits until it is durably stored. Use it for
 // actions whose audit must exist before the action is reported done
-// (revocations, admin changes, issued credentials).
+// (revocations, admin changes, issued credentials, allowed requests).
 func (t *Trail) RecordSync(ctx context.Context, ev store.AuditEvent) error {
-	p := pending{ev: t.stamp(ev), done: make(chan error, 1)}
+	p := pending{ev: t.stamp(ev), done: doneChans.Get().(chan error)}
 	if err := t.enqueue(ctx, p); err != nil {
+		doneChans.Put(p.done)
 		return err
 	}
 	select {
 	case err := <-p.done:
+		doneChans.Put(p.done) // received its one send: empty and reusable
 		return err
 	case <-ctx.Done():
+		// The writer will still send on it: not reusable.
 		return fmt.Errorf("audit not confirmed: %w", ctx.Err())
 	}
 }
+
+// doneChans recycles the confirmation channels of RecordSync, one per
+// allowed Check on the hot path.
+var doneChans = sync.Pool{New: func() any { return make(chan error, 1) }}
 
 func (t *Trail) stamp(ev store.AuditEvent) store.AuditEvent {
 	if ev.Time.IsZero() {
@@ -183,19 +189,30 @@ func (t *Trail) run(seq uint64, prev string) {
 				batch = batch[:0]
 			}
 		}
-		linger := time.NewTimer(t.opts.Linger)
-	fill:
+		if t.opts.Linger > 0 {
+			linger := time.NewTimer(t.opts.Linger)
+		fill:
+			for len(batch) < t.opts.MaxBatch {
+				select {
+				case p := <-t.q:
+					batch = append(batch, p)
+				case <-linger.C:
+					break fill
+				case <-t.closing:
+					break fill
+				}
+			}
+			linger.Stop()
+		}
+	queued:
 		for len(batch) < t.opts.MaxBatch {
 			select {
 			case p := <-t.q:
 				batch = append(batch, p)
-			case <-linger.C:
-				break fill
-			case <-t.closing:
-				break fill
+			default:
+				break queued
 			}
 		}
-		linger.Stop()
 		seq, prev = t.write(batch, seq, prev)
 	}
 }
@@ -228,10 +245,22 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		if err == nil {
 			break
 		}
-		t.opts.Logger.Error("audit write failed; retrying", "err", err, "events", len(events))
 		if t.opts.OnWriteError != nil {
 			t.opts.OnWriteError(err)
 		}
+		if errors.Is(err, store.ErrUnavailable) {
+			// The store will not come back while this process runs:
+			// waiting callers fail now (an allow becomes a 503) rather
+			// than at their deadline, and the batch is not retried.
+			t.opts.Logger.Error("audit events lost: the store is unavailable", "err", err, "events", len(events))
+			for _, p := range batch {
+				if p.done != nil {
+					p.done <- fmt.Errorf("audit store unavailable: %w", err)
+				}
+			}
+			return seq, prev
+		}
+		t.opts.Logger.Error("audit write failed; retrying", "err", err, "events", len(events))
 		select {
 		case <-time.After(backoff):
 		case <-t.abandon:

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,31 +37,75 @@ type BadgerOptions struct {
 	Logger   *slog.Logger
 	// Now is the clock used for expiry checks; time.Now when nil.
 	Now func() time.Time
+	// MemTableSize is the size of one memtable; 8 MiB when zero. Badger
+	// keeps up to three (one being written, two being flushed).
+	MemTableSize int64
 }
 
+// Sizes for a control plane, not Badger's defaults (five 64 MiB memtables,
+// a 256 MiB block cache, four compactors, 1 GiB value-log files): Warden's
+// records are small (handles, grants, audit events of a few hundred bytes),
+// reads are served by the hot cache, and the process should stay within a
+// sidecar's memory under a sustained audit write load.
+const (
+	defaultMemTableSize = 8 << 20
+	numMemtables        = 3
+	blockCacheSize      = 16 << 20
+	numCompactors       = 2
+	valueLogFileSize    = 64 << 20
+)
+
 // Badger is the embedded Store backend.
+//
+// Badger is not safe against a failing disk: once it fails to create a
+// memtable (directory removed, read-only or full) it keeps a nil memtable,
+// and the next read dereferences it and the next write asserts (log.Fatal)
+// in its own goroutine. So every call into Badger goes through view and
+// update, which recover panics, serialise commits (no second write can
+// reach Badger's writer after a failed one), and mark the store failed on
+// the first commit that Badger could not write: from then on every
+// operation fails with ErrUnavailable and callers fail closed.
 type Badger struct {
 	db  *badger.DB
 	now func() time.Time
+	log *slog.Logger
 	// hot keeps decoded handles and grants in memory for ResolveHandle,
 	// written through by every handle and grant write (see hot.go).
 	hot    *hotCache
 	closed atomic.Bool
+	// writeMu serialises commits (see the type comment).
+	writeMu sync.Mutex
+	// failure is the first unrecoverable error; nil while healthy.
+	failure atomic.Pointer[error]
+
+	closeOnce sync.Once
+	closeDone chan struct{}
+	closeErr  error
 }
 
 var _ Store = (*Badger)(nil)
 
 // OpenBadger opens (creating if needed) a Badger store in dir.
 func OpenBadger(dir string, o BadgerOptions) (*Badger, error) {
+	if o.MemTableSize <= 0 {
+		o.MemTableSize = defaultMemTableSize
+	}
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{o.Logger}).
 		WithInMemory(o.InMemory).
-		// Audit events and grants are small; a modest memtable keeps the
-		// start-up footprint reasonable for a sidecar-sized process.
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(numMemtables).
+		WithBlockCacheSize(blockCacheSize).
+		WithNumCompactors(numCompactors).
+		WithValueLogFileSize(valueLogFileSize).
+		// Records are far smaller: they stay in the LSM tree, and the
+		// rare large one goes to the value log.
+		WithValueThreshold(64 << 10).
 		WithNumVersionsToKeep(1)
 	if o.InMemory {
 		opts.Dir, opts.ValueDir = "", ""
+	} else {
+		privateFiles()
 	}
 	db, err := badger.Open(opts)
 	if err != nil {
@@ -70,25 +115,139 @@ func OpenBadger(dir string, o BadgerOptions) (*Badger, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Badger{db: db, now: now, hot: newHotCache(hotCacheMax)}, nil
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Badger{db: db, now: now, log: log, hot: newHotCache(hotCacheMax), closeDone: make(chan struct{})}, nil
 }
 
-// Close flushes and closes the database. The cache goes with it, so no
-// read is answered from memory once the store is gone.
-func (b *Badger) Close() error {
-	b.closed.Store(true)
-	b.hot.mu.Lock()
-	clear(b.hot.handles)
-	clear(b.hot.grants)
-	b.hot.mu.Unlock()
-	return b.db.Close()
+// Close flushes and closes the database; see Shutdown.
+func (b *Badger) Close() error { return b.Shutdown(context.Background()) }
+
+// Shutdown flushes and closes the database, waiting at most until ctx
+// ends: a store that cannot write never finishes flushing (Badger retries
+// forever), and shutdown must not hang on it. The cache goes first, so no
+// read is answered from memory once the store is going. After a Shutdown
+// that gave up, later calls return at once with the same error.
+func (b *Badger) Shutdown(ctx context.Context) error {
+	b.closeOnce.Do(func() {
+		b.closed.Store(true)
+		b.hot.mu.Lock()
+		clear(b.hot.handles)
+		clear(b.hot.grants)
+		b.hot.mu.Unlock()
+		go func() {
+			defer close(b.closeDone)
+			defer func() {
+				if p := recover(); p != nil {
+					b.closeErr = fmt.Errorf("close badger store: panic: %v", p)
+				}
+			}()
+			b.closeErr = b.db.Close()
+		}()
+	})
+	if b.failure.Load() != nil {
+		// Badger cannot flush: waiting would only run out the clock.
+		select {
+		case <-b.closeDone:
+			return b.closeErr
+		default:
+			return fmt.Errorf("close badger store: not flushed: %w", b.Err())
+		}
+	}
+	select {
+	case <-b.closeDone:
+		return b.closeErr
+	case <-ctx.Done():
+		b.fail(fmt.Errorf("close did not finish: %w", ctx.Err()))
+		return fmt.Errorf("close badger store: still flushing when shutdown ended: %w", ctx.Err())
+	}
 }
 
 // ErrClosed is returned by reads after Close.
 var ErrClosed = errors.New("store closed")
 
+// ErrUnavailable is returned by every operation once the store has failed
+// in a way it cannot recover from while running (Badger could not write).
+var ErrUnavailable = errors.New("store unavailable")
+
+// Err returns the store's unrecoverable failure, wrapping ErrUnavailable,
+// or nil while it is healthy.
+func (b *Badger) Err() error {
+	if p := b.failure.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, *p)
+	}
+	return nil
+}
+
+func (b *Badger) fail(err error) {
+	if b.failure.CompareAndSwap(nil, &err) {
+		b.log.Error("store failed: Badger cannot write; every operation now fails (fail closed) until restart", "err", err)
+	}
+}
+
+func (b *Badger) usable() error {
+	if err := b.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// recovered turns a panic inside Badger into the store's failure.
+func (b *Badger) recovered(err *error) {
+	if p := recover(); p != nil {
+		b.fail(fmt.Errorf("badger panicked: %v", p))
+		*err = b.Err()
+	}
+}
+
+// view runs fn in a read transaction.
+func (b *Badger) view(fn func(txn *badger.Txn) error) (err error) {
+	if err := b.usable(); err != nil {
+		return err
+	}
+	defer b.recovered(&err)
+	return b.db.View(fn)
+}
+
+// update runs fn in a read-write transaction and commits it. A commit that
+// fails for another reason than a conflict means Badger could not write:
+// the store is failed from then on.
+func (b *Badger) update(fn func(txn *badger.Txn) error) (err error) {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	if err := b.usable(); err != nil {
+		return err
+	}
+	defer b.recovered(&err)
+	var fnErr error
+	err = b.db.Update(func(txn *badger.Txn) error {
+		fnErr = fn(txn)
+		return fnErr
+	})
+	if err != nil && fnErr == nil && !errors.Is(err, badger.ErrConflict) && !errors.Is(err, badger.ErrTxnTooBig) {
+		b.fail(err)
+		return b.Err()
+	}
+	return err
+}
+
 // RunGC reclaims value-log space; call it periodically.
 func (b *Badger) RunGC() {
+	b.writeMu.Lock() // GC rewrites entries through Badger's writer
+	defer b.writeMu.Unlock()
+	if b.usable() != nil {
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			b.fail(fmt.Errorf("badger value-log GC panicked: %v", p))
+		}
+	}()
 	for b.db.RunValueLogGC(0.5) == nil {
 	}
 }
@@ -148,7 +307,7 @@ func (b *Badger) delete(key string) error {
 // that updaters behave as compare-and-swap loops.
 func (b *Badger) retry(fn func(txn *badger.Txn) error) error {
 	for i := 0; i < maxRetries; i++ {
-		err := b.db.Update(fn)
+		err := b.update(fn)
 		if !errors.Is(err, badger.ErrConflict) {
 			return err
 		}
@@ -158,7 +317,7 @@ func (b *Badger) retry(fn func(txn *badger.Txn) error) error {
 
 func readOne[T any](b *Badger, key string) (T, error) {
 	var v T
-	err := b.db.View(func(txn *badger.Txn) error {
+	err := b.view(func(txn *badger.Txn) error {
 		var err error
 		v, err = get[T](txn, key)
 		return err
@@ -168,7 +327,7 @@ func readOne[T any](b *Badger, key string) (T, error) {
 
 func list[T any](b *Badger, prefix string, keep func(T) bool) ([]T, error) {
 	var out []T
-	err := b.db.View(func(txn *badger.Txn) error {
+	err := b.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -364,8 +523,8 @@ func (b *Badger) DeleteHandle(_ context.Context, digest string) error {
 // in it and reads Badger otherwise. The values are shared with the cache:
 // callers must treat their slices and maps as read-only.
 func (b *Badger) ResolveHandle(_ context.Context, digest string) (Handle, Grant, error) {
-	if b.closed.Load() {
-		return Handle{}, Grant{}, fmt.Errorf("resolve handle: %w", ErrClosed)
+	if err := b.usable(); err != nil {
+		return Handle{}, Grant{}, fmt.Errorf("resolve handle: %w", err)
 	}
 	if h, g, ok := b.hot.resolve(digest); ok {
 		if !b.handleAlive(h) {
@@ -376,7 +535,7 @@ func (b *Badger) ResolveHandle(_ context.Context, digest string) (Handle, Grant,
 	gen, clean := b.hot.snapshot()
 	var h Handle
 	var g Grant
-	err := b.db.View(func(txn *badger.Txn) error {
+	err := b.view(func(txn *badger.Txn) error {
 		var err error
 		if h, err = get[Handle](txn, pHandle+digest); err != nil {
 			return err
@@ -603,7 +762,7 @@ func lastAudit(txn *badger.Txn) (AuditEvent, error) {
 
 func (b *Badger) ListAudit(_ context.Context, from uint64, limit int) ([]AuditEvent, error) {
 	var out []AuditEvent
-	err := b.db.View(func(txn *badger.Txn) error {
+	err := b.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pAudit), PrefetchValues: true, PrefetchSize: 100})
 		defer it.Close()
 		for it.Seek(auditKey(from)); it.Valid() && (limit <= 0 || len(out) < limit); it.Next() {
@@ -623,7 +782,7 @@ func (b *Badger) ListAudit(_ context.Context, from uint64, limit int) ([]AuditEv
 
 func (b *Badger) LastAudit(context.Context) (AuditEvent, error) {
 	var e AuditEvent
-	err := b.db.View(func(txn *badger.Txn) error {
+	err := b.view(func(txn *badger.Txn) error {
 		var err error
 		e, err = lastAudit(txn)
 		return err
