@@ -39,11 +39,17 @@ lint: ## gofmt, go vet, staticcheck, go mod tidy check
 	$(GO) mod tidy && git diff --exit-code -- go.mod go.sum
 
 .PHONY: bench
-bench: build ## Benchmarks: in-process Check, then the gRPC load generator at 1/4/16 callers (three traffic shapes)
+bench: build ## Benchmarks: in-process Check, the gRPC load generator at 1/4/16 callers (three shapes, with peak RSS); with PLUGIN=..., bench-anchor too
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./authz ./policy ./internal/mcp
 	$(GO) run ./test/loadgen -warden $(BIN)
 	$(GO) run ./test/loadgen -warden $(BIN) -distinct 20000
 	$(GO) run ./test/loadgen -warden $(BIN) -distinct 20000 -policy args
+	@if [ -n "$(PLUGIN)" ]; then $(MAKE) --no-print-directory bench-anchor PLUGIN=$(PLUGIN); fi
+
+.PHONY: bench-anchor
+bench-anchor: build ## Warden beside the real opa-envoy-plugin, interleaved, issue-12 mix (PLUGIN=/path/to/opa-envoy-plugin, built outside the repo)
+	@test -n "$(PLUGIN)" || { echo "set PLUGIN=/path/to/opa-envoy-plugin (go build ./cmd/opa-envoy-plugin in a clone outside this repository)"; exit 1; }
+	$(GO) run ./test/loadgen -warden $(BIN) -anchor $(PLUGIN) -callers 16 -rounds 3
 
 .PHONY: bench-baseline
 bench-baseline: ## Same load on a plain OPA ext_authz server (OPA-Envoy plugin stand-in), for the ratio

@@ -91,7 +91,10 @@ type Options struct {
 	Conns []*grpc.ClientConn
 	// Request builds request i. Caller w cycles through requests
 	// w*Distinct .. w*Distinct+Distinct-1, encoded before measuring.
-	Request  func(i int) *authv3.CheckRequest
+	Request func(i int) *authv3.CheckRequest
+	// Denied, when set, tells which requests must be denied with 403;
+	// every other request must be allowed. Nil: all must be allowed.
+	Denied   func(i int) bool
 	Distinct int
 	Callers  int
 	Warmup   time.Duration
@@ -100,9 +103,9 @@ type Options struct {
 	PID int
 }
 
-// Measure runs one concurrency level. A response that is an error or not an
-// allow counts as an error, so a misconfigured run cannot report a fast
-// stream of denials.
+// Measure runs one concurrency level. A response that is an error, or not
+// the allow or 403 denial the request must get, counts as an error, so a
+// misconfigured run cannot report a fast stream of wrong answers.
 func Measure(o Options) Result {
 	if o.Distinct < 1 {
 		o.Distinct = 1
@@ -117,12 +120,14 @@ func Measure(o Options) Result {
 			defer wg.Done()
 			c := o.Conns[w%len(o.Conns)]
 			reqs := make([]*preEncoded, o.Distinct)
+			deny := make([]bool, o.Distinct)
 			for j := range reqs {
 				raw, err := proto.Marshal(o.Request(w*o.Distinct + j))
 				if err != nil {
 					panic(err)
 				}
 				reqs[j] = &preEncoded{raw: raw}
+				deny[j] = o.Denied != nil && o.Denied(w*o.Distinct+j)
 			}
 			local := make([]time.Duration, 0, 1<<16)
 			for k := 0; !stop.Load(); k++ {
@@ -130,7 +135,11 @@ func Measure(o Options) Result {
 				resp := new(authv3.CheckResponse)
 				err := c.Invoke(context.Background(), authv3.Authorization_Check_FullMethodName, reqs[k%len(reqs)], resp)
 				d := time.Since(t0)
-				if err != nil || resp.GetOkResponse() == nil {
+				wrong := resp.GetOkResponse() == nil
+				if deny[k%len(reqs)] {
+					wrong = resp.GetDeniedResponse().GetStatus().GetCode() != 403
+				}
+				if err != nil || wrong {
 					errs.Add(1)
 					continue
 				}
@@ -202,6 +211,43 @@ func MachineLine(nconns int) string {
 	}
 	return fmt.Sprintf("machine: %d CPUs (%s/%s), %s, load average %s; load generator and server on the same machine; %d gRPC connections\n",
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, cpuModel(), strings.Join(avg, " "), nconns)
+}
+
+// RSS returns the resident set size of process pid now and its peak so
+// far (VmRSS and VmHWM of /proc/<pid>/status), in bytes.
+func RSS(pid int) (now, peak int64) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[0], 10, 64)
+		switch k {
+		case "VmRSS":
+			now = n << 10
+		case "VmHWM":
+			peak = n << 10
+		}
+	}
+	return now, peak
+}
+
+// LoadAverage is the 1-minute load average of the machine.
+func LoadAverage() string {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(raw))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 // ProcCPU is the user+system CPU time of process pid (Linux /proc).

@@ -68,6 +68,7 @@ type settings struct {
 	distinct  int
 	policy    string
 	profile   string
+	rounds    int
 }
 
 func main() {
@@ -81,12 +82,17 @@ func main() {
 	flag.StringVar(&s.policy, "policy", "tools", "policy: tools (per-tool by group) or args (per-tool by group plus a check of the arguments)")
 	flag.IntVar(&s.distinct, "distinct", 1, "distinct tools/call messages per caller, cycled (1: every caller repeats one message; large: every check is a new message)")
 	floor := flag.String("floor", "", "instead of warden, drive this allow-everything server (go build ./test/loadgen/floor) to measure grpc-go's own cost")
+	plugin := flag.String("anchor", "", "measure warden side by side with this opa-envoy-plugin binary (built outside the repository), interleaved, on the issue-12 mix")
+	flag.IntVar(&s.rounds, "rounds", 3, "with -anchor: interleaved rounds per concurrency level")
 	flag.Parse()
 	var err error
 	if s.levels, err = load.ParseLevels(*levels); err == nil {
-		if *floor != "" {
+		switch {
+		case *plugin != "":
+			err = runAnchor(*bin, *plugin, s)
+		case *floor != "":
 			err = runFloor(*floor, s)
-		} else {
+		default:
 			err = run(*bin, s)
 		}
 	}
@@ -97,13 +103,6 @@ func main() {
 }
 
 func run(bin string, s settings) error {
-	dir, err := os.MkdirTemp("", "warden-load-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	pdir := filepath.Join(dir, "policy")
-	_ = os.MkdirAll(pdir, 0o755)
 	rego := policyRego
 	switch s.policy {
 	case "tools":
@@ -112,46 +111,17 @@ func run(bin string, s settings) error {
 	default:
 		return fmt.Errorf("unknown -policy %q", s.policy)
 	}
-	_ = os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(rego), 0o644)
-	_ = os.WriteFile(filepath.Join(pdir, "data.json"), []byte(policyData), 0o644)
-	authzAddr, adminAddr := load.FreePort(), load.FreePort()
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(),
-		"WARDEN_DATA_DIR="+filepath.Join(dir, "data"),
-		"WARDEN_LISTEN_AUTHZ="+authzAddr, "WARDEN_LISTEN_ADMIN="+adminAddr,
-		"WARDEN_LISTEN_HTTP="+load.FreePort(), "WARDEN_LISTEN_XDS="+load.FreePort(),
-		"WARDEN_POLICY_DIR="+pdir, "WARDEN_DEBUG_PPROF="+strconv.FormatBool(s.profile != ""), "WARDEN_AUDIT_SINK=none", "WARDEN_LOG_LEVEL=warn",
-	)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start warden: %w", err)
-	}
-	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
-
-	admin := "http://" + adminAddr
-	if err := waitReady(admin + "/readyz"); err != nil {
-		return err
-	}
-	tokRaw, err := os.ReadFile(filepath.Join(dir, "data", "admin-token"))
+	w, err := startWarden(bin, rego, policyData, []string{"finance"}, s.profile != "", nil)
 	if err != nil {
 		return err
 	}
-	adminTok := strings.TrimSpace(string(tokRaw))
-	if _, err := call(admin+"/api/v1/servers", adminTok, map[string]any{"name": "bi", "url": "http://bi.internal:8080/mcp"}); err != nil {
-		return err
-	}
-	out, err := call(admin+"/api/v1/tokens", adminTok, map[string]any{"subject": "load@example.com", "servers": []string{"bi"}, "ttl": "1h", "groups": []string{"finance"}})
-	if err != nil {
-		return err
-	}
-	handle, _ := out["access_token"].(string)
-
-	conns, err := load.Dial(authzAddr, s.conns)
+	defer w.stop()
+	conns, err := load.Dial(w.authzAddr, s.conns)
 	if err != nil {
 		return err
 	}
 	defer load.CloseAll(conns)
-	mk := requestMaker(handle)
+	mk := requestMaker(w.handle)
 	// Sanity: the request is allowed and carries a JWT.
 	resp, err := authv3.NewAuthorizationClient(conns[0]).Check(context.Background(), mk(0))
 	if err != nil {
@@ -165,14 +135,72 @@ func run(bin string, s settings) error {
 	}
 	fmt.Print(load.MachineLine(s.conns))
 	fmt.Printf("target: warden; path: allow, tools/call, per-tool Rego policy, handle lookup, cached upstream JWT, audit append; policy %q; %d distinct message(s) per caller\n", s.policy, s.distinct)
-	return levelsRun(conns, mk, s, cmd.Process.Pid, func(last bool) func() error {
+	return levelsRun(conns, mk, s, w.cmd.Process.Pid, func(last bool) func() error {
 		if s.profile == "" || !last {
 			return nil
 		}
 		ch := make(chan error, 1)
-		go func() { ch <- fetchProfile(admin, adminTok, s.warm, s.dur, s.profile) }()
+		go func() { ch <- fetchProfile(w.admin, w.adminTok, s.warm, s.dur, s.profile) }()
 		return func() error { return <-ch }
 	})
+}
+
+// warden is a `warden serve` process started for measuring, with one
+// registered server "bi" and a service token for it.
+type warden struct {
+	cmd             *exec.Cmd
+	authzAddr       string
+	admin, adminTok string
+	handle          string
+	stop            func()
+}
+
+// startWarden starts `warden serve` on a fresh data directory with the
+// given policy, registers server bi and mints a token whose subject is in
+// groups. env adds settings (WARDEN_*=...).
+func startWarden(bin, rego, data string, groups []string, pprof bool, env []string) (*warden, error) {
+	dir, err := os.MkdirTemp("", "warden-load-")
+	if err != nil {
+		return nil, err
+	}
+	pdir := filepath.Join(dir, "policy")
+	_ = os.MkdirAll(pdir, 0o755)
+	_ = os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(rego), 0o644)
+	_ = os.WriteFile(filepath.Join(pdir, "data.json"), []byte(data), 0o644)
+	authzAddr, adminAddr := load.FreePort(), load.FreePort()
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(),
+		"WARDEN_DATA_DIR="+filepath.Join(dir, "data"), "WARDEN_PUBLIC_URL=https://mcp.example.com",
+		"WARDEN_LISTEN_AUTHZ="+authzAddr, "WARDEN_LISTEN_ADMIN="+adminAddr,
+		"WARDEN_LISTEN_HTTP="+load.FreePort(), "WARDEN_LISTEN_XDS="+load.FreePort(),
+		"WARDEN_POLICY_DIR="+pdir, "WARDEN_DEBUG_PPROF="+strconv.FormatBool(pprof), "WARDEN_LOG_LEVEL=warn",
+	)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start warden: %w", err)
+	}
+	w := &warden{cmd: cmd, authzAddr: authzAddr, admin: "http://" + adminAddr}
+	w.stop = func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait(); os.RemoveAll(dir) }
+	fail := func(err error) (*warden, error) { w.stop(); return nil, err }
+	if err := waitReady(w.admin + "/readyz"); err != nil {
+		return fail(err)
+	}
+	tokRaw, err := os.ReadFile(filepath.Join(dir, "data", "admin-token"))
+	if err != nil {
+		return fail(err)
+	}
+	w.adminTok = strings.TrimSpace(string(tokRaw))
+	if _, err := call(w.admin+"/api/v1/servers", w.adminTok, map[string]any{"name": "bi", "url": "http://bi.internal:8080/mcp"}); err != nil {
+		return fail(err)
+	}
+	out, err := call(w.admin+"/api/v1/tokens", w.adminTok, map[string]any{"subject": "load@example.com", "servers": []string{"bi"}, "ttl": "1h", "groups": groups})
+	if err != nil {
+		return fail(err)
+	}
+	w.handle, _ = out["access_token"].(string)
+	return w, nil
 }
 
 func findHeader(ok *authv3.OkHttpResponse, k string) string {
@@ -241,7 +269,7 @@ func requestMaker(handle string) func(int) *authv3.CheckRequest {
 // levelsRun measures each concurrency level and prints one line per level.
 // profile starts a profiler for a level and returns a wait for it (or nil).
 func levelsRun(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, s settings, pid int, profile func(last bool) func() error) error {
-	fmt.Print(load.Header())
+	fmt.Print(strings.TrimSuffix(load.Header(), "\n") + "    peak RSS\n")
 	for i, n := range s.levels {
 		wait := profile(i == len(s.levels)-1)
 		res := load.Measure(load.Options{Conns: conns, Request: mk, Distinct: s.distinct, Callers: n, Warmup: s.warm, Duration: s.dur, PID: pid})
@@ -250,7 +278,8 @@ func levelsRun(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, s se
 				return err
 			}
 		}
-		fmt.Print(res.Row())
+		_, peak := load.RSS(pid)
+		fmt.Printf("%s %8d MiB\n", strings.TrimSuffix(res.Row(), "\n"), peak>>20)
 	}
 	return nil
 }
