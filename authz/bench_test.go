@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/warden-mcp/warden/internal/registry"
 )
 
@@ -68,4 +70,39 @@ func BenchmarkCheckAllowSerial(b *testing.B) {
 			b.Fatal("denied")
 		}
 	}
+}
+
+// BenchmarkCheckMix is the anchor mix of test/loadgen -anchor: tools/call
+// of an allowed tool, tools/list, and two tools/call denied by policy, on
+// one goroutine per CPU.
+func BenchmarkCheckMix(b *testing.B) {
+	e := newEnv(b)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi/mcp"})
+	tok, _ := e.mint(tokenSpec{servers: []string{"bi"}, groups: []string{"finance"}})
+	bodies := []string{
+		`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"quarterly revenue","limit":10}}}`,
+		`{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{}}`,
+		`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"delete_everything","arguments":{"id":"e-1042"}}}`,
+		`{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"rm_rf","arguments":{"month":"2026-10"}}}`,
+	}
+	reqs := make([]*authv3.CheckRequest, len(bodies))
+	for i, body := range bodies {
+		reqs[i] = req{token: tok, body: body}.build()
+		resp, _ := e.service.Check(context.Background(), reqs[i])
+		if (resp.GetOkResponse() != nil) != (i < 2) {
+			b.Fatalf("request %d: %v", i, resp)
+		}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, err := e.service.Check(ctx, reqs[i%len(reqs)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
 }

@@ -201,7 +201,7 @@ func compile(ctx context.Context, l *loaded) (*compiled, error) {
 	}
 	fields, ok, why := memoizable(compiler)
 	if ok {
-		c.memo = &memo{m: map[memoKey]Decision{}}
+		c.memo = newMemo()
 	}
 	c.memoFields, c.memoReason = fields, why
 	return c, nil

@@ -2,8 +2,8 @@ package policy
 
 import (
 	"fmt"
-	"sync"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -29,7 +29,8 @@ import (
 // the same entry for every call of a tool, whatever the arguments. A policy
 // that does not qualify is evaluated on every request, as before.
 
-// memoMax bounds remembered decisions per revision; reaching it starts over.
+// memoMax bounds remembered decisions per revision; past it the least
+// recently used go.
 const memoMax = 65536
 
 type memoKey struct {
@@ -41,8 +42,15 @@ type memoKey struct {
 }
 
 type memo struct {
-	mu sync.RWMutex
-	m  map[memoKey]Decision
+	c *lru.Cache[memoKey, Decision]
+}
+
+func newMemo() *memo {
+	c, err := lru.New[memoKey, Decision](memoMax)
+	if err != nil {
+		panic(err) // only for a size below one
+	}
+	return &memo{c: c}
 }
 
 // keyFor returns the memo key of in, or false when in cannot be memoized
@@ -104,21 +112,9 @@ var mcpFieldBits = map[string]mcpFields{
 	"prompt": fPrompt, "session": fSession, "protocol_version": fProtocolVersion, "batch": fBatch, "batch_size": fBatchSize,
 }
 
-func (c *memo) get(k memoKey) (Decision, bool) {
-	c.mu.RLock()
-	d, ok := c.m[k]
-	c.mu.RUnlock()
-	return d, ok
-}
+func (c *memo) get(k memoKey) (Decision, bool) { return c.c.Get(k) }
 
-func (c *memo) put(k memoKey, d Decision) {
-	c.mu.Lock()
-	if len(c.m) >= memoMax {
-		clear(c.m)
-	}
-	c.m[k] = d
-	c.mu.Unlock()
-}
+func (c *memo) put(k memoKey, d Decision) { c.c.Add(k, d) }
 
 // memoizable reports whether decisions of the compiled policy depend only on
 // the memo key, and if not, why.

@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 
 	"github.com/warden-mcp/warden/internal/audit"
 	"github.com/warden-mcp/warden/internal/store"
@@ -93,16 +93,21 @@ func TestChainAcrossRestartAndSink(t *testing.T) {
 	}
 }
 
-// tamper rewrites the stored trail directly in Badger, as an attacker with
-// disk access would.
-func tamper(t *testing.T, dir string, fn func(txn *badger.Txn) error) {
+// tamper rewrites the stored trail's lines directly on disk, as an
+// attacker with disk access would. fn gets the events as stored, one per
+// line, and returns the lines to write back.
+func tamper(t *testing.T, dir string, fn func(lines [][]byte) [][]byte) {
 	t.Helper()
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	segs, err := filepath.Glob(filepath.Join(dir, "audit", "*.jsonl"))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("want one audit segment: %v %v", segs, err)
+	}
+	raw, err := os.ReadFile(segs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	if err := db.Update(fn); err != nil {
+	lines := bytes.SplitAfter(raw, []byte("\n"))
+	if err := os.WriteFile(segs[0], bytes.Join(fn(lines), nil), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -120,13 +125,13 @@ func seed(t *testing.T, dir string, n int) {
 func TestVerifyCatchesTampering(t *testing.T) {
 	cases := []struct {
 		name       string
-		edit       func(txn *badger.Txn) error
+		edit       func(lines [][]byte) [][]byte
 		wantBroken uint64
 		wantReason string
 	}{
 		{"altered decision", rewrite(5, func(e *store.AuditEvent) { e.Decision = "allow" }), 5, "does not match its hash"},
 		{"altered and rehashed", rewrite(7, func(e *store.AuditEvent) { e.Decision = "allow"; e.Hash = audit.Hash(*e) }), 8, "prev_hash"},
-		{"deleted event", func(txn *badger.Txn) error { return txn.Delete(store.AuditKey(4)) }, 5, "missing"},
+		{"deleted event", func(lines [][]byte) [][]byte { return append(lines[:3:3], lines[4:]...) }, 5, "missing"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -146,19 +151,16 @@ func TestVerifyCatchesTampering(t *testing.T) {
 	}
 }
 
-func rewrite(seq uint64, fn func(*store.AuditEvent)) func(txn *badger.Txn) error {
-	return func(txn *badger.Txn) error {
-		item, err := txn.Get(store.AuditKey(seq))
-		if err != nil {
-			return err
-		}
+func rewrite(seq uint64, fn func(*store.AuditEvent)) func(lines [][]byte) [][]byte {
+	return func(lines [][]byte) [][]byte {
 		var e store.AuditEvent
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
-			return err
+		if err := json.Unmarshal(lines[seq-1], &e); err != nil || e.Seq != seq {
+			panic(fmt.Sprintf("line %d is not event %d: %v", seq-1, seq, err))
 		}
 		fn(&e)
 		raw, _ := json.Marshal(e)
-		return txn.Set(store.AuditKey(seq), raw)
+		lines[seq-1] = append(raw, '\n')
+		return lines
 	}
 }
 

@@ -1,13 +1,12 @@
 package store
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +23,6 @@ const (
 	pServer  = "server/"
 	pSession = "session/"
 	pConsent = "consent/"
-	pAudit   = "audit/"
 )
 
 // maxRetries bounds compare-and-swap retries under write conflicts.
@@ -32,14 +30,14 @@ const maxRetries = 64
 
 // BadgerOptions tunes the embedded backend.
 type BadgerOptions struct {
-	// InMemory keeps everything in memory (tests only; Dir is ignored).
-	InMemory bool
-	Logger   *slog.Logger
+	Logger *slog.Logger
 	// Now is the clock used for expiry checks; time.Now when nil.
 	Now func() time.Time
 	// MemTableSize is the size of one memtable; 8 MiB when zero. Badger
 	// keeps up to three (one being written, two being flushed).
 	MemTableSize int64
+	// AuditSegmentSize bounds one file of the audit log; 64 MiB when zero.
+	AuditSegmentSize int64
 }
 
 // Sizes for a control plane, not Badger's defaults (five 64 MiB memtables,
@@ -66,7 +64,9 @@ const (
 // the first commit that Badger could not write: from then on every
 // operation fails with ErrUnavailable and callers fail closed.
 type Badger struct {
-	db  *badger.DB
+	db *badger.DB
+	// audit holds the trail (auditlog.go), outside Badger.
+	audit *auditLog
 	now func() time.Time
 	log *slog.Logger
 	// hot keeps decoded handles and grants in memory for ResolveHandle,
@@ -90,9 +90,11 @@ func OpenBadger(dir string, o BadgerOptions) (*Badger, error) {
 	if o.MemTableSize <= 0 {
 		o.MemTableSize = defaultMemTableSize
 	}
+	if o.AuditSegmentSize <= 0 {
+		o.AuditSegmentSize = 64 << 20
+	}
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{o.Logger}).
-		WithInMemory(o.InMemory).
 		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(numMemtables).
 		WithBlockCacheSize(blockCacheSize).
@@ -102,14 +104,15 @@ func OpenBadger(dir string, o BadgerOptions) (*Badger, error) {
 		// rare large one goes to the value log.
 		WithValueThreshold(64 << 10).
 		WithNumVersionsToKeep(1)
-	if o.InMemory {
-		opts.Dir, opts.ValueDir = "", ""
-	} else {
-		privateFiles()
-	}
+	privateFiles()
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger store in %q: %w", dir, err)
+	}
+	alog, err := openAuditLog(filepath.Join(dir, "audit"), o.AuditSegmentSize)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	now := o.Now
 	if now == nil {
@@ -119,7 +122,12 @@ func OpenBadger(dir string, o BadgerOptions) (*Badger, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Badger{db: db, now: now, log: log, hot: newHotCache(hotCacheMax), closeDone: make(chan struct{})}, nil
+	b := &Badger{db: db, audit: alog, now: now, log: log, hot: newHotCache(hotCacheMax), closeDone: make(chan struct{})}
+	if err := b.moveAuditOutOfBadger(); err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	return b, nil
 }
 
 // Close flushes and closes the database; see Shutdown.
@@ -144,7 +152,7 @@ func (b *Badger) Shutdown(ctx context.Context) error {
 					b.closeErr = fmt.Errorf("close badger store: panic: %v", p)
 				}
 			}()
-			b.closeErr = b.db.Close()
+			b.closeErr = errors.Join(b.db.Close(), b.audit.close())
 		}()
 	})
 	if b.failure.Load() != nil {
@@ -694,103 +702,89 @@ func (b *Badger) DeleteConsents(_ context.Context, subject, clientID string) (in
 
 // ---- audit ----
 
-func auditKey(seq uint64) []byte {
-	k := make([]byte, len(pAudit)+8)
-	copy(k, pAudit)
-	binary.BigEndian.PutUint64(k[len(pAudit):], seq)
-	return k
-}
+// The trail lives in the audit log (auditlog.go). Stores written before it
+// kept events under this prefix in Badger; opening one moves them.
+const pAudit = "audit/"
 
 func (b *Badger) AppendAudit(_ context.Context, events ...AuditEvent) error {
 	if len(events) == 0 {
 		return nil
 	}
-	err := b.retry(func(txn *badger.Txn) error {
-		// Continuity is checked with point reads of the neighbours, not by
-		// decoding the newest event: seq-1 must exist and seq must not.
-		first := events[0].Seq
-		if first == 0 {
-			return errors.New("audit seq starts at 1")
-		}
-		if first > 1 {
-			if _, err := txn.Get(auditKey(first - 1)); errors.Is(err, badger.ErrKeyNotFound) {
-				return fmt.Errorf("audit seq %d leaves a gap after the stored chain", first)
-			} else if err != nil {
-				return err
-			}
-		}
-		if _, err := txn.Get(auditKey(first)); err == nil {
-			return fmt.Errorf("audit seq %d is already stored: %w", first, ErrAlreadyExists)
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
-			return err
-		}
-		next := first
-		for _, e := range events {
-			if e.Seq != next {
-				return fmt.Errorf("audit seq %d does not continue the batch at %d", e.Seq, next)
-			}
-			raw, err := json.Marshal(e)
-			if err != nil {
-				return err
-			}
-			if err := txn.Set(auditKey(e.Seq), raw); err != nil {
-				return err
-			}
-			next++
-		}
-		return nil
-	})
-	if err != nil {
+	if err := b.usable(); err != nil {
 		return fmt.Errorf("append audit: %w", err)
+	}
+	if err := b.audit.append(events); err != nil {
+		if errors.Is(err, errRefused) {
+			return fmt.Errorf("append audit: %w", err)
+		}
+		// The disk did not take the write: the same disk holds the rest.
+		b.fail(err)
+		return fmt.Errorf("append audit: %w", b.Err())
 	}
 	return nil
 }
 
-func lastAudit(txn *badger.Txn) (AuditEvent, error) {
-	var e AuditEvent
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pAudit), Reverse: true})
-	defer it.Close()
-	// Reverse iteration starts at the first key <= seek; 0xff.. sorts after
-	// every sequence number.
-	it.Seek(append([]byte(pAudit), bytes.Repeat([]byte{0xff}, 9)...))
-	if !it.Valid() {
-		return e, ErrNotFound
+func (b *Badger) ListAudit(_ context.Context, from uint64, limit int) ([]AuditEvent, error) {
+	if err := b.usable(); err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
 	}
-	err := it.Item().Value(func(raw []byte) error { return json.Unmarshal(raw, &e) })
-	return e, err
+	evs, err := b.audit.list(from, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return evs, nil
 }
 
-func (b *Badger) ListAudit(_ context.Context, from uint64, limit int) ([]AuditEvent, error) {
-	var out []AuditEvent
+func (b *Badger) LastAudit(context.Context) (AuditEvent, error) {
+	if err := b.usable(); err != nil {
+		return AuditEvent{}, fmt.Errorf("last audit event: %w", err)
+	}
+	e, ok := b.audit.lastEvent()
+	if !ok {
+		return AuditEvent{}, fmt.Errorf("last audit event: %w", ErrNotFound)
+	}
+	return e, nil
+}
+
+// moveAuditOutOfBadger appends events stored in Badger by an older Warden
+// to an empty audit log, then drops them from Badger.
+func (b *Badger) moveAuditOutOfBadger() error {
+	if _, ok := b.audit.lastEvent(); ok {
+		return nil
+	}
+	var batch []AuditEvent
+	moved := 0
 	err := b.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(pAudit), PrefetchValues: true, PrefetchSize: 100})
 		defer it.Close()
-		for it.Seek(auditKey(from)); it.Valid() && (limit <= 0 || len(out) < limit); it.Next() {
+		for it.Rewind(); it.Valid(); it.Next() {
 			var e AuditEvent
 			if err := it.Item().Value(func(raw []byte) error { return json.Unmarshal(raw, &e) }); err != nil {
 				return fmt.Errorf("decode audit event: %w", err)
 			}
-			out = append(out, e)
+			batch = append(batch, e)
+			if len(batch) == 1000 {
+				if err := b.audit.append(batch); err != nil {
+					return err
+				}
+				moved += len(batch)
+				batch = batch[:0]
+			}
+		}
+		if len(batch) > 0 {
+			moved += len(batch)
+			return b.audit.append(batch)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list audit: %w", err)
+		return fmt.Errorf("move audit trail out of badger: %w", err)
 	}
-	return out, nil
-}
-
-func (b *Badger) LastAudit(context.Context) (AuditEvent, error) {
-	var e AuditEvent
-	err := b.view(func(txn *badger.Txn) error {
-		var err error
-		e, err = lastAudit(txn)
-		return err
-	})
-	if err != nil {
-		return AuditEvent{}, fmt.Errorf("last audit event: %w", err)
+	if moved == 0 {
+		return nil
 	}
-	return e, nil
+	b.log.Info("moved the audit trail from Badger to the audit log", "events", moved)
+	return b.db.DropPrefix([]byte(pAudit))
 }
 
 // badgerLogger routes Badger's chatter to slog at debug level, warnings and
@@ -808,6 +802,3 @@ func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a.
 func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a...) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a...) }
 
-// AuditKey is the Badger key of audit event seq. Exported for tests that
-// tamper with the trail on disk to prove verification catches it.
-func AuditKey(seq uint64) []byte { return auditKey(seq) }

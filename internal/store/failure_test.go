@@ -3,7 +3,10 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,17 +43,11 @@ func TestBadgerFailsClosedWhenItCannotWrite(t *testing.T) {
 	}
 
 	// Fill memtables until Badger needs a new one in the missing
-	// directory; each batch is about 100 KiB.
-	pad := strings.Repeat("x", 400)
-	seq := uint64(0)
+	// directory; each session is about 40 KiB.
+	value := []byte(strings.Repeat("x", 40<<10))
 	var writeErr error
 	for i := 0; i < 1000 && writeErr == nil; i++ {
-		batch := make([]store.AuditEvent, 256)
-		for j := range batch {
-			seq++
-			batch[j] = store.AuditEvent{Seq: seq, Time: now, Type: "decision", Reason: pad}
-		}
-		writeErr = st.AppendAudit(ctx, batch...)
+		writeErr = st.PutSession(ctx, "login", fmt.Sprint("s", i), value, time.Hour)
 	}
 	if writeErr == nil {
 		t.Fatal("writes into a removed directory never failed")
@@ -60,7 +57,7 @@ func TestBadgerFailsClosedWhenItCannotWrite(t *testing.T) {
 	}
 	// Every later operation fails closed: no panic, no answer from the
 	// hot cache, no write reaching Badger.
-	if err := st.AppendAudit(ctx, store.AuditEvent{Seq: seq + 1, Time: now, Type: "decision"}); !errors.Is(err, store.ErrUnavailable) {
+	if err := st.AppendAudit(ctx, store.AuditEvent{Seq: 1, Time: now, Type: "decision"}); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("append after the failure: %v", err)
 	}
 	if _, _, err := st.ResolveHandle(ctx, "d1"); !errors.Is(err, store.ErrUnavailable) {
@@ -97,31 +94,37 @@ func TestBadgerFilesArePrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	pad := strings.Repeat("x", 400)
-	for i := uint64(1); i <= 8000; i++ {
-		if err := st.AppendAudit(ctx, store.AuditEvent{Seq: i, Time: time.Now(), Type: "decision", Reason: pad}); err != nil {
+	value := []byte(strings.Repeat("x", 4<<10))
+	for i := 0; i < 1000; i++ {
+		if err := st.PutSession(ctx, "login", fmt.Sprint("s", i), value, time.Hour); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := st.AppendAudit(ctx, store.AuditEvent{Seq: 1, Time: time.Now(), Type: "decision"}); err != nil {
+		t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := os.ReadDir(dir)
+	kinds := map[string]bool{}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v, want 0600", p, fi.Mode().Perm())
+		}
+		kinds[strings.TrimLeft(d.Name(), "0123456789")] = true
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kinds := map[string]bool{}
-	for _, e := range entries {
-		fi, err := e.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			t.Errorf("%s has mode %v, want 0600", e.Name(), fi.Mode().Perm())
-		}
-		kinds[strings.TrimLeft(e.Name(), "0123456789")] = true
-	}
-	if !kinds[".sst"] || !kinds["MANIFEST"] {
+	if !kinds[".sst"] || !kinds["MANIFEST"] || !kinds[".jsonl"] {
 		t.Errorf("expected tables and a manifest, got %v", kinds)
 	}
 }
