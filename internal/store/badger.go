@@ -67,8 +67,8 @@ type Badger struct {
 	db *badger.DB
 	// audit holds the trail (auditlog.go), outside Badger.
 	audit *auditLog
-	now func() time.Time
-	log *slog.Logger
+	now   func() time.Time
+	log   *slog.Logger
 	// hot keeps decoded handles and grants in memory for ResolveHandle,
 	// written through by every handle and grant write (see hot.go).
 	hot    *hotCache
@@ -801,4 +801,3 @@ func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a
 func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
 func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a...) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a...) }
-

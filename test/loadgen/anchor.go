@@ -272,4 +272,3 @@ func median(rs []load.Result) load.Result {
 		CPUPerCheck: pick(func(r load.Result) float64 { return r.CPUPerCheck }),
 	}
 }
-
