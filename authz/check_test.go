@@ -379,6 +379,7 @@ type panicky struct{}
 
 func (panicky) Decide(context.Context, *policyInput) (policyDecision, error) { panic("boom") }
 func (panicky) Revision() string                                             { return "panicky" }
+func (panicky) Needs() policy.Needs                                          { return policy.Needs{} }
 
 type (
 	policyInput    = policy.Input

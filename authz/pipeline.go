@@ -47,8 +47,9 @@ type check struct {
 	// identify
 	handle store.Handle
 	grant  store.Grant
-	// classify
-	req *mcp.Request
+	// classify: needs is what of the input the policy reads
+	req   *mcp.Request
+	needs policy.Needs
 	// decide: decisive is the message the decision is about (the denied
 	// one in a denied batch, the first otherwise), for the audit event.
 	decisive  int
@@ -166,12 +167,14 @@ var classifyStatus = map[mcp.ErrorKind]int{
 
 // classify reads the JSON-RPC body.
 func (s *Service) classify(ctx context.Context, c *check) (outcome, bool) {
+	c.needs = s.o.Policy.Needs()
 	req, perr := mcp.Classify(mcp.Input{
-		Method:  c.http.GetMethod(),
-		Header:  func(k string) string { return c.headers[k] },
-		Body:    body(c.http),
-		Partial: c.headers["x-envoy-auth-partial-body"] == "true",
-		Limit:   s.o.MaxBodyBytes,
+		Method:        c.http.GetMethod(),
+		Header:        func(k string) string { return c.headers[k] },
+		Body:          body(c.http),
+		Partial:       c.headers["x-envoy-auth-partial-body"] == "true",
+		Limit:         s.o.MaxBodyBytes,
+		SkipArguments: !c.needs.Arguments,
 	})
 	if perr != nil {
 		status, ok := classifyStatus[perr.Kind]
@@ -196,7 +199,7 @@ func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
 		return s.failed(c, failPolicy, err), true
 	}
 	for i := range c.req.Messages {
-		fillMCP(&in.MCP, &c.req.Messages[i], c.req)
+		fillMCP(&in.MCP, &c.req.Messages[i], c.req, c.needs.ID)
 		d, err := s.o.Policy.Decide(ctx, in)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -330,24 +333,33 @@ func (s *Service) input(c *check) (*policy.Input, error) {
 		}
 		s.callers.Add(key, caller)
 	}
-	hdrs := make(map[string]string, 4)
-	for _, k := range selectedHeaders {
-		if v, ok := c.headers[k]; ok {
-			hdrs[k] = v
-		}
-	}
-	return &policy.Input{
+	in := &policy.Input{
 		Version: policy.InputVersion,
 		Caller:  caller,
-		Request: policy.Request{ID: c.requestID, Method: c.http.GetMethod(), Path: c.http.GetPath(), Host: c.http.GetHost(), Headers: hdrs, Time: c.start.UTC().Format(time.RFC3339Nano)},
-	}, nil
+		// What the policy cannot read is not built.
+		Omitted: policy.Needs{Request: !c.needs.Request, ID: !c.needs.ID, Arguments: !c.needs.Arguments},
+	}
+	if c.needs.Request {
+		hdrs := make(map[string]string, 4)
+		for _, k := range selectedHeaders {
+			if v, ok := c.headers[k]; ok {
+				hdrs[k] = v
+			}
+		}
+		in.Request = policy.Request{ID: c.requestID, Method: c.http.GetMethod(), Path: c.http.GetPath(), Host: c.http.GetHost(), Headers: hdrs, Time: c.start.UTC().Format(time.RFC3339Nano)}
+	}
+	return in, nil
 }
 
-func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request) {
+func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request, withID bool) {
+	var id any
+	if withID {
+		id = decodeID(m.ID)
+	}
 	*dst = policy.MCP{
 		Kind:            string(m.Kind),
 		Method:          m.Method,
-		ID:              decodeID(m.ID),
+		ID:              id,
 		Tool:            m.Tool,
 		Arguments:       m.Arguments,
 		ArgumentsJSON:   m.ArgumentsRaw,

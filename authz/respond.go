@@ -202,7 +202,7 @@ func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.Check
 func respond(o outcome) *authv3.CheckResponse {
 	if o.allowed() {
 		return &authv3.CheckResponse{
-			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+			Status:       okStatus,
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: o.ok},
 		}
 	}
@@ -228,6 +228,9 @@ func respond(o outcome) *authv3.CheckResponse {
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
 	}
 }
+
+// okStatus is shared by every allow, like jsonContentType below.
+var okStatus = &rpcstatus.Status{Code: int32(codes.OK)}
 
 // jsonContentType is shared by every denial: responses are only read once
 // built (gRPC marshals them), never changed.

@@ -41,6 +41,9 @@ type Servers interface {
 type Decider interface {
 	Decide(ctx context.Context, in *policy.Input) (policy.Decision, error)
 	Revision() string
+	// Needs tells which costly parts of the input the policy reads; the
+	// others are left empty (and marked omitted).
+	Needs() policy.Needs
 }
 
 // Recorder writes audit events.
@@ -220,7 +223,9 @@ func normalOrigin(o string) string {
 // Check answers one ext_authz request.
 func (s *Service) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
 	c := &check{start: s.o.Now()}
-	if s.o.Timeout > 0 {
+	// Envoy sends its ext_authz timeout as the call's deadline; a second
+	// timer is needed only when that one is absent or later.
+	if dl, ok := ctx.Deadline(); s.o.Timeout > 0 && (!ok || time.Until(dl) > s.o.Timeout) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.o.Timeout)
 		defer cancel()

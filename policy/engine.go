@@ -160,6 +160,11 @@ func (e *Engine) build(ctx context.Context) (*compiled, error) {
 	return c, nil
 }
 
+// Needs tells which costly parts of the input the policy in use can read,
+// so a caller can skip building the rest. It may change on reload: read it
+// for every decision.
+func (e *Engine) Needs() Needs { return e.cur.Load().needs }
+
 // Revision is the content hash of the policy and data in use, such as
 // "sha256:3f2a9c0d1e4b5a67".
 func (e *Engine) Revision() string { return e.cur.Load().revision }
@@ -240,6 +245,9 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (d Decision, err error) 
 			err = fmt.Errorf("policy %s: %w", c.revision, err)
 		}
 	}()
+	if n := c.needs; in != nil && (n.Request && in.Omitted.Request) || (n.ID && in.Omitted.ID) || (n.Arguments && in.Omitted.Arguments) {
+		return Decision{}, errors.New("the input omits parts the policy reads (the policy was reloaded since they were chosen)")
+	}
 	var key memoKey
 	memoize := false
 	if c.memo != nil {

@@ -47,6 +47,11 @@ type Input struct {
 	// copy converted earlier (see NewCaller); it must describe the same
 	// grant and server.
 	Caller *Caller `json:"-"`
+	// Omitted names the parts the caller left empty because the policy it
+	// asked (Engine.Needs) does not read them. Decide fails, rather than
+	// decide on an empty part, if the policy in use reads one of them (a
+	// reload in between).
+	Omitted Needs `json:"-"`
 }
 
 // Subject is who the call is made for: the signed-in user, or the service

@@ -138,6 +138,8 @@ type compiled struct {
 	memo       *memo
 	memoFields mcpFields
 	memoReason string
+	// needs is what of the input the policy can read.
+	needs Needs
 }
 
 // query is a compiled query `result = <path>`, prepared once per revision.
@@ -204,6 +206,7 @@ func compile(ctx context.Context, l *loaded) (*compiled, error) {
 		c.memo = newMemo()
 	}
 	c.memoFields, c.memoReason = fields, why
+	c.needs = inputNeeds(compiler)
 	return c, nil
 }
 

@@ -205,3 +205,66 @@ func nondeterministic(op any) string {
 	}
 	return ""
 }
+
+// Needs tells which costly parts of the input the loaded policy can read.
+// A caller may leave a part it cannot read empty: the decision is the same.
+type Needs struct {
+	// Request: input.request.
+	Request bool `json:"request"`
+	// ID: input.mcp.id.
+	ID bool `json:"id"`
+	// Arguments: input.mcp.arguments.
+	Arguments bool `json:"arguments"`
+}
+
+var allNeeds = Needs{Request: true, ID: true, Arguments: true}
+
+// inputNeeds finds what the policy's references to input can reach. Input
+// taken whole (a function argument, `walk(input, ...)`) or indexed by a
+// value computed at evaluation time reaches everything under it.
+func inputNeeds(compiler *ast.Compiler) Needs {
+	var n Needs
+	vis := ast.NewGenericVisitor(func(x any) bool {
+		switch v := x.(type) {
+		case ast.Ref:
+			if !v.HasPrefix(ast.InputRootRef) {
+				return false
+			}
+			if len(v) < 2 {
+				n = allNeeds
+				return true
+			}
+			top, ok := v[1].Value.(ast.String)
+			switch {
+			case !ok:
+				n = allNeeds
+			case top == "request":
+				n.Request = true
+			case top == "mcp":
+				if len(v) < 3 {
+					n.ID, n.Arguments = true, true
+					break
+				}
+				f, ok := v[2].Value.(ast.String)
+				switch {
+				case !ok:
+					n.ID, n.Arguments = true, true
+				case f == "id":
+					n.ID = true
+				case f == "arguments":
+					n.Arguments = true
+				}
+			}
+			return true
+		case ast.Var:
+			if v.Equal(ast.InputRootDocument.Value) {
+				n = allNeeds
+			}
+		}
+		return false
+	})
+	for _, mod := range compiler.Modules {
+		vis.Walk(mod)
+	}
+	return n
+}

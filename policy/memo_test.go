@@ -176,3 +176,49 @@ func TestMemoKeysOnlyOnReferencedFields(t *testing.T) {
 		t.Fatalf("unknown mcp field: %+v", st)
 	}
 }
+
+// Needs tells what a caller may leave out of the input: exactly what no
+// reference of the policy can reach.
+func TestNeeds(t *testing.T) {
+	const head = "package warden.authz\n\nimport rego.v1\n\n"
+	cases := []struct {
+		name, rule string
+		want       Needs
+	}{
+		{"tool by group", `allow if { input.mcp.tool == "echo"; "finance" in input.subject.groups }`, Needs{}},
+		{"arguments", `allow if not contains(input.mcp.arguments.query, "DROP")`, Needs{Arguments: true}},
+		{"request headers", `allow if input.request.headers["user-agent"] == "x"`, Needs{Request: true}},
+		{"jsonrpc id", `allow if input.mcp.id == 1`, Needs{ID: true}},
+		{"whole mcp", `allow if count(input.mcp) > 0`, Needs{ID: true, Arguments: true}},
+		{"dynamic mcp field", `allow if { some k; input.mcp[k] == 1 }`, Needs{ID: true, Arguments: true}},
+		{"whole input", `allow if count(input) > 0`, allNeeds},
+		{"dynamic top field", `allow if { some k; input[k].x == 1 }`, allNeeds},
+		{"input in a function", `allow if f(input)` + "\n\nf(x) if x.mcp.tool == \"a\"", allNeeds},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFiles(t, dir, map[string]string{"p.rego": head + c.rule + "\n"})
+			e := newTestEngine(t, dir)
+			if got := e.Needs(); got != c.want {
+				t.Fatalf("needs %+v, want %+v", got, c.want)
+			}
+		})
+	}
+}
+
+// A reload between choosing what to omit and deciding must not decide on
+// an input without a part the new policy reads: it fails closed.
+func TestOmittedPartThePolicyReadsFails(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"p.rego": "package warden.authz\n\nimport rego.v1\n\nallow if not contains(input.mcp.arguments.q, \"DROP\")\n"})
+	e := newTestEngine(t, dir)
+	in := &Input{MCP: MCP{Method: "tools/call", Tool: "x", Arguments: map[string]any{"q": "select 1"}}, Omitted: Needs{Arguments: true}}
+	if _, err := e.Decide(context.Background(), in); err == nil || !strings.Contains(err.Error(), "omits") {
+		t.Fatalf("decided on an input without the arguments it reads: %v", err)
+	}
+	in.Omitted = Needs{Request: true, ID: true}
+	if d, err := e.Decide(context.Background(), in); err != nil || !d.Allow {
+		t.Fatalf("parts it does not read were omitted: %+v %v", d, err)
+	}
+}

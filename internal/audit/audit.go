@@ -31,6 +31,13 @@ type Store interface {
 	LastAudit(ctx context.Context) (store.AuditEvent, error)
 }
 
+// LineStore is a Store that can take the batch as the trail encoded it:
+// one JSON line per event, each exactly json.Marshal of the event with its
+// hash, so the store need not encode it again.
+type LineStore interface {
+	AppendAuditLines(ctx context.Context, events []store.AuditEvent, lines []byte) error
+}
+
 // Options tune a Trail.
 type Options struct {
 	// Sink receives one JSON line per stored event; nil discards.
@@ -222,8 +229,9 @@ func (t *Trail) run(seq uint64, prev string) {
 // on a store that stays broken (then the loss is logged and waiters fail).
 func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string) {
 	events := make([]store.AuditEvent, len(batch))
+	ls, _ := t.st.(LineStore)
 	var lines []byte
-	if t.opts.Sink != nil {
+	if t.opts.Sink != nil || ls != nil {
 		lines = make([]byte, 0, 512*len(batch))
 	}
 	h := prev
@@ -241,7 +249,12 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 	}
 	backoff := 10 * time.Millisecond
 	for {
-		err := t.st.AppendAudit(context.Background(), events...)
+		var err error
+		if ls != nil {
+			err = ls.AppendAuditLines(context.Background(), events, lines)
+		} else {
+			err = t.st.AppendAudit(context.Background(), events...)
+		}
 		if err == nil {
 			break
 		}
@@ -274,7 +287,7 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
-	if lines != nil {
+	if t.opts.Sink != nil {
 		if _, err := t.opts.Sink.Write(lines); err != nil {
 			t.opts.Logger.Error("audit sink write failed", "err", err)
 		}

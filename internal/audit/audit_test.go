@@ -174,16 +174,27 @@ type failingStore struct {
 }
 
 func (f *failingStore) AppendAudit(ctx context.Context, evs ...store.AuditEvent) error {
-	f.mu.Lock()
-	ok := f.healthy
-	if !ok {
-		f.fails++
-	}
-	f.mu.Unlock()
-	if !ok {
-		return errors.New("disk full")
+	if err := f.fail(); err != nil {
+		return err
 	}
 	return f.Badger.AppendAudit(ctx, evs...)
+}
+
+func (f *failingStore) AppendAuditLines(ctx context.Context, evs []store.AuditEvent, lines []byte) error {
+	if err := f.fail(); err != nil {
+		return err
+	}
+	return f.Badger.AppendAuditLines(ctx, evs, lines)
+}
+
+func (f *failingStore) fail() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.healthy {
+		f.fails++
+		return errors.New("disk full")
+	}
+	return nil
 }
 
 func TestStoreFailureBackpressuresAndLosesNothing(t *testing.T) {

@@ -116,6 +116,10 @@ type Input struct {
 	Partial bool
 	// Limit is the largest body accepted, in bytes.
 	Limit int
+	// SkipArguments leaves Message.Arguments nil, for a caller whose
+	// policy does not read them: ArgumentsRaw is still set and must still
+	// be an object.
+	SkipArguments bool
 }
 
 // Classify reads one HTTP request to an MCP endpoint.
@@ -169,7 +173,7 @@ func Classify(in Input) (*Request, *Error) {
 		r.Batch = true
 		r.Messages = make([]Message, 0, n)
 		if err := eachElement(body, func(v []byte) *Error {
-			m, err := classifyMessage(v)
+			m, err := classifyMessage(v, in.SkipArguments)
 			if err != nil {
 				return err
 			}
@@ -179,7 +183,7 @@ func Classify(in Input) (*Request, *Error) {
 			return nil, err
 		}
 	case '{':
-		m, err := classifyMessage(body)
+		m, err := classifyMessage(body, in.SkipArguments)
 		if err != nil {
 			return nil, err
 		}
@@ -200,7 +204,7 @@ type message struct {
 // classifyMessage reads one message. Member names are matched exactly, and
 // distinctNames has already refused duplicates and case variants, so every
 // parser reads the same members the classifier reads.
-func classifyMessage(v []byte) (Message, *Error) {
+func classifyMessage(v []byte, skipArgs bool) (Message, *Error) {
 	var m Message
 	if v[0] != '{' {
 		return m, invalid(nil, "every message of a batch must be an object")
@@ -255,7 +259,7 @@ func classifyMessage(v []byte) (Message, *Error) {
 		if hasID {
 			m.Kind = KindRequest
 		}
-		if err := readParams(&m, raw.params); err != nil {
+		if err := readParams(&m, raw.params, skipArgs); err != nil {
 			return m, err
 		}
 	case hasResult || hasError:
@@ -306,7 +310,7 @@ var decided = map[string]struct {
 
 // readParams extracts what policy needs from the params of the methods that
 // name a tool, resource or prompt.
-func readParams(m *Message, raw []byte) *Error {
+func readParams(m *Message, raw []byte, skipArgs bool) *Error {
 	if raw != nil && raw[0] != '{' && raw[0] != '[' && string(raw) != "null" {
 		return invalid(m.ID, `"params" must be an object or an array`)
 	}
@@ -351,6 +355,10 @@ func readParams(m *Message, raw []byte) *Error {
 			if args[0] != '{' {
 				return invalid(m.ID, "tools/call params.arguments must be an object")
 			}
+			m.ArgumentsRaw = json.RawMessage(args)
+			if skipArgs {
+				return nil
+			}
 			dec := json.NewDecoder(bytes.NewReader(args))
 			// Numbers stay exact (json.Number) so policy sees 9007199254740993
 			// as sent, not rounded through float64.
@@ -358,7 +366,6 @@ func readParams(m *Message, raw []byte) *Error {
 			if err := dec.Decode(&m.Arguments); err != nil || m.Arguments == nil {
 				return invalid(m.ID, "tools/call params.arguments must be an object")
 			}
-			m.ArgumentsRaw = json.RawMessage(args)
 		}
 	case "prompts/get":
 		m.Prompt = s

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -179,8 +180,9 @@ func (l *auditLog) index(seg *segment, f *os.File, off int64, keep func(AuditEve
 // events do not continue the chain, or do not encode): not a disk failure.
 var errRefused = errors.New("audit append refused")
 
-// append writes events, which must continue the trail exactly.
-func (l *auditLog) append(events []AuditEvent) error {
+// append writes events, which must continue the trail exactly. lines,
+// when set, is their encoding, one JSON line each.
+func (l *auditLog) append(events []AuditEvent, lines []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	first := events[0].Seq
@@ -192,22 +194,39 @@ func (l *auditLog) append(events []AuditEvent) error {
 	case first != l.last.Seq+1:
 		return fmt.Errorf("%w: audit seq %d leaves a gap after the stored chain", errRefused, first)
 	}
-	buf := l.buf[:0]
 	var marks []mark // offsets relative to the batch
+	buf := lines
+	if buf == nil {
+		buf = l.buf[:0]
+	}
+	off := 0
 	for i, e := range events {
 		if e.Seq != first+uint64(i) {
 			return fmt.Errorf("%w: audit seq %d does not continue the batch at %d", errRefused, e.Seq, first+uint64(i))
 		}
 		if (e.Seq-1)%markEvery == 0 {
-			marks = append(marks, mark{seq: e.Seq, off: int64(len(buf))})
+			marks = append(marks, mark{seq: e.Seq, off: int64(off)})
+		}
+		if lines != nil {
+			n := bytes.IndexByte(lines[off:], '\n')
+			if n < 0 {
+				return fmt.Errorf("%w: %d lines for %d events", errRefused, i, len(events))
+			}
+			off += n + 1
+			continue
 		}
 		raw, err := json.Marshal(e)
 		if err != nil {
 			return fmt.Errorf("%w: %w", errRefused, err)
 		}
 		buf = append(append(buf, raw...), '\n')
+		off = len(buf)
 	}
-	l.buf = buf
+	if lines == nil {
+		l.buf = buf
+	} else if off != len(lines) {
+		return fmt.Errorf("%w: more lines than events", errRefused)
+	}
 	if l.cur == nil || (l.size > 0 && l.size+int64(len(buf)) > l.maxSeg) {
 		if err := l.rotate(first); err != nil {
 			return err

@@ -707,13 +707,23 @@ func (b *Badger) DeleteConsents(_ context.Context, subject, clientID string) (in
 const pAudit = "audit/"
 
 func (b *Badger) AppendAudit(_ context.Context, events ...AuditEvent) error {
+	return b.appendAudit(events, nil)
+}
+
+// AppendAuditLines is AppendAudit for events already encoded, one JSON line
+// each (exactly json.Marshal of the event), as the audit trail has them.
+func (b *Badger) AppendAuditLines(_ context.Context, events []AuditEvent, lines []byte) error {
+	return b.appendAudit(events, lines)
+}
+
+func (b *Badger) appendAudit(events []AuditEvent, lines []byte) error {
 	if len(events) == 0 {
 		return nil
 	}
 	if err := b.usable(); err != nil {
 		return fmt.Errorf("append audit: %w", err)
 	}
-	if err := b.audit.append(events); err != nil {
+	if err := b.audit.append(events, lines); err != nil {
 		if errors.Is(err, errRefused) {
 			return fmt.Errorf("append audit: %w", err)
 		}
@@ -764,7 +774,7 @@ func (b *Badger) moveAuditOutOfBadger() error {
 			}
 			batch = append(batch, e)
 			if len(batch) == 1000 {
-				if err := b.audit.append(batch); err != nil {
+				if err := b.audit.append(batch, nil); err != nil {
 					return err
 				}
 				moved += len(batch)
@@ -773,7 +783,7 @@ func (b *Badger) moveAuditOutOfBadger() error {
 		}
 		if len(batch) > 0 {
 			moved += len(batch)
-			return b.audit.append(batch)
+			return b.audit.append(batch, nil)
 		}
 		return nil
 	})
