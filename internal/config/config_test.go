@@ -102,3 +102,21 @@ func TestExampleConfigLoads(t *testing.T) {
 		t.Fatalf("example not read as written: %+v", c.OAuth.Connector.OIDC)
 	}
 }
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "off": 0, "0": 0, "1048576": 1 << 20, "192MiB": 192 << 20, "2GiB": 2 << 30, "512KiB": 512 << 10} {
+		if got, err := ParseBytes(in); err != nil || got != want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"lots", "-1", "12MB", "1.5GiB"} {
+		if _, err := ParseBytes(bad); err == nil {
+			t.Errorf("ParseBytes(%q) accepted", bad)
+		}
+	}
+	c := Default()
+	c.MemoryLimit = "a lot"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "memory_limit") {
+		t.Errorf("invalid memory_limit not reported: %v", err)
+	}
+}
