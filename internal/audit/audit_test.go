@@ -245,3 +245,23 @@ func TestSinkLineMatchesStoredEvent(t *testing.T) {
 		t.Fatal("stored hash does not verify")
 	}
 }
+
+// A line of the stored trail that is no longer an event is not skipped:
+// verification fails on it instead of reporting a shorter intact chain.
+func TestVerifyFailsOnACorruptLine(t *testing.T) {
+	dir := t.TempDir()
+	seed(t, dir, 10)
+	tamper(t, dir, func(lines [][]byte) [][]byte {
+		lines[4] = []byte("{not an event}\n")
+		return lines
+	})
+	st := openStore(t, dir)
+	defer st.Close()
+	if last, err := st.LastAudit(ctx); err != nil || last.Seq != 10 {
+		t.Fatalf("last event %d %v: the events after the corrupt line must stay", last.Seq, err)
+	}
+	r, err := audit.Verify(ctx, st)
+	if err == nil {
+		t.Fatalf("verified a trail with a corrupt line: %+v", r)
+	}
+}

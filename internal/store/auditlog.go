@@ -93,7 +93,7 @@ func openAuditLog(dir string, maxSeg int64) (*auditLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	end, last, err := l.index(seg, f, 0, func(AuditEvent) bool { return true })
+	end, last, err := l.index(seg, f, 0, false, func(AuditEvent) bool { return true })
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -115,7 +115,7 @@ func openAuditLog(dir string, maxSeg int64) (*auditLog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("audit log: %w", err)
 		}
-		_, l.last, err = l.index(prev, pf, 0, func(AuditEvent) bool { return true })
+		_, l.last, err = l.index(prev, pf, 0, false, func(AuditEvent) bool { return true })
 		pf.Close()
 		if err != nil {
 			return nil, err
@@ -126,9 +126,16 @@ func openAuditLog(dir string, maxSeg int64) (*auditLog, error) {
 
 // index reads seg from offset off (a line start) to its end, calling keep
 // with each event until it returns false, and fills seg's marks when read
-// from the start. It returns the offset after the last whole line and the
+// from the start. It returns the offset after the last whole event and the
 // last event read.
-func (l *auditLog) index(seg *segment, f *os.File, off int64, keep func(AuditEvent) bool) (int64, AuditEvent, error) {
+//
+// A final line without its newline is being written, or was torn by a
+// crash: the log ends before it. A whole line that is not an event is
+// corruption (or tampering): strict reads fail on it, so that a listing or
+// a verification cannot silently stop short; the lenient read at open
+// passes over it, and what follows the last whole event (a torn tail, or
+// the zeros a crash can leave) is cut off.
+func (l *auditLog) index(seg *segment, f *os.File, off int64, strict bool, keep func(AuditEvent) bool) (int64, AuditEvent, error) {
 	var last AuditEvent
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return off, last, fmt.Errorf("audit log: %w", err)
@@ -139,6 +146,7 @@ func (l *auditLog) index(seg *segment, f *os.File, off int64, keep func(AuditEve
 	}
 	r := bufio.NewReaderSize(f, 64<<10)
 	n := 0
+	end := off
 	for {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -152,28 +160,33 @@ func (l *auditLog) index(seg *segment, f *os.File, off int64, keep func(AuditEve
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				break // a line without its newline is torn
+				break
 			}
-			return off, last, fmt.Errorf("audit log: read %s: %w", seg.path, err)
+			return end, last, fmt.Errorf("audit log: read %s: %w", seg.path, err)
 		}
+		lineAt := off
+		off += int64(len(line))
 		var ev AuditEvent
 		if json.Unmarshal(line, &ev) != nil || ev.Seq == 0 {
-			break // torn or foreign: the log ends before it
+			if strict {
+				return end, last, fmt.Errorf("audit log: %s at offset %d holds a line that is not an audit event", seg.path, lineAt)
+			}
+			continue
 		}
 		if fromStart && n%markEvery == 0 {
-			seg.marks = append(seg.marks, mark{seq: ev.Seq, off: off})
+			seg.marks = append(seg.marks, mark{seq: ev.Seq, off: lineAt})
 		}
 		n++
-		off += int64(len(line))
+		end = off
 		last = ev
 		if !keep(ev) {
-			return off, last, nil
+			return end, last, nil
 		}
 	}
 	if fromStart {
 		seg.complete = true
 	}
-	return off, last, nil
+	return end, last, nil
 }
 
 // errRefused marks an append refused before anything was written (the
@@ -328,10 +341,10 @@ func (l *auditLog) indexLocked(seg *segment, f *os.File, off int64, keep func(Au
 	l.mu.Unlock()
 	if !fill {
 		probe := &segment{path: seg.path, complete: true}
-		return l.index(probe, f, off, keep)
+		return l.index(probe, f, off, true, keep)
 	}
 	probe := &segment{path: seg.path}
-	end, last, err := l.index(probe, f, 0, keep)
+	end, last, err := l.index(probe, f, 0, true, keep)
 	if err == nil && probe.complete {
 		l.mu.Lock()
 		if !seg.complete {
