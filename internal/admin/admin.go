@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/warden-mcp/warden/internal/audit"
+	"github.com/warden-mcp/warden/internal/bearer"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/registry"
 	"github.com/warden-mcp/warden/internal/revoke"
@@ -160,8 +161,8 @@ const maxBody = 1 << 20
 
 func (s *Server) api(pattern string, fn apiFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !handle.Equal(strings.TrimSpace(tok), s.o.TokenSum) {
+		tok, _ := bearer.Token(r.Header.Get("Authorization"))
+		if tok == "" || !handle.Equal(tok, s.o.TokenSum) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="warden-admin"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required"})
 			return
