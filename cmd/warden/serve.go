@@ -28,11 +28,11 @@ import (
 	"github.com/warden-mcp/warden/internal/admin"
 	"github.com/warden-mcp/warden/internal/audit"
 	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/keys"
 	"github.com/warden-mcp/warden/internal/registry"
-	"github.com/warden-mcp/warden/internal/revoke"
-	"github.com/warden-mcp/warden/internal/seal"
+		"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
@@ -188,9 +188,13 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	xdsGRPC := grpc.NewServer(xds.GRPCServerOptions()...)
 	xdsSrv.Register(xdsGRPC)
 
-	revoker := revoke.New(st, trail, nil)
+	grants, err := grant.New(grant.Options{Store: st, Audit: trail, Registerer: reg,
+		AccessTTL: cfg.OAuth.AccessTokenTTL.D(), RefreshTTL: cfg.OAuth.RefreshTokenTTL.D(), CodeTTL: cfg.OAuth.CodeTTL.D()})
+	if err != nil {
+		return err
+	}
 	adminAPI := admin.New(admin.Options{
-		TokenSum: handle.Sum(adminToken), Store: st, Registry: servers, Revoker: revoker, Audit: trail,
+		TokenSum: handle.Sum(adminToken), Store: st, Registry: servers, Grants: grants, Audit: trail,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
 		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
 		RotateSigning: func() (string, error) {
