@@ -26,7 +26,7 @@ func newEnv(t *testing.T, o oauthtest.EnvOptions) *env {
 	return &env{Env: oauthtest.NewEnv(t, o), t: t}
 }
 
-func (e *env) res(name string) string { return e.Config.ResourceURL(name) }
+func (e *env) res(name string) string { return e.ResourceURL(name) }
 
 // do sends a request and decodes a JSON body when there is one.
 func (e *env) do(method, path string, body io.Reader, hdr http.Header) (*http.Response, map[string]any) {
