@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warden-mcp/warden/internal/registry"
 	"github.com/warden-mcp/warden/internal/grant"
+	"github.com/warden-mcp/warden/internal/registry"
 )
 
 // Revocation must take effect on the very next Check: while callers check

@@ -28,7 +28,7 @@ import (
 	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/registry"
-		"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/store"
 )
 
 // Store is the part of the store the admin API reads and writes directly.

@@ -18,7 +18,7 @@ import (
 	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/registry"
-		"github.com/warden-mcp/warden/internal/seal"
+	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
 )
 

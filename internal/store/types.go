@@ -22,14 +22,14 @@ type Client struct {
 	Source                  string   `json:"source,omitempty"` // dcr, cimd, config, admin
 	// RegistrationTokenHash is the SHA-256 of the RFC 7592 registration
 	// access token handed to the registering party.
-	RegistrationTokenHash []byte    `json:"registration_token_hash,omitempty"`
-	Metadata              []byte    `json:"metadata,omitempty"` // raw document for CIMD clients
+	RegistrationTokenHash []byte `json:"registration_token_hash,omitempty"`
+	Metadata              []byte `json:"metadata,omitempty"` // raw document for CIMD clients
 	// ServiceAccess is what an administrator granted this client for the
 	// client_credentials grant; nil means the client cannot act as itself.
 	ServiceAccess *ServiceAccess `json:"service_access,omitempty"`
-	CreatedAt             time.Time `json:"created_at"`
-	ExpiresAt             time.Time `json:"expires_at,omitempty"`
-	Version               uint64    `json:"version"`
+	CreatedAt     time.Time      `json:"created_at"`
+	ExpiresAt     time.Time      `json:"expires_at,omitempty"`
+	Version       uint64         `json:"version"`
 }
 
 // ServiceAccess bounds the tokens a service client obtains with client

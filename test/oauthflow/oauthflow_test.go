@@ -118,7 +118,7 @@ func TestHeadlessFlowWithOIDCProvider(t *testing.T) {
 
 	// Discovery, as an MCP client does it: protected resource metadata of
 	// the server, then the authorization server's metadata.
-	prm := h.getJSON(h.URL+"/.well-known/oauth-protected-resource/mcp/files")
+	prm := h.getJSON(h.URL + "/.well-known/oauth-protected-resource/mcp/files")
 	if prm["resource"] != resource {
 		t.Fatalf("PRM resource %v", prm["resource"])
 	}
