@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/warden-mcp/warden/internal/store"
 )
@@ -34,8 +34,14 @@ type cimdFetcher struct {
 	cfg    CIMD
 	client *http.Client
 	now    func() time.Time
-	failed *expirable.LRU[string, error]
+	failed *lru.Cache[string, fetchFailure]
 	hosts  *limiter
+}
+
+// fetchFailure is a remembered failed fetch, on the server's clock.
+type fetchFailure struct {
+	err error
+	at  time.Time
 }
 
 // cimdCacheSize bounds the failure cache and the per-host limiter.
@@ -63,7 +69,7 @@ func newCIMDFetcher(cfg CIMD, base *http.Client, now func() time.Time) *cimdFetc
 			},
 		},
 		now:    now,
-		failed: expirable.NewLRU[string, error](cimdCacheSize, nil, cfg.FailureCache),
+		failed: mustLRU[string, fetchFailure](cimdCacheSize),
 		hosts:  newLimiter(cfg.FetchesPerHostPerMinute, cimdCacheSize, now),
 	}
 }
@@ -177,8 +183,8 @@ var errFetchLimited = errors.New("too many client metadata document fetches from
 // get fetches a document unless a recent fetch of it failed or its host
 // had too many fetches.
 func (f *cimdFetcher) get(ctx context.Context, id string) (clientMetadata, time.Duration, error) {
-	if err, ok := f.failed.Get(id); ok {
-		return clientMetadata{}, 0, fmt.Errorf("failed recently: %w", err)
+	if ff, ok := f.failed.Get(id); ok && f.now().Sub(ff.at) < f.cfg.FailureCache {
+		return clientMetadata{}, 0, fmt.Errorf("failed recently: %w", ff.err)
 	}
 	u, _ := url.Parse(id)
 	if !f.hosts.allow(strings.ToLower(u.Hostname())) {
@@ -186,7 +192,7 @@ func (f *cimdFetcher) get(ctx context.Context, id string) (clientMetadata, time.
 	}
 	m, ttl, err := f.fetch(ctx, id)
 	if err != nil && ctx.Err() == nil {
-		f.failed.Add(id, err)
+		f.failed.Add(id, fetchFailure{err: err, at: f.now()})
 	}
 	return m, ttl, err
 }

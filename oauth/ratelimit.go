@@ -33,11 +33,17 @@ func newLimiter(perMinute, size int, now func() time.Time) *limiter {
 
 // newBucketLimiter allows burst events per key, refilled over every.
 func newBucketLimiter(burst int, every time.Duration, size int, now func() time.Time) *limiter {
-	c, err := lru.New[string, *rate.Limiter](size)
+	return &limiter{limit: rate.Limit(float64(burst) / every.Seconds()), burst: burst, now: now, buckets: mustLRU[string, *rate.Limiter](size)}
+}
+
+// mustLRU is the one bounded cache type of this package (the
+// hashicorp/golang-lru LRU, as authz and policy use).
+func mustLRU[K comparable, V any](size int) *lru.Cache[K, V] {
+	c, err := lru.New[K, V](size)
 	if err != nil {
-		panic("oauth: limiter size: " + err.Error())
+		panic("oauth: cache size: " + err.Error())
 	}
-	return &limiter{limit: rate.Limit(float64(burst) / every.Seconds()), burst: burst, now: now, buckets: c}
+	return c
 }
 
 // allow takes one token from key's bucket.

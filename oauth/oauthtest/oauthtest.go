@@ -70,6 +70,9 @@ type EnvOptions struct {
 	// files:read) and "hr" (scopes hr:read, hr:write).
 	Servers    []store.Server
 	HTTPClient *http.Client
+	// WrapStore, when set, wraps the store the server uses (fault
+	// injection: a store that cannot write).
+	WrapStore func(store.Store) store.Store
 }
 
 // Env is a running authorization server.
@@ -137,7 +140,11 @@ func NewEnv(t testing.TB, o EnvOptions) *Env {
 		t.Fatal(err)
 	}
 	e.Keyring = ring
-	gopts := grant.Options{Store: st, Audit: trail, Registerer: e.Registry, Now: e.Clock.Now}
+	var used store.Store = st
+	if o.WrapStore != nil {
+		used = o.WrapStore(st)
+	}
+	gopts := grant.Options{Store: used, Audit: trail, Registerer: e.Registry, Now: e.Clock.Now}
 	if o.Grants != nil {
 		o.Grants(&gopts)
 	}
@@ -147,7 +154,7 @@ func NewEnv(t testing.TB, o EnvOptions) *Env {
 	}
 	opts := oauth.Options{
 		Issuer: e.URL, ResourceURL: e.ResourceURL,
-		Store: st, Grants: e.Grants, Signer: signer, Keyring: ring, Auditor: trail,
+		Store: used, Grants: e.Grants, Signer: signer, Keyring: ring, Auditor: trail,
 		Connector: connector.NewStatic([]connector.StaticUser{
 			{Username: User, Email: "alice@example.com", Name: "Alice", Groups: []string{"engineering"}, PasswordHash: string(hash)},
 		}),
