@@ -180,12 +180,3 @@ func wantOAuthError(t *testing.T, resp *http.Response, m map[string]any, status 
 		t.Fatalf("want %d %s, got %d %v", status, code, resp.StatusCode, m)
 	}
 }
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
