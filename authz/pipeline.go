@@ -12,6 +12,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/warden-mcp/warden/internal/bearer"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/mcp"
 	"github.com/warden-mcp/warden/internal/store"
@@ -115,7 +116,7 @@ func (s *Service) bind(ctx context.Context, c *check) (outcome, bool) {
 
 // identify resolves the bearer handle to its grant.
 func (s *Service) identify(ctx context.Context, c *check) (outcome, bool) {
-	raw, presented := bearer(c.headers["authorization"])
+	raw, presented := bearer.Token(c.headers["authorization"])
 	if raw == "" {
 		reason := "no bearer token"
 		if presented {
@@ -277,23 +278,6 @@ func validServerName(name string) bool {
 		}
 	}
 	return true
-}
-
-// bearer extracts the token of an "Authorization: Bearer" header. The
-// second result tells whether an Authorization header was present at all.
-func bearer(v string) (string, bool) {
-	if v == "" {
-		return "", false
-	}
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(v), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return "", true
-	}
-	tok = strings.TrimSpace(tok)
-	if tok == "" || strings.ContainsAny(tok, " ,") {
-		return "", true
-	}
-	return tok, true
 }
 
 func body(h *authv3.AttributeContext_HttpRequest) []byte {
