@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +35,26 @@ type running struct {
 	cfg    config.Config
 	cancel context.CancelFunc
 	done   chan error
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer safe for the log writers that may outlive
+// serve (a store that could not close keeps logging).
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // startServe runs serve() in process on a fresh data dir and free ports,
@@ -54,7 +74,7 @@ func startServe(t *testing.T, dataDir string, mod func(*config.Config)) *running
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1), stderr: &bytes.Buffer{}}
+	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1), stderr: &lockedBuffer{}}
 	go func() { r.done <- serve(ctx, cfg, cfgPathOf(cfg), &bytes.Buffer{}, r.stderr) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -67,7 +87,7 @@ func startServe(t *testing.T, dataDir string, mod func(*config.Config)) *running
 		}
 		select {
 		case err := <-r.done:
-			t.Fatalf("serve exited: %v\n%s", err, r.stderr)
+			t.Fatalf("serve exited: %v\n%s", err, r.stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -128,9 +148,19 @@ func (r *running) cli(t *testing.T, args ...string) (string, error) {
 
 func check(t *testing.T, addr, token, server, body string) *authv3.CheckResponse {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	resp, err := tryCheck(addr, token, server, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return resp
+}
+
+// tryCheck is check for goroutines other than the test's, which must not
+// call t.Fatal.
+func tryCheck(addr, token, server, body string) (*authv3.CheckResponse, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
 	}
 	defer conn.Close()
 	// Host is the default public_url's, as Envoy forwards it.
@@ -142,10 +172,7 @@ func check(t *testing.T, addr, token, server, body string) *authv3.CheckResponse
 		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp/" + server, Host: "localhost:10000", Headers: h, RawBody: []byte(body)}},
 		ContextExtensions: map[string]string{"server": server},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
+	return resp, err
 }
 
 const listTools = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
@@ -172,7 +199,7 @@ func TestServeOnDefaultsAndCLI(t *testing.T) {
 	}
 	if strings.Contains(r.stderr.String(), "NOT FOR PRODUCTION") || strings.Contains(r.stderr.String(), "password: ") ||
 		!strings.Contains(r.stderr.String(), "static-admin-password") {
-		t.Errorf("the log stream shows the password or does not say where it is:\n%s", r.stderr)
+		t.Errorf("the log stream shows the password or does not say where it is:\n%s", r.stderr.String())
 	}
 
 	out, err := r.cli(t, "servers", "add", "bi", "--url", "http://127.0.0.1:3001/mcp", "--scope", "bi.read")
@@ -301,15 +328,22 @@ func TestShutdownDrainsInFlightChecks(t *testing.T) {
 
 	type result struct {
 		resp *authv3.CheckResponse
+		err  error
 		at   time.Time
 	}
 	got := make(chan result, 1)
 	started := time.Now()
-	go func() { got <- result{check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools), time.Now()} }()
+	go func() {
+		resp, err := tryCheck(r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools)
+		got <- result{resp, err, time.Now()}
+	}()
 	time.Sleep(300 * time.Millisecond)
 	shutdownAt := time.Now()
 	r.cancel()
 	res := <-got
+	if res.err != nil {
+		t.Fatalf("in-flight check failed %s after shutdown began: %v", res.at.Sub(shutdownAt), res.err)
+	}
 	if res.resp.GetOkResponse() == nil {
 		t.Fatalf("in-flight check not answered with its decision: %v", res.resp)
 	}
