@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -103,6 +104,9 @@ func create[T any](ctx context.Context, s *Store, t *table[T], v T) error {
 	if err != nil {
 		return err
 	}
+	if !storable(t.keyOf(v)) {
+		return errUnstorable
+	}
 	*t.version(&v) = 1
 	args, err := t.row(v)
 	if err != nil {
@@ -127,6 +131,9 @@ func get[T any](ctx context.Context, s *Store, t *table[T], key string) (T, erro
 	if err != nil {
 		return zero, err
 	}
+	if !storable(key) {
+		return zero, store.ErrNotFound
+	}
 	var raw []byte
 	if err := db.QueryRow(ctx, t.getSQL, t.keyArgs(s, key)...).Scan(&raw); errors.Is(err, pgx.ErrNoRows) {
 		return zero, store.ErrNotFound
@@ -141,6 +148,9 @@ func get[T any](ctx context.Context, s *Store, t *table[T], key string) (T, erro
 // other, queue on its row lock and each sees the value the one before it
 // committed. The updater runs once per call.
 func update[T any](ctx context.Context, s *Store, t *table[T], key string, fn func(T) (T, error)) error {
+	if !storable(key) {
+		return store.ErrNotFound
+	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		var raw []byte
 		if err := tx.QueryRow(ctx, t.lockSQL, t.keyArgs(s, key)...).Scan(&raw); errors.Is(err, pgx.ErrNoRows) {
@@ -171,6 +181,9 @@ func remove[T any](ctx context.Context, s *Store, t *table[T], key string) error
 	db, err := s.db()
 	if err != nil {
 		return err
+	}
+	if !storable(key) {
+		return store.ErrNotFound
 	}
 	if !t.expires {
 		tag, err := db.Exec(ctx, t.deleteSQL, key)
@@ -227,12 +240,35 @@ func expiry(t time.Time) any {
 	return t
 }
 
-// nonNil keeps a NOT NULL array column from receiving NULL.
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
+// PostgreSQL text holds valid UTF-8 without NUL; Badger keys and Go
+// strings hold any bytes. A key outside what text holds cannot have been
+// stored, so reads of it find nothing (a client_id=%00 in a request is an
+// unknown client, not a store failure), and writes of it are refused.
+// Filter columns hold a cleaned copy and the exact comparison is made on
+// the decoded record.
+
+var errUnstorable = errors.New("key is not valid UTF-8 or contains NUL")
+
+func storable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// clean maps s into what text holds, for filter columns only.
+func clean(s string) string {
+	if storable(s) {
+		return s
 	}
-	return s
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// cleanAll cleans every element and keeps a NOT NULL array column from
+// receiving NULL.
+func cleanAll(list []string) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = clean(s)
+	}
+	return out
 }
 
 var (
@@ -250,7 +286,7 @@ var (
 		what: "grant", name: "grants", key: "id",
 		cols: []string{"subject", "client_id", "servers", "revoked"},
 		values: func(g store.Grant) []any {
-			return []any{g.Subject, g.ClientID, nonNil(g.Servers), g.Revoked()}
+			return []any{clean(g.Subject), clean(g.ClientID), cleanAll(g.Servers), g.Revoked()}
 		},
 		keyOf:   func(g store.Grant) string { return g.ID },
 		setKey:  func(g *store.Grant, k string) { g.ID = k },
@@ -260,7 +296,7 @@ var (
 	handles = (&table[store.Handle]{
 		what: "handle", name: "handles", key: "digest",
 		cols:    []string{"grant_id", "expires_at"},
-		values:  func(h store.Handle) []any { return []any{h.GrantID, h.ExpiresAt} },
+		values:  func(h store.Handle) []any { return []any{clean(h.GrantID), h.ExpiresAt} },
 		expires: true,
 		keyOf:   func(h store.Handle) string { return h.Digest },
 		setKey:  func(h *store.Handle, k string) { h.Digest = k },
@@ -352,13 +388,19 @@ func (s *Store) DeleteGrant(ctx context.Context, id string) error {
 	return nil
 }
 
-// ListGrants filters in SQL on the indexed columns; the filter's Match
-// defines the same selection for every backend.
+// ListGrants narrows in SQL on the indexed columns and keeps what the
+// filter's Match, the definition for every backend, keeps.
 func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]store.Grant, error) {
 	q := "SELECT data FROM grants WHERE ($1 = '' OR subject = $1) AND ($2 = '' OR client_id = $2) AND ($3 = '' OR servers @> ARRAY[$3]) AND ($4 OR NOT revoked) ORDER BY id"
-	out, err := list[store.Grant](ctx, s, "grant", q, f.Subject, f.ClientID, f.Server, f.IncludeRevoked)
+	all, err := list[store.Grant](ctx, s, "grant", q, clean(f.Subject), clean(f.ClientID), clean(f.Server), f.IncludeRevoked)
 	if err != nil {
 		return nil, fmt.Errorf("list grants: %w", err)
+	}
+	out := all[:0]
+	for _, g := range all {
+		if f.Match(g) {
+			out = append(out, g)
+		}
 	}
 	return out, nil
 }
@@ -412,6 +454,9 @@ func (s *Store) ResolveHandle(ctx context.Context, digest string) (store.Handle,
 	db, err := s.db()
 	if err != nil {
 		return store.Handle{}, store.Grant{}, fmt.Errorf("resolve handle: %w", err)
+	}
+	if !storable(digest) {
+		return store.Handle{}, store.Grant{}, fmt.Errorf("resolve handle: %w", store.ErrNotFound)
 	}
 	var hraw, graw []byte
 	err = db.QueryRow(ctx, resolveSQL, digest, s.now()).Scan(&hraw, &graw)

@@ -22,6 +22,9 @@ func (s *Store) PutSession(ctx context.Context, kind, id string, value []byte, t
 	if err != nil {
 		return fmt.Errorf("put %s session: %w", kind, err)
 	}
+	if !storable(kind) || !storable(id) {
+		return fmt.Errorf("put session: %w", errUnstorable)
+	}
 	_, err = db.Exec(ctx, `INSERT INTO sessions (kind, id, expires_at, value) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (kind, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, value = EXCLUDED.value`,
 		kind, id, s.now().Add(ttl), value)
@@ -35,6 +38,9 @@ func (s *Store) GetSession(ctx context.Context, kind, id string) ([]byte, error)
 	db, err := s.db()
 	if err != nil {
 		return nil, fmt.Errorf("get %s session: %w", kind, err)
+	}
+	if !storable(kind) || !storable(id) {
+		return nil, fmt.Errorf("get session: %w", store.ErrNotFound)
 	}
 	var v []byte
 	err = db.QueryRow(ctx, "SELECT value FROM sessions WHERE kind = $1 AND id = $2 AND expires_at > $3", kind, id, s.now()).Scan(&v)
@@ -55,6 +61,9 @@ func (s *Store) TakeSession(ctx context.Context, kind, id string) ([]byte, error
 	if err != nil {
 		return nil, fmt.Errorf("take %s session: %w", kind, err)
 	}
+	if !storable(kind) || !storable(id) {
+		return nil, fmt.Errorf("take session: %w", store.ErrNotFound)
+	}
 	var v []byte
 	var alive bool
 	err = db.QueryRow(ctx, "DELETE FROM sessions WHERE kind = $1 AND id = $2 RETURNING value, expires_at > $3", kind, id, s.now()).Scan(&v, &alive)
@@ -74,6 +83,9 @@ func (s *Store) PutConsent(ctx context.Context, c store.Consent) error {
 	if err != nil {
 		return fmt.Errorf("put consent: %w", err)
 	}
+	if !storable(c.Subject) || !storable(c.ClientID) {
+		return fmt.Errorf("put consent: %w", errUnstorable)
+	}
 	data, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("put consent: %w", err)
@@ -90,6 +102,9 @@ func (s *Store) GetConsent(ctx context.Context, subject, clientID string) (store
 	db, err := s.db()
 	if err != nil {
 		return store.Consent{}, fmt.Errorf("get consent: %w", err)
+	}
+	if !storable(subject) || !storable(clientID) {
+		return store.Consent{}, fmt.Errorf("get consent: %w", store.ErrNotFound)
 	}
 	var raw []byte
 	err = db.QueryRow(ctx, "SELECT data FROM consents WHERE subject = $1 AND client_id = $2", subject, clientID).Scan(&raw)
@@ -112,6 +127,9 @@ func (s *Store) DeleteConsents(ctx context.Context, subject, clientID string) (i
 	db, err := s.db()
 	if err != nil {
 		return 0, fmt.Errorf("delete consents: %w", err)
+	}
+	if !storable(subject) || !storable(clientID) {
+		return 0, nil // nothing with such a key can be stored
 	}
 	tag, err := db.Exec(ctx, "DELETE FROM consents WHERE ($1 = '' OR subject = $1) AND ($2 = '' OR client_id = $2)", subject, clientID)
 	if err != nil {
