@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -29,6 +30,7 @@ type Config struct {
 	// at (Envoy's listener): it prefixes resource URLs and resource_metadata.
 	PublicURL string `json:"public_url"`
 	Listen    Listen `json:"listen"`
+	HTTP      HTTP   `json:"http"`
 	Log       Log    `json:"log"`
 	Keys      Keys   `json:"keys"`
 	Store     Store  `json:"store"`
@@ -55,6 +57,15 @@ type Listen struct {
 	Authz string `json:"authz"`
 	Admin string `json:"admin"`
 	XDS   string `json:"xds"`
+}
+
+// HTTP configures the OAuth HTTP listener.
+type HTTP struct {
+	// TrustedProxies are the addresses or CIDR ranges of the proxies
+	// (Envoy) whose X-Forwarded-For Warden believes for the client
+	// address of rate limits and audit events. Default: loopback only. An
+	// empty list trusts no one: the peer address is the client.
+	TrustedProxies []string `json:"trusted_proxies"`
 }
 
 // Log configures log/slog.
@@ -140,6 +151,7 @@ func Default() Config {
 		DataDir:   "./data",
 		PublicURL: "http://localhost:10000",
 		Listen:    Listen{HTTP: ":8080", Authz: ":9191", Admin: ":9090", XDS: ":18000"},
+		HTTP:      HTTP{TrustedProxies: []string{"127.0.0.0/8", "::1/128"}},
 		Log:       Log{Level: "info", Format: "json"},
 		Store:     defaultStore(),
 		Authz: Authz{
@@ -207,6 +219,11 @@ func (c Config) Validate() error {
 	for name, addr := range map[string]string{"listen.http": c.Listen.HTTP, "listen.authz": c.Listen.Authz, "listen.admin": c.Listen.Admin, "listen.xds": c.Listen.XDS} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(name, "invalid address %q: %v", addr, err)
+		}
+	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			bad(fmt.Sprintf("http.trusted_proxies[%d]", i), "%v", err)
 		}
 	}
 	switch c.Log.Level {
@@ -314,6 +331,22 @@ func setScalar(fv reflect.Value, val string) error {
 		return fmt.Errorf("cannot be set from the environment (%s)", fv.Kind())
 	}
 	return nil
+}
+
+// ParsePrefix reads an address ("10.0.0.7") or CIDR range ("10.0.0.0/8").
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("%q is not an address or CIDR range", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR range", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 // ResourceURL is the canonical resource URL (RFC 8707, RFC 9728) of the
