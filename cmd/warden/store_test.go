@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -126,9 +127,13 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 	public := func(c *config.Config) { c.PublicURL = "http://" + c.Listen.HTTP }
 	r := startServe(t, dir, public)
 	// The static connector's generated trial user signs in.
-	m := regexp.MustCompile(`user: +(\S+)\n +password: +(\S+)`).FindStringSubmatch(r.stderr.String())
+	boot, err := os.ReadFile(filepath.Join(dir, "static-admin-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`user: +(\S+)\n +password: +(\S+)`).FindStringSubmatch(string(boot))
 	if m == nil {
-		t.Fatalf("no trial user banner:\n%s", r.stderr)
+		t.Fatalf("no trial user in the password file:\n%s", boot)
 	}
 	user := m[1]
 	access, revoked := fill(t, r, m[1], m[2])
