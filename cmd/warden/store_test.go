@@ -124,7 +124,11 @@ func fill(t *testing.T, r *running, user, password string) (access, revoked stri
 func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 	dsn, _ := pgtest.Schema(t)
 	dir := t.TempDir()
-	public := func(c *config.Config) { c.PublicURL = "http://" + c.Listen.HTTP }
+	public := func(c *config.Config) {
+		c.PublicURL = "http://" + c.Listen.HTTP
+		// check() sends the default public_url's Host.
+		c.Authz.AllowedHosts = []string{"localhost:10000"}
+	}
 	r := startServe(t, dir, public)
 	// The static connector's generated trial user signs in.
 	boot, err := os.ReadFile(filepath.Join(dir, "static-admin-password"))
