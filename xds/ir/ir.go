@@ -11,9 +11,10 @@ import (
 	"fmt"
 	"net"
 	"reflect"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/warden-mcp/warden/internal/serverspec"
 )
 
 // Sentinel errors, joined by Validate so every problem is reported at once.
@@ -31,11 +32,6 @@ var (
 	ErrWardenEndpointInvalid = errors.New("warden endpoint is invalid")
 	ErrCAFileEmpty           = errors.New("upstream CA file is empty")
 )
-
-// namePattern matches config.ServerNamePattern; it is repeated here so the
-// IR stays free of other packages. A name becomes a path segment and part of
-// Envoy cluster and stat names, so it is kept to a DNS-label alphabet.
-var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // Config is everything Warden publishes to one Envoy.
 type Config struct {
@@ -150,7 +146,7 @@ func (c Config) ValidateShared() error {
 // Validate checks one server.
 func (s Server) Validate() error {
 	var errs []error
-	if !namePattern.MatchString(s.Name) {
+	if !serverspec.ValidName(s.Name) {
 		errs = append(errs, ErrServerNameInvalid)
 	}
 	if err := s.Upstream.Validate(); err != nil {
@@ -177,7 +173,7 @@ func (e Endpoint) Validate() error {
 	switch {
 	case e.Host == "":
 		errs = append(errs, ErrUpstreamHostEmpty)
-	case net.ParseIP(e.Host) == nil && !validDNSName(e.Host):
+	case !serverspec.ValidHost(e.Host):
 		errs = append(errs, ErrUpstreamHostInvalid)
 	}
 	if e.Port == 0 || e.Port > 65535 {
@@ -191,23 +187,6 @@ func (e Endpoint) Validate() error {
 // alone does not look like a change.
 func (c Config) Equal(o Config) bool {
 	return reflect.DeepEqual(c, o)
-}
-
-var labelPattern = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$`)
-
-// validDNSName accepts RFC 1123 host names (lowercase; callers lowercase
-// hosts taken from URLs), allowing underscores that service records use.
-func validDNSName(h string) bool {
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if !labelPattern.MatchString(l) {
-			return false
-		}
-	}
-	return true
 }
 
 func hasControl(s string) bool {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"github.com/warden-mcp/warden/internal/serverspec"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/xds/internal/deepvalidate"
 	"github.com/warden-mcp/warden/xds/internal/protoyaml"
@@ -266,9 +267,9 @@ func TestInvalidServersAreSkippedWithReasons(t *testing.T) {
 		t.Fatalf("published %v, want only good", res.Resources.Servers)
 	}
 	want := map[string]error{
-		"creds": ErrURLCredentials, "ftp": ErrURLScheme, "query": ErrURLQuery,
-		"Upper": ir.ErrServerNameInvalid, "badport": ir.ErrUpstreamPortInvalid,
-		"neg": ErrTimeoutNegative, "garbage": ErrURLInvalid, "good": ir.ErrServerNameDuplicate,
+		"creds": serverspec.ErrURLUserinfo, "ftp": serverspec.ErrURLScheme, "query": serverspec.ErrURLQuery,
+		"Upper": ir.ErrServerNameInvalid, "badport": serverspec.ErrURLPort,
+		"neg": ErrTimeoutNegative, "garbage": serverspec.ErrURLInvalid, "good": ir.ErrServerNameDuplicate,
 	}
 	if len(res.Skipped) != len(want) {
 		t.Fatalf("skipped %v, want %d", res.Skipped, len(want))
@@ -316,7 +317,7 @@ func TestCheckServer(t *testing.T) {
 		t.Fatalf("valid server rejected: %v", err)
 	}
 	err := CheckServer(store.Server{Name: "bad", URL: "https://u:p@ok.example.com/mcp"}, testSettings())
-	if !errors.Is(err, ErrURLCredentials) {
+	if !errors.Is(err, serverspec.ErrURLUserinfo) {
 		t.Fatalf("got %v", err)
 	}
 }
