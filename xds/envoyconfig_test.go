@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/store"
 	_ "github.com/warden-mcp/warden/xds/internal/allext" // resolve every Any in shipped YAML
 	"github.com/warden-mcp/warden/xds/internal/deepvalidate"
@@ -132,7 +131,7 @@ func TestBootstrapContents(t *testing.T) {
 // must say exactly what the translator says for the same server.
 func TestStandaloneMatchesTranslator(t *testing.T) {
 	b := parseBootstrap(t, "examples/standalone.yaml")
-	res, err := translate.Translate([]store.Server{{Name: "everything", URL: "http://everything:3001/mcp"}}, SettingsFromConfig(config.Default().XDS))
+	res, err := translate.Translate([]store.Server{{Name: "everything", URL: "http://everything:3001/mcp"}}, settings())
 	if err != nil || len(res.Skipped) > 0 {
 		t.Fatal(err, res.Skipped)
 	}

@@ -23,7 +23,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/xds/ir"
 	"github.com/warden-mcp/warden/xds/translate"
@@ -50,24 +49,6 @@ type Options struct {
 	// RetryInterval is how long to wait before retrying after the registry
 	// could not be read or translated. Default 5s.
 	RetryInterval time.Duration
-}
-
-// SettingsFromConfig maps the config file's xds section to translation
-// settings.
-func SettingsFromConfig(x config.XDS) translate.Settings {
-	return translate.Settings{
-		ListenerAddress:    x.ListenerAddress,
-		ListenerPort:       uint32(x.ListenerPort),
-		StreamIdleTimeout:  x.StreamIdleTimeout.D(),
-		RouteIdleTimeout:   x.RouteIdleTimeout.D(),
-		MaxStreamDuration:  x.MaxStreamDuration.D(),
-		ConnectTimeout:     x.ConnectTimeout.D(),
-		AuthzTimeout:       x.AuthzTimeout.D(),
-		MaxRequestBytes:    uint32(min(x.MaxRequestBytes, 1<<31)),
-		WardenAuthzAddress: x.WardenAuthzAddress,
-		WardenHTTPAddress:  x.WardenHTTPAddress,
-		UpstreamCAFile:     x.UpstreamCAFile,
-	}
 }
 
 // historySize bounds the snapshots kept for rolling a node back after a

@@ -55,7 +55,7 @@ func newServeCmd() *cobra.Command {
 			return serve(ctx, cfg, cfgPath, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", os.Getenv("WARDEN_CONFIG"), "YAML config file (env WARDEN_CONFIG); defaults apply without one")
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", config.PathFromEnv(), "YAML config file (env "+config.PathEnv+"); defaults apply without one")
 	return cmd
 }
 
@@ -94,12 +94,9 @@ const drainTimeout = 15 * time.Second
 // to its servers section are reconciled live.
 func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
-	// Check allocates short-lived garbage at a high rate while the live heap
-	// stays small; collecting at 4x the live heap instead of 2x roughly
-	// halves GC CPU on the hot path. GOGC in the environment still wins.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
+	// config.Runtime explains the default; GOGC in the environment is
+	// already folded in.
+	debug.SetGCPercent(cfg.Runtime.GCPercent)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -124,8 +121,8 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
-	if v := os.Getenv("WARDEN_ADMIN_TOKEN"); v != "" {
-		adminToken = v
+	if cfg.Keys.AdminToken != "" {
+		adminToken = cfg.Keys.AdminToken
 	} else if created {
 		log.Info("generated admin token", "file", cfg.Keys.AdminTokenFile)
 	}
@@ -146,7 +143,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 
 	servers := registry.New(st, trail, ring, nil)
-	if err := servers.Reconcile(ctx, cfg.Servers); err != nil {
+	if err := servers.Reconcile(ctx, serverSpecs(cfg.Servers)); err != nil {
 		log.Error("config servers not fully applied", "err", err)
 	}
 	catalog := authz.NewCatalog(servers)
@@ -181,7 +178,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	healthpb.RegisterHealthServer(grpcSrv, hs)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
-	xdsSrv, err := xds.New(xds.Options{Source: servers, Settings: xds.SettingsFromConfig(cfg.XDS), NodeIDs: cfg.XDS.NodeIDs, Logger: log, Registerer: reg})
+	xdsSrv, err := xds.New(xds.Options{Source: servers, Settings: xdsSettings(cfg), NodeIDs: cfg.XDS.NodeIDs, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -285,7 +282,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return config.Watch(gctx, cfgPath, 0, log, func(next config.Config) {
 				// Only the servers section applies live; the rest is read
 				// at start.
-				if err := servers.Reconcile(gctx, next.Servers); err != nil {
+				if err := servers.Reconcile(gctx, serverSpecs(next.Servers)); err != nil {
 					reloads.WithLabelValues("partial").Inc()
 					log.Error("config servers not fully applied", "err", err)
 					return
@@ -363,10 +360,11 @@ func ignoreClosed(err error) error {
 	return err
 }
 
-// loadKeyring reads the key-encryption keys from WARDEN_SEALING_KEYS or the
-// keyring file (created on first start); fromEnv tells which.
+// loadKeyring reads the key-encryption keys from WARDEN_SEALING_KEYS
+// (cfg.Keys.SealingKeys) or the keyring file (created on first start);
+// fromEnv tells which.
 func loadKeyring(cfg config.Config, log *slog.Logger) (ring *seal.Keyring, fromEnv bool, err error) {
-	if v := os.Getenv("WARDEN_SEALING_KEYS"); v != "" {
+	if v := cfg.Keys.SealingKeys; v != "" {
 		ring, err := seal.ParseEnv(v)
 		if err != nil {
 			return nil, true, fmt.Errorf("WARDEN_SEALING_KEYS: %w", err)

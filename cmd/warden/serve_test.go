@@ -42,7 +42,7 @@ func startServe(t *testing.T, dataDir string, mod func(*config.Config)) *running
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = dataDir
-	cfg.Listen = config.Listen{HTTP: freeAddr(t), Authz: freeAddr(t), Admin: freeAddr(t), XDS: freeAddr(t)}
+	cfg.Listen.HTTP, cfg.Listen.Authz, cfg.Listen.Admin, cfg.Listen.XDS = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	cfg.Audit.Sink = "none"
 	cfg.Log.Level = "warn"
 	if mod != nil {

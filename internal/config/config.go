@@ -22,21 +22,27 @@ import (
 // scalar can be overridden by an environment variable named WARDEN_ followed
 // by the upper-cased key path joined with underscores, for example
 // WARDEN_LISTEN_AUTHZ or WARDEN_OAUTH_CONNECTOR_OIDC_CLIENT_SECRET.
+//
+// This package is the one place Warden reads its environment: the file
+// path (WARDEN_CONFIG), ${VAR} references in the file, the WARDEN_*
+// overrides, the secrets that never go in the file (WARDEN_ADMIN_TOKEN,
+// WARDEN_SEALING_KEYS) and GOGC. Every other package gets typed options.
 type Config struct {
 	// DataDir holds the store and the generated keys.
 	DataDir string `json:"data_dir"`
 	// PublicURL is the base URL MCP clients reach Warden and the MCP servers
 	// at (Envoy's listener): it prefixes resource URLs and resource_metadata.
-	PublicURL string `json:"public_url"`
-	Listen    Listen `json:"listen"`
-	Log       Log    `json:"log"`
-	Keys      Keys   `json:"keys"`
-	Authz     Authz  `json:"authz"`
-	Policy    Policy `json:"policy"`
-	Audit     Audit  `json:"audit"`
-	OAuth     OAuth  `json:"oauth"`
-	XDS       XDS    `json:"xds"`
-	Debug     Debug  `json:"debug"`
+	PublicURL string  `json:"public_url"`
+	Listen    Listen  `json:"listen"`
+	Log       Log     `json:"log"`
+	Keys      Keys    `json:"keys"`
+	Authz     Authz   `json:"authz"`
+	Policy    Policy  `json:"policy"`
+	Audit     Audit   `json:"audit"`
+	OAuth     OAuth   `json:"oauth"`
+	XDS       XDS     `json:"xds"`
+	Debug     Debug   `json:"debug"`
+	Runtime   Runtime `json:"runtime"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
 }
@@ -48,12 +54,66 @@ type Debug struct {
 	Pprof bool `json:"pprof"`
 }
 
-// Listen holds the listening addresses.
+// Listen holds the listening addresses and how they are protected. Only
+// the HTTP listener (OAuth) is meant for clients; the defaults keep the
+// other three on loopback: the ext_authz answer carries upstream
+// credentials, xDS describes every upstream, and the admin API changes
+// everything.
 type Listen struct {
 	HTTP  string `json:"http"`
 	Authz string `json:"authz"`
 	Admin string `json:"admin"`
 	XDS   string `json:"xds"`
+	// TLS turns on mutual TLS on the gRPC listeners.
+	TLS ListenTLS `json:"tls"`
+	// Limits bound connections on the HTTP and admin listeners.
+	Limits HTTPLimits `json:"limits"`
+}
+
+// ListenTLS holds the TLS settings of the two gRPC listeners.
+type ListenTLS struct {
+	Authz TLS `json:"authz"`
+	XDS   TLS `json:"xds"`
+}
+
+// TLS is a gRPC listener's server certificate and the CA that its clients'
+// certificates must chain to. Setting cert_file turns TLS on, and then all
+// three are required: a client without a certificate from client_ca_file
+// is refused during the handshake. The files are read again when they
+// change (certificate rotation without restart).
+type TLS struct {
+	CertFile     string `json:"cert_file"`
+	KeyFile      string `json:"key_file"`
+	ClientCAFile string `json:"client_ca_file"`
+}
+
+// Enabled reports whether the listener serves TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" }
+
+// HTTPLimits bound what one client can hold on the HTTP and admin
+// listeners: without them a slow or idle connection is kept forever.
+type HTTPLimits struct {
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout Duration `json:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout Duration `json:"read_timeout"`
+	// WriteTimeout bounds writing a response (handlers that stream extend
+	// their own deadline).
+	WriteTimeout Duration `json:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection with no request.
+	IdleTimeout Duration `json:"idle_timeout"`
+	// MaxConnections is the most connections each listener serves at
+	// once; further connections wait in the accept queue until one closes.
+	MaxConnections int `json:"max_connections"`
+}
+
+// Runtime tunes the Go runtime.
+type Runtime struct {
+	// GCPercent is the garbage collector's target percentage (GOGC). Check
+	// allocates short-lived garbage at a high rate while the live heap stays
+	// small, so the default is 400 rather than Go's 100. GOGC in the
+	// environment, when set, takes precedence ("off" is -1).
+	GCPercent int `json:"gc_percent"`
 }
 
 // Log configures log/slog.
@@ -64,13 +124,19 @@ type Log struct {
 
 // Keys locates key material. Empty paths default to files in DataDir.
 type Keys struct {
-	// SealingFile is the key-encryption keyring; WARDEN_SEALING_KEYS
-	// ("id:base64,...", first is primary) takes precedence when set.
+	// SealingFile is the key-encryption keyring; SealingKeys takes
+	// precedence when set.
 	SealingFile string `json:"sealing_file"`
 	SigningFile string `json:"signing_file"`
 	// AdminTokenFile holds the admin API token generated on first start;
-	// WARDEN_ADMIN_TOKEN takes precedence when set.
+	// AdminToken takes precedence when set.
 	AdminTokenFile string `json:"admin_token_file"`
+	// SealingKeys is WARDEN_SEALING_KEYS ("id:base64,...", first is
+	// primary). Secrets like this come from the environment only, never
+	// from the file, and are never marshalled.
+	SealingKeys string `json:"-"`
+	// AdminToken is WARDEN_ADMIN_TOKEN.
+	AdminToken string `json:"-"`
 }
 
 // Authz configures the ext_authz decision path.
@@ -138,43 +204,121 @@ func Default() Config {
 	return Config{
 		DataDir:   "./data",
 		PublicURL: "http://localhost:10000",
-		Listen:    Listen{HTTP: ":8080", Authz: ":9191", Admin: ":9090", XDS: ":18000"},
-		Log:       Log{Level: "info", Format: "json"},
+		Listen: Listen{
+			HTTP: ":8080", Authz: "127.0.0.1:9191", Admin: "127.0.0.1:9090", XDS: "127.0.0.1:18000",
+			Limits: HTTPLimits{
+				ReadHeaderTimeout: Duration(10 * time.Second),
+				ReadTimeout:       Duration(30 * time.Second),
+				WriteTimeout:      Duration(time.Minute),
+				IdleTimeout:       Duration(2 * time.Minute),
+				MaxConnections:    1024,
+			},
+		},
+		Log: Log{Level: "info", Format: "json"},
 		Authz: Authz{
 			MaxBodyBytes: 1 << 20,
 			Timeout:      Duration(2 * time.Second),
 			JWTTTL:       Duration(5 * time.Minute),
 			Identity:     Identity{Subject: "x-warden-subject", Client: "x-warden-client"},
 		},
-		Policy: Policy{Watch: true},
-		Audit:  Audit{Sink: "stdout"},
-		OAuth:  defaultOAuth(),
-		XDS:    defaultXDS(),
+		Policy:  Policy{Watch: true},
+		Audit:   Audit{Sink: "stdout"},
+		OAuth:   defaultOAuth(),
+		XDS:     defaultXDS(),
+		Runtime: Runtime{GCPercent: 400},
 	}
 }
 
-// Load reads path (empty means defaults only), expands ${VAR} references,
-// applies WARDEN_* overrides and validates.
+// PathEnv names the environment variable holding the config file path,
+// the default of every command's --config flag.
+const PathEnv = "WARDEN_CONFIG"
+
+// PathFromEnv returns the config file named by WARDEN_CONFIG, or "".
+func PathFromEnv() string { return os.Getenv(PathEnv) }
+
+// Load reads path (empty means defaults only), expands ${VAR} references in
+// its string values, applies WARDEN_* overrides and the environment-only
+// settings, derives what is left unset and validates.
 func Load(path string) (Config, error) {
+	c, err := load(path, os.LookupEnv, false)
+	if err != nil {
+		return c, err
+	}
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func load(path string, lookup func(string) (string, bool), allowUnset bool) (Config, error) {
 	c := Default()
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return c, fmt.Errorf("read config: %w", err)
 		}
-		expanded := os.Expand(string(raw), func(k string) string { return os.Getenv(k) })
-		if err := yaml.UnmarshalStrict([]byte(expanded), &c); err != nil {
+		if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 			return c, fmt.Errorf("parse config %s: %w", path, err)
 		}
+		if err := expandStrings(reflect.ValueOf(&c).Elem(), "", lookup, allowUnset); err != nil {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
 	}
-	if err := applyEnv(reflect.ValueOf(&c).Elem(), "WARDEN", os.LookupEnv); err != nil {
+	if err := applyEnv(reflect.ValueOf(&c).Elem(), "WARDEN", lookup); err != nil {
 		return c, err
 	}
-	c.resolvePaths()
-	if err := c.Validate(); err != nil {
+	if err := c.applyEnvOnly(lookup); err != nil {
 		return c, err
 	}
+	c.resolve()
 	return c, nil
+}
+
+// applyEnvOnly reads the settings that have no place in the file.
+func (c *Config) applyEnvOnly(lookup func(string) (string, bool)) error {
+	if v, ok := lookup("WARDEN_SEALING_KEYS"); ok && v != "" {
+		c.Keys.SealingKeys = v
+	}
+	if v, ok := lookup("WARDEN_ADMIN_TOKEN"); ok && v != "" {
+		c.Keys.AdminToken = v
+	}
+	if v, ok := lookup("GOGC"); ok && v != "" {
+		if v == "off" {
+			c.Runtime.GCPercent = -1
+		} else if n, err := strconv.Atoi(v); err == nil {
+			c.Runtime.GCPercent = n
+		} else {
+			return fmt.Errorf("GOGC: want a percentage or off, got %q", v)
+		}
+	}
+	return nil
+}
+
+// resolve fills the settings whose default depends on others.
+func (c *Config) resolve() {
+	c.resolvePaths()
+	// Envoy reaches Warden where Warden listens unless told otherwise; a
+	// listener on every interface is dialled on loopback.
+	if c.XDS.WardenAuthzAddress == "" {
+		c.XDS.WardenAuthzAddress = DialAddress(c.Listen.Authz)
+	}
+	if c.XDS.WardenHTTPAddress == "" {
+		c.XDS.WardenHTTPAddress = DialAddress(c.Listen.HTTP)
+	}
+}
+
+// DialAddress turns a listen address into one a local client can dial: a
+// missing or unspecified host (":9090", "0.0.0.0:9090", "[::]:9090")
+// becomes 127.0.0.1. An address that does not parse gives "".
+func DialAddress(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func (c *Config) resolvePaths() {
@@ -206,6 +350,32 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(name, "invalid address %q: %v", addr, err)
 		}
+	}
+	for _, l := range []struct {
+		field string
+		tls   TLS
+	}{{"listen.tls.authz", c.Listen.TLS.Authz}, {"listen.tls.xds", c.Listen.TLS.XDS}} {
+		if l.tls.Enabled() && (l.tls.CertFile == "" || l.tls.KeyFile == "" || l.tls.ClientCAFile == "") {
+			bad(l.field, "cert_file, key_file and client_ca_file are all required (TLS here is mutual TLS)")
+		}
+	}
+	lim := c.Listen.Limits
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{
+		{"read_header_timeout", lim.ReadHeaderTimeout}, {"read_timeout", lim.ReadTimeout},
+		{"write_timeout", lim.WriteTimeout}, {"idle_timeout", lim.IdleTimeout},
+	} {
+		if d.v <= 0 {
+			bad("listen.limits."+d.field, "must be positive")
+		}
+	}
+	if lim.MaxConnections <= 0 {
+		bad("listen.limits.max_connections", "must be positive")
+	}
+	if c.Runtime.GCPercent < -1 {
+		bad("runtime.gc_percent", "must be -1 (off) or a percentage, got %d", c.Runtime.GCPercent)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
