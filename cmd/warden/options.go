@@ -13,6 +13,10 @@ import (
 // from) to the translation settings.
 func xdsSettings(cfg config.Config) translate.Settings {
 	x := cfg.XDS
+	var authzTLS *translate.ClientTLS
+	if t := x.WardenAuthzTLS; t.Enabled() {
+		authzTLS = &translate.ClientTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile, ServerName: t.ServerName}
+	}
 	return translate.Settings{
 		ListenerAddress:    x.ListenerAddress,
 		ListenerPort:       uint32(x.ListenerPort),
@@ -24,6 +28,7 @@ func xdsSettings(cfg config.Config) translate.Settings {
 		MaxRequestBytes:    uint32(min(x.MaxRequestBytes, 1<<31)),
 		WardenAuthzAddress: x.WardenAuthzAddress,
 		WardenHTTPAddress:  x.WardenHTTPAddress,
+		WardenAuthzTLS:     authzTLS,
 		UpstreamCAFile:     x.UpstreamCAFile,
 	}
 }

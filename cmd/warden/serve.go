@@ -172,7 +172,14 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 
 	// The CheckRequest carries the body plus headers and attributes.
-	grpcSrv := grpc.NewServer(authz.ServerOptions(cfg.Authz.MaxBodyBytes + (64 << 10))...)
+	authzOpts, err := withTLS(authz.ServerOptions(cfg.Authz.MaxBodyBytes+(64<<10)), cfg.Listen.TLS.Authz, log)
+	if err != nil {
+		return fmt.Errorf("listen.tls.authz: %w", err)
+	}
+	if cfg.Listen.TLS.Authz.Enabled() && !cfg.XDS.WardenAuthzTLS.Enabled() {
+		log.Warn("listen.tls.authz is on but xds.warden_authz_tls is not set: Envoys that take the warden_authz cluster from xDS cannot reach ext_authz (those started from `warden envoy bootstrap --tls-*` use their static cluster)")
+	}
+	grpcSrv := grpc.NewServer(authzOpts...)
 	authv3.RegisterAuthorizationServer(grpcSrv, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, hs)
@@ -182,7 +189,11 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
-	xdsGRPC := grpc.NewServer(xds.GRPCServerOptions()...)
+	xdsOpts, err := withTLS(xds.GRPCServerOptions(), cfg.Listen.TLS.XDS, log)
+	if err != nil {
+		return fmt.Errorf("listen.tls.xds: %w", err)
+	}
+	xdsGRPC := grpc.NewServer(xdsOpts...)
 	xdsSrv.Register(xdsGRPC)
 
 	revoker := revoke.New(st, trail, nil)
@@ -246,13 +257,11 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return fmt.Errorf("listen ext_authz: %w", err)
 	}
-	httpSrv := &http.Server{Addr: cfg.Listen.HTTP, Handler: httpMux, ReadHeaderTimeout: 10 * time.Second}
-	adminSrv := &http.Server{Addr: cfg.Listen.Admin, Handler: adminAPI, ReadHeaderTimeout: 10 * time.Second}
-	httpLis, err := net.Listen("tcp", cfg.Listen.HTTP)
+	httpSrv, httpLis, err := listenHTTP(cfg.Listen.HTTP, httpMux, cfg.Listen.Limits, log)
 	if err != nil {
 		return fmt.Errorf("listen http: %w", err)
 	}
-	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
+	adminSrv, adminLis, err := listenHTTP(cfg.Listen.Admin, adminAPI, cfg.Listen.Limits, log)
 	if err != nil {
 		return fmt.Errorf("listen admin: %w", err)
 	}

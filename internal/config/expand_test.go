@@ -64,9 +64,9 @@ oauth:
 func TestExpansionErrorsNameTheField(t *testing.T) {
 	os.Unsetenv("WARDEN_TEST_UNSET")
 	for body, want := range map[string]string{
-		"audit: {sink: \"${WARDEN_TEST_UNSET}\"}\n":     "audit.sink: ${WARDEN_TEST_UNSET}: environment variable is not set",
-		"audit: {sink: \"${WARDEN-SINK}\"}\n":           "audit.sink: ${WARDEN-SINK}: not a variable name",
-		"servers: [{name: a, url: \"http://${x\"}]\n":   "servers[0].url: unterminated ${",
+		"audit: {sink: \"${WARDEN_TEST_UNSET}\"}\n":      "audit.sink: ${WARDEN_TEST_UNSET}: environment variable is not set",
+		"audit: {sink: \"${WARDEN-SINK}\"}\n":            "audit.sink: ${WARDEN-SINK}: not a variable name",
+		"servers: [{name: a, url: \"http://${x\"}]\n":    "servers[0].url: unterminated ${",
 		"xds: {listener_port: \"${WARDEN_TEST_UNSET}\"}": "listener_port", // numbers are not expanded: a parse error
 	} {
 		_, err := Load(write(t, body))

@@ -31,6 +31,7 @@ var (
 	ErrMaxRequestBytes       = errors.New("ext_authz max request bytes must be positive and fit in 32 bits")
 	ErrWardenEndpointInvalid = errors.New("warden endpoint is invalid")
 	ErrCAFileEmpty           = errors.New("upstream CA file is empty")
+	ErrClientTLSIncomplete   = errors.New("mutual TLS needs a certificate, a key, a CA file and a server name")
 )
 
 // Config is everything Warden publishes to one Envoy.
@@ -60,9 +61,21 @@ type ExtAuthz struct {
 
 // Warden holds Warden's own endpoints.
 type Warden struct {
-	Authz          Endpoint // ext_authz gRPC (HTTP/2)
+	Authz Endpoint // ext_authz gRPC (HTTP/2)
+	// AuthzTLS, when set, is mutual TLS to the ext_authz listener.
+	AuthzTLS       *ClientTLS
 	HTTP           Endpoint // OAuth and discovery endpoints (HTTP/1.1)
 	ConnectTimeout time.Duration
+}
+
+// ClientTLS is Envoy's side of a mutual TLS connection: the certificate and
+// key it presents and the CA it verifies the server with (paths where
+// Envoy runs), and the name the server's certificate must carry.
+type ClientTLS struct {
+	CertFile   string
+	KeyFile    string
+	CAFile     string
+	ServerName string
 }
 
 // Endpoint is a DNS name or IP literal and a port.
@@ -130,6 +143,9 @@ func (c Config) ValidateShared() error {
 	}
 	if err := c.Warden.Authz.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("warden authz: %w: %w", ErrWardenEndpointInvalid, err))
+	}
+	if t := c.Warden.AuthzTLS; t != nil && (t.CertFile == "" || t.KeyFile == "" || t.CAFile == "" || !serverspec.ValidHost(t.ServerName)) {
+		errs = append(errs, fmt.Errorf("warden authz tls: %w", ErrClientTLSIncomplete))
 	}
 	if err := c.Warden.HTTP.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("warden http: %w: %w", ErrWardenEndpointInvalid, err))

@@ -33,7 +33,21 @@ type Settings struct {
 	// WardenAuthzAddress and WardenHTTPAddress are host:port.
 	WardenAuthzAddress string
 	WardenHTTPAddress  string
-	UpstreamCAFile     string
+	// WardenAuthzTLS, when set, makes the warden_authz cluster mutual TLS.
+	WardenAuthzTLS *ClientTLS
+	UpstreamCAFile string
+}
+
+// ClientTLS is how Envoy authenticates to one of Warden's listeners: the
+// client certificate and key it presents and the CA it verifies Warden's
+// certificate with, as paths where Envoy runs. ServerName is the name
+// Warden's certificate must carry (and the SNI); empty uses the address's
+// host.
+type ClientTLS struct {
+	CertFile   string
+	KeyFile    string
+	CAFile     string
+	ServerName string
 }
 
 // ServerError tells why one server was left out of the published resources.
@@ -70,6 +84,9 @@ func BuildIR(servers []store.Server, s Settings) (ir.Config, []ServerError, erro
 		ExtAuthz:       ir.ExtAuthz{Timeout: s.AuthzTimeout, MaxRequestBytes: s.MaxRequestBytes},
 		Warden:         ir.Warden{Authz: authz, HTTP: httpEP, ConnectTimeout: s.ConnectTimeout},
 		UpstreamCAFile: s.UpstreamCAFile,
+	}
+	if t := s.WardenAuthzTLS; t != nil {
+		c.Warden.AuthzTLS = &ir.ClientTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile, ServerName: cmp.Or(strings.ToLower(t.ServerName), authz.Host)}
 	}
 	if err := c.ValidateShared(); err != nil {
 		return ir.Config{}, nil, fmt.Errorf("xds settings: %w", err)
