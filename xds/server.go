@@ -57,8 +57,8 @@ type Options struct {
 	RetryInterval time.Duration
 }
 
-// historySize bounds the snapshots kept for rolling a node back after a
-// NACK: a node that rejected a version returns to the one it last accepted,
+// historySize bounds the snapshots kept for rolling a stream back after a
+// NACK: a stream that rejected a version returns to the one it last accepted,
 // which is almost always one of the last few.
 const historySize = 8
 
@@ -79,7 +79,7 @@ type Server struct {
 	allowed    map[string]bool // nil: any node
 
 	// onPublish, when set (tests, benchmarks), is called after a snapshot
-	// was set for every node.
+	// was set for every stream.
 	onPublish func(version string)
 
 	mu      sync.Mutex
@@ -233,7 +233,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// publish translates the registry and sets the snapshot for every node.
+// publish translates the registry and sets the snapshot for every stream.
 func (s *Server) publish(ctx context.Context) error {
 	start := s.now()
 	servers, err := s.src.List(ctx)

@@ -16,8 +16,8 @@ import (
 	"github.com/warden-mcp/warden/xds/ir"
 )
 
-// Settings are the deployment-wide inputs of the translation, taken from the
-// xds section of the config file.
+// Settings are the deployment-wide inputs of the translation; cmd/warden
+// fills them from the config file's xds and listen sections.
 type Settings struct {
 	ListenerAddress   string
 	ListenerPort      uint32
