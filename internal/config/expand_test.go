@@ -113,7 +113,7 @@ func TestDocumentedExamplesLoad(t *testing.T) {
 			files[rel+"#warden.yaml"] = cm
 		}
 	}
-	if len(files) < 4 {
+	if len(files) < 6 {
 		t.Fatalf("found only %d examples: %v", len(files), files)
 	}
 	ref := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
