@@ -127,9 +127,19 @@ func (r *running) cli(t *testing.T, args ...string) (string, error) {
 
 func check(t *testing.T, addr, token, server, body string) *authv3.CheckResponse {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	resp, err := tryCheck(addr, token, server, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return resp
+}
+
+// tryCheck is check for goroutines other than the test's, which must not
+// call t.Fatal (it would end the goroutine and leave the test waiting).
+func tryCheck(addr, token, server, body string) (*authv3.CheckResponse, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
 	}
 	defer conn.Close()
 	h := map[string]string{":method": "POST", ":path": "/mcp/" + server, "content-type": "application/json"}
@@ -140,10 +150,7 @@ func check(t *testing.T, addr, token, server, body string) *authv3.CheckResponse
 		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp/" + server, Headers: h, RawBody: []byte(body)}},
 		ContextExtensions: map[string]string{"server": server},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
+	return resp, err
 }
 
 const listTools = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
@@ -254,9 +261,10 @@ func TestShutdownDrainsInFlightChecks(t *testing.T) {
 	dir := t.TempDir()
 	pdir := filepath.Join(dir, "policy")
 	_ = os.MkdirAll(pdir, 0o755)
-	// A deliberately slow policy (about a second of evaluation) keeps the
-	// Check in flight while shutdown begins.
-	slow := "package warden.authz\n\nimport rego.v1\n\nallow if count([x | some x in numbers.range(1, 1000000)]) > 0\n"
+	// A deliberately slow policy keeps the Check in flight while shutdown
+	// begins. time.now_ns makes it non-deterministic, so its decision is
+	// not memoized and every Check evaluates it.
+	slow := "package warden.authz\n\nimport rego.v1\n\nallow if {\n\ttime.now_ns() > 0\n\tcount([x | some x in numbers.range(1, 300000)]) > 0\n}\n"
 	_ = os.WriteFile(filepath.Join(pdir, "slow.rego"), []byte(slow), 0o644)
 	r := startServe(t, dir, func(c *config.Config) {
 		c.Policy.Dir = pdir
@@ -271,20 +279,35 @@ func TestShutdownDrainsInFlightChecks(t *testing.T) {
 
 	type result struct {
 		resp *authv3.CheckResponse
+		err  error
 		at   time.Time
 	}
+	// How long one evaluation takes on this machine now (the race
+	// detector and other load change it tenfold): shutdown starts a third
+	// of the way in, and the drain timeout (15s) must cover the rest.
+	t0 := time.Now()
+	if resp := check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools); resp.GetOkResponse() == nil {
+		t.Fatalf("slow policy denied: %v", resp)
+	}
+	evaluation := time.Since(t0)
 	got := make(chan result, 1)
 	started := time.Now()
-	go func() { got <- result{check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools), time.Now()} }()
-	time.Sleep(300 * time.Millisecond)
+	go func() {
+		resp, err := tryCheck(r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools)
+		got <- result{resp, err, time.Now()}
+	}()
+	time.Sleep(evaluation / 3)
 	shutdownAt := time.Now()
 	r.cancel()
 	res := <-got
+	if res.err != nil {
+		t.Fatalf("in-flight check failed during shutdown after %s: %v (a policy slower than the drain timeout is cut off)", res.at.Sub(started), res.err)
+	}
 	if res.resp.GetOkResponse() == nil {
 		t.Fatalf("in-flight check not answered with its decision: %v", res.resp)
 	}
 	if !res.at.After(shutdownAt) {
-		t.Fatalf("the check finished %s after it started, before shutdown began: the test proves nothing; make the policy slower", res.at.Sub(started))
+		t.Fatalf("the check finished %s after it started (one evaluation took %s), before shutdown began: the test proves nothing", res.at.Sub(started), evaluation)
 	}
 	// New connections are refused once serve has returned.
 	if err := <-r.done; err != nil {
