@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/registry"
-	"github.com/warden-mcp/warden/internal/revoke"
 )
 
 // Revocation must take effect on the very next Check: while callers check
@@ -17,12 +17,12 @@ import (
 func TestRevocationIsImmediateUnderLoad(t *testing.T) {
 	cases := []struct {
 		name   string
-		target func(grantID string) revoke.Target
+		target func(grantID string) grant.Target
 	}{
-		{"grant", func(g string) revoke.Target { return revoke.Target{GrantID: g} }},
-		{"user", func(string) revoke.Target { return revoke.Target{Subject: "alice"} }},
-		{"client", func(string) revoke.Target { return revoke.Target{ClientID: "client-1"} }},
-		{"server", func(string) revoke.Target { return revoke.Target{Server: "bi"} }},
+		{"grant", func(g string) grant.Target { return grant.Target{GrantID: g} }},
+		{"user", func(string) grant.Target { return grant.Target{Subject: "alice"} }},
+		{"client", func(string) grant.Target { return grant.Target{ClientID: "client-1"} }},
+		{"server", func(string) grant.Target { return grant.Target{Server: "bi"} }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -33,7 +33,10 @@ func TestRevocationIsImmediateUnderLoad(t *testing.T) {
 			// Another user's access must survive every revocation but the
 			// server one.
 			other, _ := e.mint(tokenSpec{subject: "bob", client: "client-2", servers: []string{"hr"}})
-			rv := revoke.New(e.st, e.trail, nil)
+			rv, err := grant.New(grant.Options{Store: e.st, Audit: e.trail})
+			if err != nil {
+				t.Fatal(err)
+			}
 
 			var revokedAt atomic.Int64 // unix nanos when Revoke returned; 0 before
 			var allowsBefore, allowsAfter, deniesAfter atomic.Int64

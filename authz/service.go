@@ -20,6 +20,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/warden-mcp/warden/internal/bearer"
 	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/mcp"
@@ -195,7 +196,7 @@ func (s *Service) decide(ctx context.Context, c *check, req *authv3.CheckRequest
 	c.srv = srv
 
 	// Identify.
-	raw, presented := bearer(c.headers["authorization"])
+	raw, presented := bearer.Token(c.headers["authorization"])
 	if raw == "" {
 		reason := "no bearer token"
 		if presented {
@@ -295,23 +296,6 @@ func serverFromPath(p string) string {
 		return ""
 	}
 	return name
-}
-
-// bearer extracts the token of an "Authorization: Bearer" header. The
-// second result tells whether an Authorization header was present at all.
-func bearer(v string) (string, bool) {
-	if v == "" {
-		return "", false
-	}
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(v), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return "", true
-	}
-	tok = strings.TrimSpace(tok)
-	if tok == "" || strings.ContainsAny(tok, " ,") {
-		return "", true
-	}
-	return tok, true
 }
 
 func body(h *authv3.AttributeContext_HttpRequest) []byte {

@@ -15,7 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/warden-mcp/warden/internal/config"
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/warden-mcp/warden/internal/store"
 )
 
@@ -24,13 +25,29 @@ import (
 // connected address (after DNS resolution, so rebinding cannot dodge it)
 // must be public unless configured otherwise, no redirects, no proxy,
 // bounded size and time.
+//
+// Fetches are triggered by unauthenticated requests, so failures are
+// remembered for a while (one broken document is fetched once per
+// FailureCache, however many requests name it) and fetches to one host
+// are rate limited.
 type cimdFetcher struct {
-	cfg    config.CIMD
+	cfg    CIMD
 	client *http.Client
 	now    func() time.Time
+	failed *lru.Cache[string, fetchFailure]
+	hosts  *limiter
 }
 
-func newCIMDFetcher(cfg config.CIMD, base *http.Client, now func() time.Time) *cimdFetcher {
+// fetchFailure is a remembered failed fetch, on the server's clock.
+type fetchFailure struct {
+	err error
+	at  time.Time
+}
+
+// cimdCacheSize bounds the failure cache and the per-host limiter.
+const cimdCacheSize = 4096
+
+func newCIMDFetcher(cfg CIMD, base *http.Client, now func() time.Time) *cimdFetcher {
 	var tr *http.Transport
 	if bt, ok := base.Transport.(*http.Transport); ok {
 		tr = bt.Clone()
@@ -40,18 +57,20 @@ func newCIMDFetcher(cfg config.CIMD, base *http.Client, now func() time.Time) *c
 	// A proxy would make the guard see the proxy's address instead of the
 	// target's.
 	tr.Proxy = nil
-	d := &net.Dialer{Timeout: cfg.Timeout.D(), Control: dialGuard(cfg.AllowPrivateAddresses)}
+	d := &net.Dialer{Timeout: cfg.Timeout, Control: dialGuard(cfg.AllowPrivateAddresses)}
 	tr.DialContext = d.DialContext
 	return &cimdFetcher{
 		cfg: cfg,
 		client: &http.Client{
 			Transport: tr,
-			Timeout:   cfg.Timeout.D(),
+			Timeout:   cfg.Timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return errors.New("client metadata documents are not fetched across redirects")
 			},
 		},
-		now: now,
+		now:    now,
+		failed: mustLRU[string, fetchFailure](cimdCacheSize),
+		hosts:  newLimiter(cfg.FetchesPerHostPerMinute, cimdCacheSize, now),
 	}
 }
 
@@ -127,13 +146,13 @@ func (s *Server) cimdClient(ctx context.Context, id string) (store.Client, error
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return store.Client{}, err
 	}
-	m, ttl, err := s.cimd.fetch(ctx, id)
+	m, ttl, err := s.cimd.get(ctx, id)
 	if err != nil {
 		s.metrics.registrations.WithLabelValues(sourceCIMD, "invalid").Inc()
 		s.log.Info("client metadata document refused", "client_id", id, "err", err)
 		return store.Client{}, fmt.Errorf("client metadata document: %v: %w", err, store.ErrNotFound)
 	}
-	now := s.now()
+	now := s.now().UTC()
 	c := store.Client{
 		ID: id, Name: m.ClientName, RedirectURIs: m.RedirectURIs, GrantTypes: m.GrantTypes,
 		ResponseTypes: m.ResponseTypes, TokenEndpointAuthMethod: authNone, Scope: m.Scope,
@@ -156,6 +175,26 @@ func (s *Server) cimdClient(ctx context.Context, id string) (store.Client, error
 		return store.Client{}, err
 	}
 	return c, nil
+}
+
+// errFetchLimited: too many fetches to one host.
+var errFetchLimited = errors.New("too many client metadata document fetches from this host; retry later")
+
+// get fetches a document unless a recent fetch of it failed or its host
+// had too many fetches.
+func (f *cimdFetcher) get(ctx context.Context, id string) (clientMetadata, time.Duration, error) {
+	if ff, ok := f.failed.Get(id); ok && f.now().Sub(ff.at) < f.cfg.FailureCache {
+		return clientMetadata{}, 0, fmt.Errorf("failed recently: %w", ff.err)
+	}
+	u, _ := url.Parse(id)
+	if !f.hosts.allow(strings.ToLower(u.Hostname())) {
+		return clientMetadata{}, 0, errFetchLimited
+	}
+	m, ttl, err := f.fetch(ctx, id)
+	if err != nil && ctx.Err() == nil {
+		f.failed.Add(id, fetchFailure{err: err, at: f.now()})
+	}
+	return m, ttl, err
 }
 
 // fetch downloads and validates one document and says how long to cache it.
@@ -199,7 +238,7 @@ func (f *cimdFetcher) fetch(ctx context.Context, id string) (clientMetadata, tim
 // cacheFor derives the cache lifetime from Cache-Control, clamped to the
 // configured bounds.
 func (f *cimdFetcher) cacheFor(cc string) time.Duration {
-	ttl := f.cfg.DefaultCache.D()
+	ttl := f.cfg.DefaultCache
 	for _, d := range strings.Split(cc, ",") {
 		d = strings.TrimSpace(strings.ToLower(d))
 		switch {
@@ -211,5 +250,5 @@ func (f *cimdFetcher) cacheFor(cc string) time.Duration {
 			}
 		}
 	}
-	return min(max(ttl, f.cfg.MinCache.D()), f.cfg.MaxCache.D())
+	return min(max(ttl, f.cfg.MinCache), f.cfg.MaxCache)
 }

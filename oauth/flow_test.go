@@ -2,6 +2,8 @@ package oauth_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -11,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warden-mcp/warden/internal/config"
-	"github.com/warden-mcp/warden/internal/revoke"
+	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/oauth/connector"
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 )
@@ -34,14 +36,10 @@ func TestMetadataDocuments(t *testing.T) {
 		if got := m["code_challenge_methods_supported"].([]any); len(got) != 1 || got[0] != "S256" {
 			t.Fatalf("code_challenge_methods_supported = %v", got)
 		}
-		var scopes []string
-		for _, sc := range m["scopes_supported"].([]any) {
-			scopes = append(scopes, sc.(string))
-		}
-		for _, want := range []string{"files:read", "hr:read", "hr:write", "offline_access"} {
-			if !contains(scopes, want) {
-				t.Fatalf("scopes_supported %v lacks %s", scopes, want)
-			}
+		// Only deployment-wide scopes: the servers' own are in their
+		// resource metadata (see TestScopesDoNotLeakAcrossServers).
+		if jsonString(m["scopes_supported"]) != `["offline_access"]` {
+			t.Fatalf("scopes_supported = %v", m["scopes_supported"])
 		}
 	}
 	resp, m := e.do(http.MethodGet, "/.well-known/oauth-protected-resource/mcp/hr", nil, nil)
@@ -64,7 +62,11 @@ func TestMetadataDocuments(t *testing.T) {
 
 func TestMetadataWithIssuerPath(t *testing.T) {
 	var base string
-	e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) { base = c.PublicURL; c.PublicURL += "/warden" }})
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+		base = o.Issuer
+		o.Issuer += "/warden"
+		o.ResourceURL = func(name string) string { return base + "/warden/mcp/" + name }
+	}})
 	for _, path := range []string{"/.well-known/oauth-authorization-server/warden", "/.well-known/openid-configuration/warden", "/warden/.well-known/openid-configuration"} {
 		resp, m := e.do(http.MethodGet, strings.TrimPrefix(path, ""), nil, nil)
 		if resp.StatusCode != 200 || m["issuer"] != base+"/warden" || m["token_endpoint"] != base+"/warden/oauth/token" {
@@ -228,8 +230,8 @@ func TestConsentDenied(t *testing.T) {
 }
 
 func TestSkipConsentForFirstPartyConfigClient(t *testing.T) {
-	e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) {
-		c.OAuth.Clients = []config.OAuthClient{{ID: "first-party", Name: "Company app", RedirectURIs: []string{redirect}, SkipConsent: true}}
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+		o.Clients = []oauth.Client{{ID: "first-party", Name: "Company app", RedirectURIs: []string{redirect}, SkipConsent: true}}
 	}})
 	b := oauthtest.NewBrowser()
 	code, verifier := e.code(b, "first-party")
@@ -241,20 +243,50 @@ func TestSkipConsentForFirstPartyConfigClient(t *testing.T) {
 	}
 }
 
-func TestClientCredentialsServiceIdentity(t *testing.T) {
+// TestOpenRegistrationGetsNoClientCredentials (issue 13, critical): with
+// open registration anyone could register a client_credentials client and
+// get a handle for any server with no user, consent or admin step. Open
+// registration refuses the grant type; a registration with the initial
+// access token gets a client that still has no access until an admin
+// grants it, and then only what was granted.
+func TestOpenRegistrationGetsNoClientCredentials(t *testing.T) {
 	e := newEnv(t, oauthtest.EnvOptions{})
 	code, m := e.register(map[string]any{"client_name": "nightly-report-agent", "grant_types": []string{"client_credentials"},
 		"token_endpoint_auth_method": "client_secret_basic"}, nil)
+	if code != 400 || m["error"] != "invalid_client_metadata" || m["client_secret"] != nil {
+		t.Fatalf("open registration of a client_credentials client: %d %v", code, m)
+	}
+	// Mixed grant types are refused too: the secret would still work.
+	code, _ = e.register(map[string]any{"redirect_uris": []string{redirect}, "grant_types": []string{"authorization_code", "client_credentials"}}, nil)
+	if code != 400 {
+		t.Fatalf("authorization_code + client_credentials: %d", code)
+	}
+}
+
+func TestClientCredentialsServiceIdentity(t *testing.T) {
+	const iat = "initial-access-token-0123456789"
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+		o.Registration = oauth.Registration{Mode: oauth.RegistrationToken, InitialAccessToken: iat}
+	}})
+	code, m := e.register(map[string]any{"client_name": "nightly-report-agent", "grant_types": []string{"client_credentials"},
+		"token_endpoint_auth_method": "client_secret_basic", "scope": "hr:read hr:write files:read"}, http.Header{"Authorization": {"Bearer " + iat}})
 	if code != 201 || m["client_secret"] == nil {
 		t.Fatalf("register: %d %v", code, m)
 	}
 	id, secret := m["client_id"].(string), m["client_secret"].(string)
+	// Registered, but no administrator granted anything yet: what the
+	// client asked for in its registration does not count.
 	resp, tok := e.token(url.Values{"grant_type": {"client_credentials"}, "resource": {e.res("hr")}, "scope": {"hr:read"}}, id, secret)
+	wantOAuthError(t, resp, tok, 400, "unauthorized_client")
+	if _, err := e.Grants.SetServiceAccess(context.Background(), "admin:carol", id, []string{"hr"}, []string{"hr:read"}, []string{"reports"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, tok = e.token(url.Values{"grant_type": {"client_credentials"}, "resource": {e.res("hr")}, "scope": {"hr:read"}}, id, secret)
 	if resp.StatusCode != 200 || tok["refresh_token"] != nil || tok["scope"] != "hr:read" {
 		t.Fatalf("client_credentials: %d %v", resp.StatusCode, tok)
 	}
 	_, g, err := e.resolve(tok["access_token"].(string))
-	if err != nil || g.Kind != store.KindService || g.Subject != "client:"+id || g.Servers[0] != "hr" {
+	if err != nil || g.Kind != store.KindService || g.Subject != "client:"+id || g.Servers[0] != "hr" || g.Groups[0] != "reports" {
 		t.Fatalf("service grant: %+v %v", g, err)
 	}
 	var issued store.AuditEvent
@@ -266,16 +298,44 @@ func TestClientCredentialsServiceIdentity(t *testing.T) {
 	if issued.Kind != store.KindService || issued.ClientID != id {
 		t.Fatalf("token issuance not audited as non-human: %+v", issued)
 	}
-	// Wrong secret, and no resource.
+	// Nothing beyond the grant of access: another server, another scope.
+	resp, m = e.token(url.Values{"grant_type": {"client_credentials"}, "resource": {e.res("files")}}, id, secret)
+	wantOAuthError(t, resp, m, 400, "invalid_target")
+	resp, m = e.token(url.Values{"grant_type": {"client_credentials"}, "resource": {e.res("hr")}, "scope": {"hr:write"}}, id, secret)
+	wantOAuthError(t, resp, m, 400, "invalid_scope")
+	// Without resource or scope: exactly what was granted.
+	resp, m = e.token(url.Values{"grant_type": {"client_credentials"}}, id, secret)
+	if resp.StatusCode != 200 || m["scope"] != "hr:read" {
+		t.Fatalf("default client_credentials: %d %v", resp.StatusCode, m)
+	}
+	// Wrong secret.
 	resp, m = e.token(url.Values{"grant_type": {"client_credentials"}, "resource": {e.res("hr")}}, id, secret+"x")
 	wantOAuthError(t, resp, m, 401, "invalid_client")
-	resp, m = e.token(url.Values{"grant_type": {"client_credentials"}}, id, secret)
-	wantOAuthError(t, resp, m, 400, "invalid_target")
 	// client_secret_post works too.
 	resp, m = e.token(url.Values{"grant_type": {"client_credentials"}, "resource": {e.res("hr")}, "client_id": {id}, "client_secret": {secret}}, "", "")
 	if resp.StatusCode != 200 {
 		t.Fatalf("client_secret_post: %d %v", resp.StatusCode, m)
 	}
+	// Revoking the client withdraws its access: no new token.
+	if _, err := e.Grants.Revoke(context.Background(), "admin", grant.Target{ClientID: id}, "retired"); err != nil {
+		t.Fatal(err)
+	}
+	resp, m = e.token(url.Values{"grant_type": {"client_credentials"}}, id, secret)
+	wantOAuthError(t, resp, m, 400, "unauthorized_client")
+}
+
+// TestConfigServiceClient: a pre-registered confidential client with
+// servers is the operator's grant of service access.
+func TestConfigServiceClient(t *testing.T) {
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+		o.Clients = []oauth.Client{{ID: "reports", Secret: "reports-secret-0123456789", GrantTypes: []string{"client_credentials"}, Servers: []string{"files"}, Scope: "files:read"}}
+	}})
+	resp, m := e.token(url.Values{"grant_type": {"client_credentials"}}, "reports", "reports-secret-0123456789")
+	if resp.StatusCode != 200 || m["scope"] != "files:read" {
+		t.Fatalf("config service client: %d %v", resp.StatusCode, m)
+	}
+	resp, m = e.token(url.Values{"grant_type": {"client_credentials"}, "resource": {e.res("hr")}}, "reports", "reports-secret-0123456789")
+	wantOAuthError(t, resp, m, 400, "invalid_target")
 	// A public client may not use client_credentials.
 	pub := e.publicClient()
 	resp, m = e.token(url.Values{"grant_type": {"client_credentials"}, "client_id": {pub}, "resource": {e.res("hr")}}, "", "")
@@ -283,12 +343,11 @@ func TestClientCredentialsServiceIdentity(t *testing.T) {
 }
 
 func TestIntrospection(t *testing.T) {
-	e := newEnv(t, oauthtest.EnvOptions{})
-	code, m := e.register(map[string]any{"grant_types": []string{"client_credentials"}}, nil)
-	if code != 201 {
-		t.Fatal(m)
-	}
-	id, secret := m["client_id"].(string), m["client_secret"].(string)
+	const secret = "introspecting-secret-0123456789"
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+		o.Clients = []oauth.Client{{ID: "svc", Secret: secret, GrantTypes: []string{"client_credentials"}, Servers: []string{"files"}}}
+	}})
+	id := "svc"
 	_, tok := e.token(url.Values{"grant_type": {"client_credentials"}, "resource": {e.res("files")}}, id, secret)
 	at := tok["access_token"].(string)
 	introspect := func(user, pass, token string) (*http.Response, map[string]any) {
@@ -354,7 +413,7 @@ func TestClientConfigurationEndpoint(t *testing.T) {
 }
 
 func TestStaticLoginFailureIsAuditedAndLimited(t *testing.T) {
-	e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) { c.OAuth.RateLimit.LoginPerMinute = 3 }})
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) { o.RateLimit.LoginPerMinute = 3 }})
 	client := e.publicClient()
 	b := oauthtest.NewBrowser()
 	b.Password = "wrong"
@@ -371,8 +430,15 @@ func TestStaticLoginFailureIsAuditedAndLimited(t *testing.T) {
 			failed = ev
 		}
 	}
-	if failed.ClientID != client || failed.Details["username"] != oauthtest.User {
+	// The typed user name is kept only as a short digest (issue 13: a
+	// password typed into the name field must not land in the trail).
+	sum := sha256.Sum256([]byte(oauthtest.User))
+	if failed.ClientID != client || failed.Details["username_sha256_prefix"] != hex.EncodeToString(sum[:4]) || failed.Details["username"] != nil {
 		t.Fatalf("login failure audit: %+v", failed)
+	}
+	raw, _ := json.Marshal(e.Audit(t))
+	if strings.Contains(string(raw), `"`+oauthtest.User+`"`) {
+		t.Fatal("the typed user name is in the trail verbatim")
 	}
 	for i := 0; i < 3; i++ {
 		_, err = b.Authorize(u, redirect)
@@ -413,15 +479,13 @@ func TestStaticBootstrapAdmin(t *testing.T) {
 		t.Fatalf("restart printed or changed the password: %+v %v", second, err)
 	}
 	// A server with no configured users signs the admin in with it.
-	var dataDir string
-	e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) {
-		c.OAuth.Connector.Static.Users = nil
-		c.DataDir = dir
-		dataDir = dir
-	}})
-	if bs := e.Server.StaticBootstrap(); bs.Password != "" || bs.File != filepath.Join(dataDir, "static-admin.json") {
-		t.Fatalf("server bootstrap: %+v", bs)
+	again, err := connector.BootstrapAdmin(dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
 	}
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+		o.Connector = connector.NewStatic([]connector.StaticUser{again.User})
+	}})
 	b := oauthtest.NewBrowser()
 	b.Username, b.Password = "admin", first.Password
 	code, verifier := e.code(b, e.publicClient())
@@ -455,7 +519,7 @@ func TestRefreshAfterServerRevocation(t *testing.T) {
 	if g.ClientName != "Test MCP Client" {
 		t.Fatalf("grant client name %q", g.ClientName)
 	}
-	res, err := revoke.New(e.Store, e.Trail, e.Clock.Now).Revoke(context.Background(), "admin", revoke.Target{Server: "hr"}, "hr decommissioned")
+	res, err := e.Grants.Revoke(context.Background(), "admin", grant.Target{Server: "hr"}, "hr decommissioned")
 	if err != nil || len(res.Narrowed) != 1 {
 		t.Fatalf("narrow: %+v %v", res, err)
 	}

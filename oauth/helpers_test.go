@@ -26,7 +26,7 @@ func newEnv(t *testing.T, o oauthtest.EnvOptions) *env {
 	return &env{Env: oauthtest.NewEnv(t, o), t: t}
 }
 
-func (e *env) res(name string) string { return e.Config.ResourceURL(name) }
+func (e *env) res(name string) string { return e.ResourceURL(name) }
 
 // do sends a request and decodes a JSON body when there is one.
 func (e *env) do(method, path string, body io.Reader, hdr http.Header) (*http.Response, map[string]any) {
@@ -179,13 +179,4 @@ func wantOAuthError(t *testing.T, resp *http.Response, m map[string]any, status 
 	if resp.StatusCode != status || m["error"] != code {
 		t.Fatalf("want %d %s, got %d %v", status, code, resp.StatusCode, m)
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

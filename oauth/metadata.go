@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/warden-mcp/warden/internal/store"
@@ -11,19 +12,15 @@ import (
 // document answers the OpenID discovery paths MCP clients probe; Warden is
 // not an OpenID Provider (it issues no ID tokens) and says so by omitting
 // the OpenID-only fields.
-func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
+//
+// scopes_supported lists only the deployment-wide scopes, never those of
+// registered servers: clients that find no scope in a server's resource
+// metadata fall back to this list (mcp-remote does), and would then ask
+// one server's sign-in for every other server's scopes.
+func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeJSONError(w, jsonError{Status: http.StatusMethodNotAllowed, Code: "invalid_request", Description: "use GET"})
-		return
+		return errMethod("GET, HEAD")
 	}
-	scopes, err := s.knownScopes(r.Context())
-	if err != nil {
-		s.log.Error("metadata: list scopes", "err", err)
-		writeJSONError(w, errServer)
-		return
-	}
-	grantTypes := []string{"authorization_code", "refresh_token", "client_credentials"}
 	m := map[string]any{
 		"issuer":                                         s.issuer,
 		"authorization_endpoint":                         s.endpoint("/oauth/authorize"),
@@ -31,49 +28,52 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		"revocation_endpoint":                            s.endpoint("/oauth/revoke"),
 		"introspection_endpoint":                         s.endpoint("/oauth/introspect"),
 		"jwks_uri":                                       s.endpoint("/oauth/jwks"),
-		"scopes_supported":                               scopes,
+		"scopes_supported":                               s.globalScopes(),
 		"response_types_supported":                       []string{"code"},
 		"response_modes_supported":                       []string{"query"},
-		"grant_types_supported":                          grantTypes,
-		"token_endpoint_auth_methods_supported":          []string{"none", "client_secret_basic", "client_secret_post"},
-		"revocation_endpoint_auth_methods_supported":     []string{"none", "client_secret_basic", "client_secret_post"},
-		"introspection_endpoint_auth_methods_supported":  []string{"client_secret_basic", "client_secret_post"},
+		"grant_types_supported":                          s.supportedGrantTypes(),
+		"token_endpoint_auth_methods_supported":          []string{authNone, authBasic, authPost},
+		"revocation_endpoint_auth_methods_supported":     []string{authNone, authBasic, authPost},
+		"introspection_endpoint_auth_methods_supported":  []string{authBasic, authPost},
 		"code_challenge_methods_supported":               []string{"S256"},
 		"authorization_response_iss_parameter_supported": true,
 		"client_id_metadata_document_supported":          s.cimd != nil,
 	}
-	if s.ocfg.Registration.Mode != "disabled" {
+	if s.o.Registration.Mode != RegistrationDisabled {
 		m["registration_endpoint"] = s.endpoint("/oauth/register")
 	}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	w.Header().Set("Content-Type", "application/json")
 	writeBody(w, m)
+	return nil
 }
 
 // serveProtectedResource answers RFC 9728 protected resource metadata for
-// one registered MCP server.
-func (s *Server) serveProtectedResource(w http.ResponseWriter, r *http.Request) {
+// one registered MCP server. scopes_supported is always present and
+// exactly the server's scopes (empty when it requires none), so a client
+// never falls back to another list.
+func (s *Server) serveProtectedResource(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	srv, err := s.servers.GetServer(r.Context(), name)
 	if errors.Is(err, store.ErrNotFound) {
-		writeJSONError(w, jsonError{Status: http.StatusNotFound, Code: "not_found", Description: "no MCP server of that name is registered"})
-		return
+		return oauthError(http.StatusNotFound, "not_found", "no MCP server of that name is registered")
 	}
 	if err != nil {
-		s.log.Error("protected resource metadata", "server", name, "err", err)
-		writeJSONError(w, errServer)
-		return
+		return fmt.Errorf("protected resource metadata of %s: %w", name, err)
+	}
+	scopes := srv.Scopes
+	if scopes == nil {
+		scopes = []string{}
 	}
 	m := map[string]any{
-		"resource":                 s.cfg.ResourceURL(srv.Name),
+		"resource":                 s.o.ResourceURL(srv.Name),
 		"authorization_servers":    []string{s.issuer},
 		"bearer_methods_supported": []string{"header"},
 		"resource_name":            srv.Name,
-	}
-	if len(srv.Scopes) > 0 {
-		m["scopes_supported"] = srv.Scopes
+		"scopes_supported":         scopes,
 	}
 	w.Header().Set("Cache-Control", "public, max-age=60")
 	w.Header().Set("Content-Type", "application/json")
 	writeBody(w, m)
+	return nil
 }

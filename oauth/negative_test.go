@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 )
 
@@ -369,8 +369,8 @@ func TestRegistrationPolicyModes(t *testing.T) {
 	}
 	t.Run("token", func(t *testing.T) {
 		const iat = "initial-access-token-0123456789"
-		e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) {
-			c.OAuth.Registration = config.Registration{Mode: "token", InitialAccessToken: iat}
+		e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+			o.Registration = oauth.Registration{Mode: oauth.RegistrationToken, InitialAccessToken: iat}
 		}})
 		if code, m := e.register(meta(redirect), nil); code != 401 || m["error"] != "invalid_token" {
 			t.Fatalf("without token: %d %v", code, m)
@@ -383,8 +383,8 @@ func TestRegistrationPolicyModes(t *testing.T) {
 		}
 	})
 	t.Run("allowlist", func(t *testing.T) {
-		e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) {
-			c.OAuth.Registration = config.Registration{Mode: "allowlist", AllowedHosts: []string{"app.example", "127.0.0.1", "com.example.app"}}
+		e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+			o.Registration = oauth.Registration{Mode: oauth.RegistrationAllowlist, AllowedHosts: []string{"app.example", "127.0.0.1", "com.example.app"}}
 		}})
 		for uri, want := range map[string]int{
 			"https://app.example/cb": 201, redirect: 201, "com.example.app:/cb": 201,
@@ -396,7 +396,7 @@ func TestRegistrationPolicyModes(t *testing.T) {
 		}
 	})
 	t.Run("disabled", func(t *testing.T) {
-		e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) { c.OAuth.Registration.Mode = "disabled" }})
+		e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) { o.Registration.Mode = oauth.RegistrationDisabled }})
 		if code, _ := e.register(meta(redirect), nil); code != 403 {
 			t.Fatalf("registration while disabled: %d", code)
 		}
@@ -408,9 +408,8 @@ func TestRegistrationPolicyModes(t *testing.T) {
 }
 
 func TestRegistrationRateLimit(t *testing.T) {
-	e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) {
-		c.OAuth.RateLimit.RegisterPerMinute = 3
-		c.OAuth.RateLimit.TrustedProxyHops = 1
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+		o.RateLimit.RegisterPerMinute = 3
 	}})
 	meta := map[string]any{"redirect_uris": []string{redirect}, "token_endpoint_auth_method": "none"}
 	from := func(ip string) http.Header { return http.Header{"X-Forwarded-For": {"6.6.6.6, " + ip}} }
@@ -470,8 +469,8 @@ func TestClientIDMetadataDocuments(t *testing.T) {
 		}
 	})
 	t.Run("allowed when configured", func(t *testing.T) {
-		e := newEnv(t, oauthtest.EnvOptions{HTTPClient: docs.Client(), Configure: func(c *config.Config) {
-			c.OAuth.CIMD.AllowPrivateAddresses = true
+		e := newEnv(t, oauthtest.EnvOptions{HTTPClient: docs.Client(), Configure: func(o *oauth.Options) {
+			o.CIMD.AllowPrivateAddresses = true
 		}})
 		id := docs.URL + "/client.json"
 		b := oauthtest.NewBrowser()
@@ -544,8 +543,8 @@ func TestPagesCannotBeFramedOrLeakTheirURL(t *testing.T) {
 // are not redirected to a self-registered https redirect URI, or anyone
 // could use Warden's authorize URL to bounce users to a phishing site.
 func TestNoOpenRedirectForSelfRegisteredClients(t *testing.T) {
-	e := newEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) {
-		c.OAuth.Clients = []config.OAuthClient{{ID: "declared", RedirectURIs: []string{"https://app.example/cb"}}}
+	e := newEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+		o.Clients = []oauth.Client{{ID: "declared", RedirectURIs: []string{"https://app.example/cb"}}}
 	}})
 	code, m := e.register(map[string]any{"redirect_uris": []string{"https://phish.example/cb"}, "token_endpoint_auth_method": "none"}, nil)
 	if code != 201 {

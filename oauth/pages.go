@@ -32,13 +32,6 @@ func (p *pages) render(w http.ResponseWriter, status int, name string, data any)
 	_, _ = w.Write(buf.Bytes())
 }
 
-func (s *Server) renderError(w http.ResponseWriter, r *http.Request, e pageError) {
-	if e.Status == 0 {
-		e.Status = http.StatusBadRequest
-	}
-	s.pages.render(w, e.Status, "error.html", e)
-}
-
 // consentPage is what the consent template shows.
 type consentPage struct {
 	Action       string

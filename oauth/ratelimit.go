@@ -3,105 +3,159 @@ package oauth
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
-
-	"github.com/warden-mcp/warden/internal/config"
 )
 
-// limiter is a token bucket per key (source address or user name).
-// Buckets idle for longer than it takes to refill are dropped, so the map
-// stays bounded by the number of recently active sources.
+// limiterSize bounds how many sources (or user names, or hosts) a limiter
+// remembers. An evicted key starts again with a full bucket, so the size
+// only has to exceed the number of sources active within a refill period.
+const limiterSize = 65536
+
+// limiter is a token bucket per key (source address, user name, host) in
+// a bounded LRU.
 type limiter struct {
-	perMinute int
-	now       func() time.Time
-
-	mu      sync.Mutex
-	buckets map[string]*bucket
-	sweep   time.Time
+	limit   rate.Limit
+	burst   int
+	now     func() time.Time
+	buckets *lru.Cache[string, *rate.Limiter]
 }
 
-type bucket struct {
-	lim  *rate.Limiter
-	seen time.Time
+// newLimiter allows perMinute events per key and minute, in bursts of as
+// many.
+func newLimiter(perMinute, size int, now func() time.Time) *limiter {
+	return newBucketLimiter(perMinute, time.Minute, size, now)
 }
 
-func newLimiter(perMinute int, now func() time.Time) *limiter {
-	return &limiter{perMinute: perMinute, now: now, buckets: map[string]*bucket{}}
+// newBucketLimiter allows burst events per key, refilled over every.
+func newBucketLimiter(burst int, every time.Duration, size int, now func() time.Time) *limiter {
+	return &limiter{limit: rate.Limit(float64(burst) / every.Seconds()), burst: burst, now: now, buckets: mustLRU[string, *rate.Limiter](size)}
+}
+
+// mustLRU is the one bounded cache type of this package (the
+// hashicorp/golang-lru LRU, as authz and policy use).
+func mustLRU[K comparable, V any](size int) *lru.Cache[K, V] {
+	c, err := lru.New[K, V](size)
+	if err != nil {
+		panic("oauth: cache size: " + err.Error())
+	}
+	return c
 }
 
 // allow takes one token from key's bucket.
 func (l *limiter) allow(key string) bool {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.sweep) > time.Minute {
-		for k, b := range l.buckets {
-			if now.Sub(b.seen) > 2*time.Minute {
-				delete(l.buckets, k)
-			}
-		}
-		l.sweep = now
-	}
-	b, ok := l.buckets[key]
+	b, ok := l.buckets.Get(key)
 	if !ok {
-		b = &bucket{lim: rate.NewLimiter(rate.Limit(float64(l.perMinute)/60), l.perMinute)}
-		l.buckets[key] = b
+		fresh := rate.NewLimiter(l.limit, l.burst)
+		if prev, found, _ := l.buckets.PeekOrAdd(key, fresh); found {
+			b = prev
+		} else {
+			b = fresh
+		}
 	}
-	b.seen = now
-	return b.lim.AllowN(now, 1)
+	return b.AllowN(l.now(), 1)
 }
 
 type limiters struct {
 	register, token, authorize, login, loginUser *limiter
-	hops                                         int
+	// pending bounds sign-ins started and not finished per source, and
+	// pendingAll overall: each one is a stored record until LoginTTL.
+	pending, pendingAll *limiter
 }
 
-func newLimiters(c config.RateLimit, now func() time.Time) limiters {
+func newLimiters(o Options, now func() time.Time) limiters {
+	c := o.RateLimit
 	return limiters{
-		register:  newLimiter(c.RegisterPerMinute, now),
-		token:     newLimiter(c.TokenPerMinute, now),
-		authorize: newLimiter(c.AuthorizePerMinute, now),
-		login:     newLimiter(c.LoginPerMinute, now),
-		loginUser: newLimiter(c.LoginPerMinute, now),
-		hops:      c.TrustedProxyHops,
+		register:   newLimiter(c.RegisterPerMinute, limiterSize, now),
+		token:      newLimiter(c.TokenPerMinute, limiterSize, now),
+		authorize:  newLimiter(c.AuthorizePerMinute, limiterSize, now),
+		login:      newLimiter(c.LoginPerMinute, limiterSize, now),
+		loginUser:  newLimiter(c.LoginPerMinute, limiterSize, now),
+		pending:    newBucketLimiter(o.Limits.PendingLoginsPerSource, o.LoginTTL, limiterSize, now),
+		pendingAll: newBucketLimiter(o.Limits.PendingLogins, o.LoginTTL, 1, now),
 	}
 }
 
-// source is the client address a rate limit applies to: the peer, or the
-// X-Forwarded-For entry appended by the outermost trusted proxy. Entries
-// left of it are client-supplied and never trusted.
-func (l limiters) source(r *http.Request) string {
-	if l.hops > 0 {
-		var all []string
-		for _, v := range r.Header.Values("X-Forwarded-For") {
-			for _, p := range strings.Split(v, ",") {
-				if p = strings.TrimSpace(p); p != "" {
-					all = append(all, p)
-				}
-			}
-		}
-		if len(all) >= l.hops {
-			return all[len(all)-l.hops]
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-// limit answers 429 when the source exceeded l's rate.
-func (s *Server) limit(w http.ResponseWriter, r *http.Request, l *limiter, endpoint string) bool {
-	if l.allow(s.limits.source(r)) {
-		return true
+// limit answers 429 when the request's source exceeded l's rate.
+func (s *Server) limit(r *http.Request, l *limiter, endpoint string) error {
+	if l.allow(s.sources.key(r)) {
+		return nil
 	}
 	s.metrics.rateLimited.WithLabelValues(endpoint).Inc()
-	w.Header().Set("Retry-After", "60")
-	writeJSONError(w, jsonError{Status: http.StatusTooManyRequests, Code: "temporarily_unavailable", Description: "too many requests from this address; retry later"})
+	e := oauthError(http.StatusTooManyRequests, "temporarily_unavailable", "too many requests from this address; retry later")
+	e.Header = http.Header{"Retry-After": {"60"}}
+	return e
+}
+
+// sourceResolver finds the client address of a request. X-Forwarded-For
+// is believed only as far as it was appended by trusted proxies: walking
+// from the right, entries added by a trusted peer are skipped, and the
+// first address not in the trusted set is the client. A peer that is not
+// trusted is the client, whatever it claims.
+type sourceResolver struct {
+	trusted []netip.Prefix
+}
+
+func (sr sourceResolver) isTrusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range sr.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
 	return false
+}
+
+// of is the client address, for audit events.
+func (sr sourceResolver) of(r *http.Request) string {
+	return sr.addr(r).String()
+}
+
+func (sr sourceResolver) addr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	peer = peer.Unmap()
+	if !sr.isTrusted(peer) {
+		return peer
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	client := peer
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			// A malformed entry ends what can be believed.
+			break
+		}
+		client = a.Unmap()
+		if !sr.isTrusted(client) {
+			break
+		}
+	}
+	return client
+}
+
+// key is what a per-source rate limit counts: the client address, with
+// IPv6 addresses grouped by /64 (one subscriber typically holds a whole
+// /64, and could otherwise rotate through it).
+func (sr sourceResolver) key(r *http.Request) string {
+	a := sr.addr(r)
+	if a.Is6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return a.String()
 }

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/store"
 )
 
@@ -48,7 +47,7 @@ func (s *Server) resolveResources(ctx context.Context, raw []string) (target, er
 	if len(raw) == 0 {
 		return t, errors.New("the resource parameter is required (RFC 8707): name the MCP server's URL")
 	}
-	base, _ := url.Parse(s.cfg.ResourceURL(""))
+	base, _ := url.Parse(s.o.ResourceURL(""))
 	for _, r := range raw {
 		u, err := url.Parse(r)
 		if err != nil || !u.IsAbs() || u.Fragment != "" || u.RawQuery != "" || u.User != nil {
@@ -58,7 +57,7 @@ func (s *Server) resolveResources(ctx context.Context, raw []string) (target, er
 			return t, fmt.Errorf("%w %q: not an MCP server behind this authorization server", errUnknownResource, r)
 		}
 		name := strings.TrimSuffix(strings.TrimPrefix(u.Path, base.Path), "/")
-		if !config.ServerNamePattern.MatchString(name) {
+		if name == "" || strings.ContainsAny(name, "/%\\") {
 			return t, fmt.Errorf("%w %q", errUnknownResource, r)
 		}
 		srv, err := s.servers.GetServer(ctx, name)
@@ -68,7 +67,7 @@ func (s *Server) resolveResources(ctx context.Context, raw []string) (target, er
 		if err != nil {
 			return t, fmt.Errorf("look up server %q: %w", name, err)
 		}
-		canon := s.cfg.ResourceURL(name)
+		canon := s.o.ResourceURL(name)
 		if slices.Contains(t.Resources, canon) {
 			continue
 		}
@@ -82,11 +81,19 @@ func (s *Server) resolveResources(ctx context.Context, raw []string) (target, er
 // of registered servers.
 var scopeOfferedAlways = []string{"offline_access"}
 
-// knownScopes is every scope Warden issues: configured scopes, the scopes
-// registered servers require, and offline_access.
-func (s *Server) knownScopes(ctx context.Context) ([]string, error) {
+// globalScopes are the scopes of the deployment as a whole: configured
+// scopes and offline_access.
+func (s *Server) globalScopes() []string {
 	out := union(nil, scopeOfferedAlways)
-	out = union(out, s.ocfg.Scopes)
+	out = union(out, s.o.Scopes)
+	sort.Strings(out)
+	return out
+}
+
+// knownScopes is every scope Warden issues: the global scopes and the
+// scopes registered servers require.
+func (s *Server) knownScopes(ctx context.Context) ([]string, error) {
+	out := s.globalScopes()
 	all, err := s.servers.ListServers(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list servers: %w", err)
@@ -102,8 +109,8 @@ func (s *Server) knownScopes(ctx context.Context) ([]string, error) {
 // client gets what the requested servers require (the MCP scope selection
 // strategy has clients send the scopes of the challenge or PRM; a client
 // that sends none still gets a usable token).
-func (s *Server) chooseScopes(ctx context.Context, requested string, t target, c store.Client) ([]string, error) {
-	req := strings.Fields(requested)
+func (s *Server) chooseScopes(ctx context.Context, requested []string, t target, c store.Client) ([]string, error) {
+	req := requested
 	if len(req) == 0 {
 		req = t.requiredScopes()
 	}

@@ -1,14 +1,15 @@
 // Package oauth is Warden's OAuth 2.1 authorization server for MCP clients:
-// metadata (RFC 8414, RFC 9728), client registration (RFC 7591/7592 and
-// Client ID Metadata Documents), the authorization code flow with PKCE and
-// resource indicators (RFC 8707), user sign-in delegated to an identity
-// provider through one static callback, consent, and the token, revocation
-// (RFC 7009) and introspection (RFC 7662) endpoints.
+// metadata (RFC 8414, RFC 9728, metadata.go), client registration (RFC
+// 7591/7592 in register.go, Client ID Metadata Documents in cimd.go), the
+// authorization code flow with PKCE and resource indicators (RFC 8707,
+// authorize.go), user sign-in delegated to an identity provider through
+// one static callback (login.go), consent (consent.go), and the token
+// endpoint with one handler per grant type (token.go, grant_*.go),
+// revocation (RFC 7009) and introspection (RFC 7662).
 //
-// Clients only ever receive opaque Warden handles (internal/handle). Every
-// handle is stored by digest and points at a grant; the IdP's own tokens
-// stay sealed inside the grant. Revoking a grant cuts every handle issued
-// from it at once, which is what the ext_authz path relies on.
+// Clients only ever receive opaque Warden handles. Grants and handles are
+// written and revoked by internal/grant only; this package decides what
+// the protocol allows. The IdP's own tokens stay sealed inside the grant.
 package oauth
 
 import (
@@ -18,134 +19,92 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/keys"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/oauth/connector"
 )
 
-// Auditor records audit events and waits until they are stored.
-// *audit.Trail satisfies it.
-type Auditor interface {
-	RecordSync(ctx context.Context, ev store.AuditEvent) error
-}
-
-// Servers looks up registered MCP servers. store.Store satisfies it.
-type Servers interface {
-	GetServer(ctx context.Context, name string) (store.Server, error)
-	ListServers(ctx context.Context) ([]store.Server, error)
-}
-
-// Options are the dependencies of a Server. Config, Store, Signer, Keyring
-// and Auditor are required.
-type Options struct {
-	Config  config.Config
-	Store   store.Store
-	Signer  *keys.Signer
-	Keyring *seal.Keyring
-	Auditor Auditor
-	// Servers resolves resource indicators; defaults to Store.
-	Servers Servers
-	Logger  *slog.Logger
-	// Registerer receives the server's metrics; nil registers nothing.
-	Registerer prometheus.Registerer
-	Now        func() time.Time
-	// HTTPClient is used for IdP calls and, behind an SSRF guard, for
-	// Client ID Metadata Document fetches; defaults to a client with a
-	// 10s timeout.
-	HTTPClient *http.Client
-	// Connector overrides the connector built from Config (tests).
-	Connector any
-}
+// CallbackPath is the path of the one redirect URI registered at the IdP,
+// under the issuer.
+const CallbackPath = "/oauth/callback"
 
 // Server is the authorization server.
 type Server struct {
-	cfg     config.Config
-	ocfg    config.OAuth
+	o       Options
 	issuer  string
 	prefix  string // path of the issuer URL, "" or "/x"
 	secure  bool   // issuer is https: cookies get Secure and __Host-
 	st      store.Store
+	grants  *grant.Service
 	servers Servers
 	signer  *keys.Signer
 	ring    *seal.Keyring
 	audit   Auditor
 	log     *slog.Logger
 	now     func() time.Time
-	client  *http.Client
 
 	redirectConn connector.Redirect
 	passwordConn connector.Password
-	bootstrap    connector.Bootstrap
 
+	// grantTypes are the token endpoint's handlers by grant_type.
+	grantTypes map[string]grantHandler
 	cimd       *cimdFetcher
 	limits     limiters
+	sources    sourceResolver
 	grantLocks [64]sync.Mutex // see lockGrant
 	metrics    *metrics
 	pages      *pages
 }
 
-// New builds the server. With the static connector and no configured users
-// it creates (or loads) the local admin user; see StaticBootstrap.
+// New builds the server and reconciles the pre-registered clients.
 func New(o Options) (*Server, error) {
-	if o.Store == nil || o.Signer == nil || o.Keyring == nil || o.Auditor == nil {
-		return nil, errors.New("oauth: Store, Signer, Keyring and Auditor are required")
+	if o.Store == nil || o.Grants == nil || o.Signer == nil || o.Keyring == nil || o.Auditor == nil || o.ResourceURL == nil {
+		return nil, errors.New("oauth: Store, Grants, Signer, Keyring, Auditor and ResourceURL are required")
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
-	}
-	if o.Servers == nil {
-		o.Servers = o.Store
-	}
-	iss, err := url.Parse(o.Config.Issuer())
-	if err != nil || iss.Host == "" {
-		return nil, fmt.Errorf("oauth: public_url %q is not an absolute URL", o.Config.PublicURL)
+	o.defaults()
+	iss, err := url.Parse(o.Issuer)
+	if err != nil || iss.Host == "" || (iss.Scheme != "https" && iss.Scheme != "http") || iss.RawQuery != "" || iss.Fragment != "" {
+		return nil, fmt.Errorf("oauth: issuer %q is not an absolute http(s) URL", o.Issuer)
 	}
 	s := &Server{
-		cfg:     o.Config,
-		ocfg:    o.Config.OAuth,
-		issuer:  o.Config.Issuer(),
+		o:       o,
+		issuer:  strings.TrimRight(o.Issuer, "/"),
 		prefix:  strings.TrimRight(iss.Path, "/"),
 		secure:  iss.Scheme == "https",
 		st:      o.Store,
+		grants:  o.Grants,
 		servers: o.Servers,
 		signer:  o.Signer,
 		ring:    o.Keyring,
 		audit:   o.Auditor,
 		log:     o.Logger.With("component", "oauth"),
 		now:     o.Now,
-		client:  o.HTTPClient,
 		metrics: newMetrics(o.Registerer),
 		pages:   mustPages(),
+		sources: sourceResolver{trusted: o.TrustedProxies},
 	}
-	s.limits = newLimiters(s.ocfg.RateLimit, o.Now)
-	if s.ocfg.CIMD.Enabled {
-		s.cimd = newCIMDFetcher(s.ocfg.CIMD, o.HTTPClient, o.Now)
+	s.limits = newLimiters(o, o.Now)
+	if o.CIMD.Enabled {
+		s.cimd = newCIMDFetcher(o.CIMD, o.HTTPClient, o.Now)
 	}
 	switch c := o.Connector.(type) {
 	case connector.Redirect:
 		s.redirectConn = c
 	case connector.Password:
 		s.passwordConn = c
-	case nil:
-		if err := s.buildConnector(); err != nil {
-			return nil, err
-		}
 	default:
 		return nil, fmt.Errorf("oauth: connector %T is neither a Redirect nor a Password connector", c)
+	}
+	s.grantTypes = map[string]grantHandler{}
+	for _, h := range []grantHandler{authorizationCode{s}, refreshToken{s}, clientCredentials{s}} {
+		s.grantTypes[h.grantType()] = h
 	}
 	if err := s.reconcileClients(context.Background()); err != nil {
 		return nil, err
@@ -153,37 +112,21 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) buildConnector() error {
-	switch c := s.ocfg.Connector; c.Type {
-	case "oidc":
-		s.redirectConn = connector.NewOIDC(c.OIDC, s.endpoint("/oauth/callback"), s.client, s.now)
-	case "static", "":
-		users := c.Static.Users
-		if len(users) == 0 {
-			b, err := connector.BootstrapAdmin(s.cfg.DataDir, s.now())
-			if err != nil {
-				return fmt.Errorf("oauth: static admin user: %w", err)
-			}
-			s.bootstrap = b
-			users = []config.StaticUser{b.User}
-		}
-		s.passwordConn = connector.NewStatic(users)
-	default:
-		return fmt.Errorf("oauth: unknown connector type %q", c.Type)
-	}
-	return nil
-}
-
-// StaticBootstrap reports the generated local admin user of the static
-// connector. Password is non-empty only on the start that created it;
-// print Banner() once, to the terminal, never to the log.
-func (s *Server) StaticBootstrap() connector.Bootstrap { return s.bootstrap }
-
 // Issuer is the authorization server's issuer identifier.
 func (s *Server) Issuer() string { return s.issuer }
 
 // endpoint is the absolute URL of a path under the issuer.
 func (s *Server) endpoint(path string) string { return s.issuer + path }
+
+// supportedGrantTypes lists the token endpoint's grant types, sorted.
+func (s *Server) supportedGrantTypes() []string {
+	out := make([]string, 0, len(s.grantTypes))
+	for gt := range s.grantTypes {
+		out = append(out, gt)
+	}
+	sort.Strings(out)
+	return out
+}
 
 // Handler serves every OAuth endpoint and metadata document. Mount it at
 // the root of Warden's HTTP listener: paths are absolute and include the
@@ -198,7 +141,7 @@ func (s *Server) Handler() http.Handler {
 			mux.Handle(pattern, h)
 		}
 	}
-	meta := cors(http.HandlerFunc(s.serveMetadata))
+	meta := cors(s.jsonEndpoint(s.serveMetadata))
 	// RFC 8414 section 3.1 inserts the well-known segment before the
 	// issuer's path; OpenID Connect Discovery appends it. MCP clients probe
 	// both (2025-11-25 "Authorization Server Metadata Discovery"). Without
@@ -207,22 +150,22 @@ func (s *Server) Handler() http.Handler {
 	once("/.well-known/openid-configuration"+p, meta)
 	once(p+"/.well-known/openid-configuration", meta)
 	once(p+"/.well-known/oauth-authorization-server", meta)
-	prm := cors(http.HandlerFunc(s.serveProtectedResource))
+	prm := cors(s.jsonEndpoint(s.serveProtectedResource))
 	once(p+"/.well-known/oauth-protected-resource/mcp/{name}", prm)
 	once("/.well-known/oauth-protected-resource"+p+"/mcp/{name}", prm)
-	mux.Handle(p+"/oauth/register", cors(http.HandlerFunc(s.serveRegister)))
-	mux.Handle(p+"/oauth/register/{id}", cors(http.HandlerFunc(s.serveClientConfiguration)))
-	mux.HandleFunc(p+"/oauth/authorize", s.serveAuthorize)
-	mux.HandleFunc(p+"/oauth/callback", s.serveCallback)
-	mux.HandleFunc(p+"/oauth/login", s.serveLogin)
-	mux.HandleFunc(p+"/oauth/consent", s.serveConsent)
-	mux.Handle(p+"/oauth/token", cors(http.HandlerFunc(s.serveToken)))
-	mux.Handle(p+"/oauth/revoke", cors(http.HandlerFunc(s.serveRevoke)))
-	mux.Handle(p+"/oauth/introspect", http.HandlerFunc(s.serveIntrospect))
+	mux.Handle(p+"/oauth/register", cors(s.jsonEndpoint(s.serveRegister)))
+	mux.Handle(p+"/oauth/register/{id}", cors(s.jsonEndpoint(s.serveClientConfiguration)))
+	mux.Handle(p+"/oauth/authorize", s.pageEndpoint(s.serveAuthorize))
+	mux.Handle(p+CallbackPath, s.pageEndpoint(s.serveCallback))
+	mux.Handle(p+"/oauth/login", s.pageEndpoint(s.serveLogin))
+	mux.Handle(p+"/oauth/consent", s.pageEndpoint(s.serveConsent))
+	mux.Handle(p+"/oauth/token", cors(s.jsonEndpoint(s.serveToken)))
+	mux.Handle(p+"/oauth/revoke", cors(s.jsonEndpoint(s.serveRevoke)))
+	mux.Handle(p+"/oauth/introspect", s.jsonEndpoint(s.serveIntrospect))
 	mux.Handle(p+"/oauth/jwks", cors(s.signer))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.renderError(w, r, pageError{Status: http.StatusNotFound, Title: "Not found", Message: "There is no OAuth endpoint at this address."})
-	})
+	mux.Handle("/", s.pageEndpoint(func(http.ResponseWriter, *http.Request) error {
+		return pageError(http.StatusNotFound, "Not found", "There is no OAuth endpoint at this address.")
+	}))
 	return securityHeaders(mux)
 }
 

@@ -6,13 +6,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/warden-mcp/warden/internal/admin"
-	"github.com/warden-mcp/warden/internal/revoke"
+	"github.com/warden-mcp/warden/internal/grant"
 )
 
 func newRevokeCmd(af *adminFlags) *cobra.Command {
 	var req admin.RevokeRequest
 	cmd := &cobra.Command{
-		Use:   "revoke (--grant <id> | --user <subject> | --client <id> | --server <name>)",
+		Use:   "revoke (--grant <id> | --user <subject> | --client <id> | --server <name> | --connector <name>)",
 		Short: "Revoke access in one operation; effective on the next request",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -20,11 +20,12 @@ func newRevokeCmd(af *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out revoke.Result
+			var out grant.Result
 			if _, err := c.do(cmd.Context(), "POST", "/api/v1/revoke", req, &out); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked %d grant(s), narrowed %d, removed %d consent(s)\n", len(out.Revoked), len(out.Narrowed), out.ConsentsRemoved)
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %d grant(s), narrowed %d, removed %d consent(s), narrowed %d service client(s)\n",
+				len(out.Revoked), len(out.Narrowed), out.ConsentsRemoved, len(out.ClientsNarrowed))
 			for _, g := range out.Revoked {
 				fmt.Fprintln(cmd.OutOrStdout(), "  revoked", g)
 			}
@@ -38,9 +39,10 @@ func newRevokeCmd(af *adminFlags) *cobra.Command {
 	cmd.Flags().StringVar(&req.Subject, "user", "", "subject: every grant of this user")
 	cmd.Flags().StringVar(&req.ClientID, "client", "", "client id: every grant of this client")
 	cmd.Flags().StringVar(&req.Server, "server", "", "server name: everyone's access to this server")
+	cmd.Flags().StringVar(&req.Connector, "connector", "", "IdP connector (oidc, static): every grant of users who signed in through it")
 	cmd.Flags().StringVar(&req.Reason, "reason", "", "why (recorded in the audit trail)")
-	cmd.MarkFlagsMutuallyExclusive("grant", "user", "client", "server")
-	cmd.MarkFlagsOneRequired("grant", "user", "client", "server")
+	cmd.MarkFlagsMutuallyExclusive("grant", "user", "client", "server", "connector")
+	cmd.MarkFlagsOneRequired("grant", "user", "client", "server", "connector")
 	return cmd
 }
 

@@ -28,10 +28,10 @@ import (
 	"github.com/warden-mcp/warden/internal/admin"
 	"github.com/warden-mcp/warden/internal/audit"
 	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/keys"
 	"github.com/warden-mcp/warden/internal/registry"
-	"github.com/warden-mcp/warden/internal/revoke"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/oauth"
@@ -142,7 +142,17 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		return err
 	}
 
+	grants, err := grant.New(grant.Options{Store: st, Audit: trail, Registerer: reg,
+		AccessTTL: cfg.OAuth.AccessTokenTTL.D(), RefreshTTL: cfg.OAuth.RefreshTokenTTL.D(), CodeTTL: cfg.OAuth.CodeTTL.D()})
+	if err != nil {
+		return err
+	}
 	servers := registry.New(st, trail, ring, nil)
+	// Removing a server revokes its grants like revoke --server.
+	servers.OnRemove(func(ctx context.Context, actor, name string) error {
+		_, err := grants.Revoke(ctx, actor, grant.Target{Server: name}, grant.ReasonServerRemoved)
+		return err
+	})
 	if err := servers.Reconcile(ctx, serverSpecs(cfg.Servers)); err != nil {
 		log.Error("config servers not fully applied", "err", err)
 	}
@@ -196,9 +206,8 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	xdsGRPC := grpc.NewServer(xdsOpts...)
 	xdsSrv.Register(xdsGRPC)
 
-	revoker := revoke.New(st, trail, nil)
 	adminAPI := admin.New(admin.Options{
-		TokenSum: handle.Sum(adminToken), Store: st, Registry: servers, Revoker: revoker, Audit: trail,
+		TokenSum: handle.Sum(adminToken), Store: st, Registry: servers, Grants: grants, Audit: trail,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
 		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
 		RotateSigning: func() (string, error) {
@@ -238,16 +247,18 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		},
 	})
 
-	authServer, err := oauth.New(oauth.Options{
-		Config: cfg, Store: st, Signer: signer, Keyring: ring, Auditor: trail,
-		Logger: log, Registerer: reg,
-	})
+	oauthOpts, boot, err := oauthOptions(cfg)
 	if err != nil {
 		return err
 	}
-	if b := authServer.StaticBootstrap(); b.Password != "" {
-		// The one-time password goes to the terminal, never to the log.
-		fmt.Fprint(stderr, b.Banner())
+	oauthOpts.Store, oauthOpts.Grants, oauthOpts.Signer, oauthOpts.Keyring, oauthOpts.Auditor = st, grants, signer, ring, trail
+	oauthOpts.Logger, oauthOpts.Registerer = log, reg
+	authServer, err := oauth.New(oauthOpts)
+	if err != nil {
+		return err
+	}
+	if err := showBootstrap(boot, stderr, cfg.DataDir, log); err != nil {
+		return err
 	}
 	httpMux := http.NewServeMux()
 	httpMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })

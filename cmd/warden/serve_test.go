@@ -169,8 +169,15 @@ func TestServeOnDefaultsAndCLI(t *testing.T) {
 			t.Errorf("%s mode %v, want 0600", f, st.Mode().Perm())
 		}
 	}
-	if !strings.Contains(r.stderr.String(), "NOT FOR PRODUCTION") {
-		t.Error("the one-time static admin password banner was not printed")
+	// Issue 13: stderr carries the JSON log and is not a terminal here,
+	// so the one-time password goes to a 0600 file, never to the log.
+	boot, err := os.ReadFile(filepath.Join(dir, "static-admin-password"))
+	if st, serr := os.Stat(filepath.Join(dir, "static-admin-password")); err != nil || serr != nil || st.Mode().Perm() != 0o600 || !strings.Contains(string(boot), "NOT FOR PRODUCTION") {
+		t.Fatalf("password file: %v %v %s", err, serr, boot)
+	}
+	if strings.Contains(r.stderr.String(), "NOT FOR PRODUCTION") || strings.Contains(r.stderr.String(), "password: ") ||
+		!strings.Contains(r.stderr.String(), "static-admin-password") {
+		t.Errorf("the log stream shows the password or does not say where it is:\n%s", r.stderr)
 	}
 
 	out, err := r.cli(t, "servers", "add", "bi", "--url", "http://127.0.0.1:3001/mcp", "--scope", "bi.read")
@@ -222,11 +229,32 @@ func TestServeOnDefaultsAndCLI(t *testing.T) {
 	if out, err := r.cli(t, "audit", "verify"); err != nil || !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify: %v %s", err, out)
 	}
+	// Issue 13: removing a server revokes its grants like revoke
+	// --server, so adding it again under the same name brings no old
+	// handle back.
+	out, err = r.cli(t, "tokens", "create", "--subject", "second-agent", "--server", "bi", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second struct {
+		AccessToken string `json:"access_token"`
+		GrantID     string `json:"grant_id"`
+	}
+	_ = json.Unmarshal([]byte(out), &second)
 	if out, err := r.cli(t, "servers", "remove", "bi"); err != nil || !strings.Contains(out, "removed") {
 		t.Fatalf("remove: %v %s", err, out)
 	}
 	if d := check(t, r.cfg.Listen.Authz, tok.AccessToken, "bi", listTools).GetDeniedResponse(); d.GetStatus().GetCode() != 404 {
 		t.Fatalf("removed server: %v", d)
+	}
+	if out, err := r.cli(t, "servers", "add", "bi", "--url", "http://127.0.0.1:3002/mcp"); err != nil {
+		t.Fatalf("re-add: %v %s", err, out)
+	}
+	if d := check(t, r.cfg.Listen.Authz, second.AccessToken, "bi", listTools).GetDeniedResponse(); d.GetStatus().GetCode() != 401 {
+		t.Fatalf("a handle of the removed server works on the server added again under its name: %v", d)
+	}
+	if out, _ := r.cli(t, "grants", "list", "--user", "second-agent", "--all"); !strings.Contains(out, "server removed") {
+		t.Fatalf("grant not revoked by the removal:\n%s", out)
 	}
 	// A wrong admin token is refused.
 	cmd := newRootCmd()

@@ -24,9 +24,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/warden-mcp/warden/internal/audit"
+	"github.com/warden-mcp/warden/internal/bearer"
+	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/registry"
-	"github.com/warden-mcp/warden/internal/revoke"
 	"github.com/warden-mcp/warden/internal/store"
 )
 
@@ -34,8 +35,15 @@ import (
 type Store interface {
 	audit.Store
 	ListGrants(ctx context.Context, f store.GrantFilter) ([]store.Grant, error)
-	CreateGrant(ctx context.Context, g store.Grant) error
-	CreateHandle(ctx context.Context, h store.Handle) error
+}
+
+// Grants issues and revokes grants; *grant.Service satisfies it. Service
+// tokens, service access and revocations go through it so that they follow
+// the same rules as the OAuth server's.
+type Grants interface {
+	IssueService(ctx context.Context, sg grant.ServiceGrant) (grant.Tokens, store.Grant, error)
+	SetServiceAccess(ctx context.Context, actor, clientID string, servers, scopes, groups []string) (store.Client, error)
+	Revoke(ctx context.Context, actor string, t grant.Target, reason string) (grant.Result, error)
 }
 
 // Auditor records admin actions durably.
@@ -52,7 +60,7 @@ type Options struct {
 	TokenSum []byte
 	Store    Store
 	Registry *registry.Registry
-	Revoker  *revoke.Revoker
+	Grants   Grants
 	Audit    Auditor
 	// ResourceURL maps a server name to its resource URL, bound into the
 	// service tokens minted here.
@@ -113,6 +121,7 @@ func New(o Options) *Server {
 	s.api("PUT /api/v1/servers/{name}", s.updateServer)
 	s.api("DELETE /api/v1/servers/{name}", s.removeServer)
 	s.api("POST /api/v1/tokens", s.createToken)
+	s.api("PUT /api/v1/clients/{id}/service-access", s.setServiceAccess)
 	s.api("GET /api/v1/grants", s.listGrants)
 	s.api("POST /api/v1/revoke", s.revoke)
 	s.api("GET /api/v1/audit", s.listAudit)
@@ -160,8 +169,8 @@ const maxBody = 1 << 20
 
 func (s *Server) api(pattern string, fn apiFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !handle.Equal(strings.TrimSpace(tok), s.o.TokenSum) {
+		tok, _ := bearer.Token(r.Header.Get("Authorization"))
+		if tok == "" || !handle.Equal(tok, s.o.TokenSum) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="warden-admin"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required"})
 			return
@@ -183,7 +192,7 @@ func (s *Server) api(pattern string, fn apiFunc) {
 			status = ae.status
 		case errors.As(err, &mbe):
 			status = http.StatusRequestEntityTooLarge
-		case errors.Is(err, registry.ErrInvalid), errors.Is(err, revoke.ErrInvalidTarget):
+		case errors.Is(err, registry.ErrInvalid), errors.Is(err, grant.ErrInvalidTarget):
 			status = http.StatusBadRequest
 		case errors.Is(err, store.ErrNotFound):
 			status = http.StatusNotFound
@@ -398,29 +407,53 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, actor strin
 	if req.ClientID == "" {
 		req.ClientID = "service:" + req.Subject
 	}
-	now := s.o.Now().UTC()
-	grantID, _ := handle.New("")
-	g := store.Grant{
-		ID: "g_" + grantID[:22], Subject: req.Subject, Groups: req.Groups, ClientID: req.ClientID, ClientName: req.ClientID,
-		Kind: store.KindService, Scopes: req.Scopes, Resources: resources, Servers: req.Servers,
-		CreatedAt: now, ExpiresAt: now.Add(ttl),
-	}
-	raw, digest := handle.New(handle.PrefixAccess)
-	h := store.Handle{Digest: digest, Kind: store.HandleAccess, GrantID: g.ID, ClientID: g.ClientID,
-		Resources: resources, Scopes: req.Scopes, IssuedAt: now, ExpiresAt: now.Add(ttl)}
-	if err := s.o.Store.CreateGrant(r.Context(), g); err != nil {
+	tok, g, err := s.o.Grants.IssueService(r.Context(), grant.ServiceGrant{
+		Subject: req.Subject, Groups: req.Groups, ClientID: req.ClientID, ClientName: req.ClientID,
+		Servers: req.Servers, Resources: resources, Scopes: req.Scopes, TTL: ttl, GrantType: "admin", Actor: actor,
+	})
+	if err != nil {
 		return err
 	}
-	if err := s.o.Store.CreateHandle(r.Context(), h); err != nil {
+	writeJSON(w, http.StatusCreated, TokenResponse{AccessToken: tok.AccessToken, TokenType: "Bearer", ExpiresAt: tok.ExpiresAt, GrantID: g.ID, Resources: resources})
+	return nil
+}
+
+// ServiceAccessRequest is what an administrator grants a confidential
+// client for the client_credentials grant. No servers withdraws it.
+type ServiceAccessRequest struct {
+	Servers []string `json:"servers"`
+	Scopes  []string `json:"scopes,omitempty"`
+	Groups  []string `json:"groups,omitempty"`
+}
+
+// ServiceAccessResponse shows the client's access after the change.
+type ServiceAccessResponse struct {
+	ClientID string               `json:"client_id"`
+	Access   *store.ServiceAccess `json:"service_access"`
+}
+
+func (s *Server) setServiceAccess(w http.ResponseWriter, r *http.Request, actor string) error {
+	var req ServiceAccessRequest
+	if err := decode(r, &req); err != nil {
 		return err
 	}
-	if err := s.o.Audit.RecordSync(r.Context(), store.AuditEvent{
-		Type: "token_issued", Actor: actor, Subject: g.Subject, ClientID: g.ClientID, Kind: store.KindService, GrantID: g.ID,
-		Details: map[string]any{"servers": req.Servers, "scopes": req.Scopes, "groups": req.Groups, "expires_at": h.ExpiresAt.Format(time.RFC3339)},
-	}); err != nil {
-		return fmt.Errorf("audit token issue: %w", err)
+	var problems []string
+	for _, name := range req.Servers {
+		if _, err := s.o.Registry.Get(r.Context(), name); err != nil {
+			problems = append(problems, fmt.Sprintf("server %q is not registered", name))
+		}
 	}
-	writeJSON(w, http.StatusCreated, TokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresAt: h.ExpiresAt, GrantID: g.ID, Resources: resources})
+	if len(problems) > 0 {
+		return errStatus(http.StatusBadRequest, "%s", strings.Join(problems, "; "))
+	}
+	c, err := s.o.Grants.SetServiceAccess(r.Context(), actor, r.PathValue("id"), req.Servers, req.Scopes, req.Groups)
+	if errors.Is(err, grant.ErrPublicClient) {
+		return errStatus(http.StatusBadRequest, "%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ServiceAccessResponse{ClientID: c.ID, Access: c.ServiceAccess})
 	return nil
 }
 
@@ -447,7 +480,7 @@ func (s *Server) listGrants(w http.ResponseWriter, r *http.Request, _ string) er
 
 // RevokeRequest names what to revoke.
 type RevokeRequest struct {
-	revoke.Target
+	grant.Target
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -456,7 +489,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, actor string) er
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	res, err := s.o.Revoker.Revoke(r.Context(), actor, req.Target, req.Reason)
+	res, err := s.o.Grants.Revoke(r.Context(), actor, req.Target, req.Reason)
 	if err != nil && len(res.Revoked)+len(res.Narrowed) == 0 {
 		return err
 	}

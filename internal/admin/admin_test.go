@@ -15,9 +15,9 @@ import (
 
 	"github.com/warden-mcp/warden/internal/admin"
 	"github.com/warden-mcp/warden/internal/audit"
+	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/registry"
-	"github.com/warden-mcp/warden/internal/revoke"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
 )
@@ -40,8 +40,12 @@ func setup(t *testing.T, mod func(*admin.Options)) fixture {
 	ring, _ := seal.New("k", map[string][]byte{"k": key})
 	reg := registry.New(st, trail, ring, nil)
 	tok, _ := handle.New(handle.PrefixAdmin)
+	grants, err := grant.New(grant.Options{Store: st, Audit: trail})
+	if err != nil {
+		t.Fatal(err)
+	}
 	o := admin.Options{
-		TokenSum: handle.Sum(tok), Store: st, Registry: reg, Revoker: revoke.New(st, trail, nil), Audit: trail,
+		TokenSum: handle.Sum(tok), Store: st, Registry: reg, Grants: grants, Audit: trail,
 		ResourceURL: func(s string) string { return "https://mcp.example.com/mcp/" + s },
 		Gatherer:    prometheus.NewRegistry(),
 		Ready:       map[string]admin.Check{"store": func() error { return nil }},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -34,6 +35,7 @@ type Config struct {
 	// at (Envoy's listener): it prefixes resource URLs and resource_metadata.
 	PublicURL string  `json:"public_url"`
 	Listen    Listen  `json:"listen"`
+	HTTP      HTTP    `json:"http"`
 	Log       Log     `json:"log"`
 	Keys      Keys    `json:"keys"`
 	Authz     Authz   `json:"authz"`
@@ -114,6 +116,15 @@ type Runtime struct {
 	// small, so the default is 400 rather than Go's 100. GOGC in the
 	// environment, when set, takes precedence ("off" is -1).
 	GCPercent int `json:"gc_percent"`
+}
+
+// HTTP configures the OAuth HTTP listener.
+type HTTP struct {
+	// TrustedProxies are the addresses or CIDR ranges of the proxies
+	// (Envoy) whose X-Forwarded-For Warden believes for the client
+	// address of rate limits and audit events. Default: loopback only. An
+	// empty list trusts no one: the peer address is the client.
+	TrustedProxies []string `json:"trusted_proxies"`
 }
 
 // Log configures log/slog.
@@ -214,7 +225,8 @@ func Default() Config {
 				MaxConnections:    1024,
 			},
 		},
-		Log: Log{Level: "info", Format: "json"},
+		HTTP: HTTP{TrustedProxies: []string{"127.0.0.0/8", "::1/128"}},
+		Log:  Log{Level: "info", Format: "json"},
 		Authz: Authz{
 			MaxBodyBytes: 1 << 20,
 			Timeout:      Duration(2 * time.Second),
@@ -377,6 +389,11 @@ func (c Config) Validate() error {
 	if c.Runtime.GCPercent < -1 {
 		bad("runtime.gc_percent", "must be -1 (off) or a percentage, got %d", c.Runtime.GCPercent)
 	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			bad(fmt.Sprintf("http.trusted_proxies[%d]", i), "%v", err)
+		}
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -481,6 +498,22 @@ func setScalar(fv reflect.Value, val string) error {
 		return fmt.Errorf("cannot be set from the environment (%s)", fv.Kind())
 	}
 	return nil
+}
+
+// ParsePrefix reads an address ("10.0.0.7") or CIDR range ("10.0.0.0/8").
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("%q is not an address or CIDR range", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR range", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 // ResourceURL is the canonical resource URL (RFC 8707, RFC 9728) of the

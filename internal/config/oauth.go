@@ -44,6 +44,9 @@ type Registration struct {
 	// schemes such as com.example.app:/cb, the scheme) accepted in
 	// allowlist mode.
 	AllowedHosts []string `json:"allowed_redirect_hosts,omitempty"`
+	// UnusedClientTTL deletes a dynamically registered client that
+	// completed no grant within it.
+	UnusedClientTTL Duration `json:"unused_client_ttl"`
 }
 
 // CIMD configures Client ID Metadata Documents: an https client_id that
@@ -82,6 +85,10 @@ type OAuthClient struct {
 	// SkipConsent marks a first-party client whose users are not asked
 	// for consent. Dynamically registered clients never skip it.
 	SkipConsent bool `json:"skip_consent,omitempty"`
+	// Servers grant a confidential client_credentials client access to
+	// these servers (with Scope as its scopes): the operator's grant of
+	// service access.
+	Servers []string `json:"servers,omitempty"`
 }
 
 // RateLimit bounds request rates per source address.
@@ -92,10 +99,6 @@ type RateLimit struct {
 	// LoginPerMinute bounds password attempts on the static connector, per
 	// source and per user name.
 	LoginPerMinute int `json:"login_per_minute"`
-	// TrustedProxyHops is how many X-Forwarded-For entries, counted from
-	// the right, were appended by proxies Warden trusts (Envoy with
-	// use_remote_address appends exactly one). 0 uses the peer address.
-	TrustedProxyHops int `json:"trusted_proxy_hops"`
 }
 
 // Connector chooses how users sign in: "static" (local users, trials) or
@@ -160,7 +163,7 @@ func defaultOAuth() OAuth {
 		RefreshTokenTTL: Duration(30 * 24 * time.Hour),
 		CodeTTL:         Duration(60 * time.Second),
 		LoginTTL:        Duration(10 * time.Minute),
-		Registration:    Registration{Mode: "open"},
+		Registration:    Registration{Mode: "open", UnusedClientTTL: Duration(24 * time.Hour)},
 		CIMD: CIMD{
 			Enabled:      true,
 			MaxBytes:     16 << 10,
@@ -174,7 +177,6 @@ func defaultOAuth() OAuth {
 			TokenPerMinute:     300,
 			AuthorizePerMinute: 120,
 			LoginPerMinute:     10,
-			TrustedProxyHops:   1,
 		},
 		Connector: Connector{
 			Type: "static",
@@ -200,6 +202,9 @@ func (o OAuth) validate() []error {
 	}
 	if o.CodeTTL <= 0 || o.CodeTTL.D() > time.Minute {
 		bad("code_ttl", "must be between 0 and 60s")
+	}
+	if o.Registration.UnusedClientTTL <= 0 {
+		bad("registration.unused_client_ttl", "must be positive")
 	}
 	if o.LoginTTL <= 0 {
 		bad("login_ttl", "must be positive")
@@ -254,6 +259,9 @@ func (o OAuth) validate() []error {
 				bad(field+".grant_types", "unsupported grant type %q", g)
 			}
 		}
+		if len(c.Servers) > 0 && c.Secret == "" {
+			bad(field+".servers", "only a confidential client (with a secret) may be granted servers for client_credentials")
+		}
 		if c.Secret != "" && len(c.Secret) < 16 {
 			bad(field+".secret", "must be at least 16 characters")
 		}
@@ -261,9 +269,6 @@ func (o OAuth) validate() []error {
 	r := o.RateLimit
 	if r.RegisterPerMinute <= 0 || r.TokenPerMinute <= 0 || r.AuthorizePerMinute <= 0 || r.LoginPerMinute <= 0 {
 		bad("rate_limit", "every per-minute limit must be positive")
-	}
-	if r.TrustedProxyHops < 0 {
-		bad("rate_limit.trusted_proxy_hops", "must not be negative")
 	}
 	switch o.Connector.Type {
 	case "static":

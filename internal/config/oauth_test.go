@@ -66,7 +66,7 @@ oauth:
 	if o.ClientSecret != "from-env" || o.Claims.Subject != "oid" || o.Claims.Email != "email" || o.AuthParams["domain_hint"] != "example.com" {
 		t.Fatalf("oidc connector: %+v", o)
 	}
-	if !c.OAuth.CIMD.Enabled || c.OAuth.CIMD.AllowPrivateAddresses || c.OAuth.RateLimit.TrustedProxyHops != 1 {
+	if !c.OAuth.CIMD.Enabled || c.OAuth.CIMD.AllowPrivateAddresses || len(c.HTTP.TrustedProxies) != 2 {
 		t.Fatalf("defaults: %+v %+v", c.OAuth.CIMD, c.OAuth.RateLimit)
 	}
 }

@@ -66,10 +66,11 @@ type Registry struct {
 	seal  Sealer
 	now   func() time.Time
 
-	mu    sync.Mutex
-	subs  map[int]chan struct{}
-	next  int
-	hooks []func()
+	mu      sync.Mutex
+	subs    map[int]chan struct{}
+	next    int
+	hooks   []func()
+	removed []func(ctx context.Context, actor, name string) error
 }
 
 // New returns a registry over st.
@@ -231,7 +232,31 @@ func (r *Registry) Remove(ctx context.Context, actor, name string) error {
 		return err
 	}
 	r.notify()
+	// After the delete, so that no new grant can name the server while
+	// its old ones are cut.
+	r.mu.Lock()
+	removed := slices.Clone(r.removed)
+	r.mu.Unlock()
+	var errs []error
+	for _, fn := range removed {
+		if err := fn(ctx, actor, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("server %s removed, but its grants were not all revoked (run warden revoke --server %s): %w", name, name, err)
+	}
 	return nil
+}
+
+// OnRemove registers fn to run after a server is removed, before Remove
+// returns: the grant service revokes (or narrows) the server's grants,
+// consents and service access there, so that a server added again under
+// the same name brings none of them back.
+func (r *Registry) OnRemove(fn func(ctx context.Context, actor, name string) error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removed = append(r.removed, fn)
 }
 
 // Get returns one server.

@@ -22,11 +22,25 @@ type Client struct {
 	Source                  string   `json:"source,omitempty"` // dcr, cimd, config, admin
 	// RegistrationTokenHash is the SHA-256 of the RFC 7592 registration
 	// access token handed to the registering party.
-	RegistrationTokenHash []byte    `json:"registration_token_hash,omitempty"`
-	Metadata              []byte    `json:"metadata,omitempty"` // raw document for CIMD clients
-	CreatedAt             time.Time `json:"created_at"`
-	ExpiresAt             time.Time `json:"expires_at,omitempty"`
-	Version               uint64    `json:"version"`
+	RegistrationTokenHash []byte `json:"registration_token_hash,omitempty"`
+	Metadata              []byte `json:"metadata,omitempty"` // raw document for CIMD clients
+	// ServiceAccess is what an administrator granted this client for the
+	// client_credentials grant; nil means the client cannot act as itself.
+	ServiceAccess *ServiceAccess `json:"service_access,omitempty"`
+	CreatedAt     time.Time      `json:"created_at"`
+	ExpiresAt     time.Time      `json:"expires_at,omitempty"`
+	Version       uint64         `json:"version"`
+}
+
+// ServiceAccess bounds the tokens a service client obtains with client
+// credentials: the servers and scopes come from here, never from the
+// client's request or registration.
+type ServiceAccess struct {
+	Servers   []string  `json:"servers"`
+	Scopes    []string  `json:"scopes,omitempty"`
+	Groups    []string  `json:"groups,omitempty"`
+	GrantedBy string    `json:"granted_by"`
+	GrantedAt time.Time `json:"granted_at"`
 }
 
 // Kind tells human-delegated access apart from service and agent identities.
@@ -56,6 +70,9 @@ type Grant struct {
 	// bound to and Servers the registered server names they resolve to.
 	Resources []string `json:"resources,omitempty"`
 	Servers   []string `json:"servers,omitempty"`
+	// Connector names the IdP connector the user signed in through
+	// ("oidc", "static"); empty for service grants.
+	Connector string `json:"connector,omitempty"`
 	// Upstream holds sealed credentials obtained for this grant, such as the
 	// IdP's tokens, keyed by purpose.
 	Upstream     map[string]Sealed `json:"upstream,omitempty"`

@@ -6,17 +6,15 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
-
-	"github.com/warden-mcp/warden/internal/config"
 )
 
-var names = config.ClaimNames{Subject: "sub", Email: "email", Name: "name", Groups: "groups"}
+var names = ClaimNames{Subject: "sub", Email: "email", Name: "name", Groups: "groups"}
 
 func TestMapClaims(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		claims map[string]any
-		names  config.ClaimNames
+		names  ClaimNames
 		want   Identity
 		err    bool
 	}{
@@ -25,7 +23,7 @@ func TestMapClaims(t *testing.T) {
 		{"unverified email dropped", map[string]any{"sub": "u1", "email": "a@x", "email_verified": false}, names, Identity{Subject: "u1"}, false},
 		{"single group string", map[string]any{"sub": "u1", "groups": "admins"}, names, Identity{Subject: "u1", Groups: []string{"admins"}}, false},
 		{"entra oid and roles", map[string]any{"sub": "pairwise", "oid": "0000-1111", "preferred_username": "a@corp", "roles": []any{"Reader"}},
-			config.ClaimNames{Subject: "oid", Email: "preferred_username", Groups: "roles"}, Identity{Subject: "0000-1111", Email: "a@corp", Groups: []string{"Reader"}}, false},
+			ClaimNames{Subject: "oid", Email: "preferred_username", Groups: "roles"}, Identity{Subject: "0000-1111", Email: "a@corp", Groups: []string{"Reader"}}, false},
 		{"missing subject", map[string]any{"email": "a@x"}, names, Identity{}, true},
 		{"non-string subject", map[string]any{"sub": 42}, names, Identity{}, true},
 	} {
@@ -51,7 +49,7 @@ func TestMapClaims(t *testing.T) {
 
 func TestStaticLogin(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	s := NewStatic([]config.StaticUser{{Username: "bob", Email: "bob@x", Groups: []string{"ops"}, PasswordHash: string(hash)}})
+	s := NewStatic([]StaticUser{{Username: "bob", Email: "bob@x", Groups: []string{"ops"}, PasswordHash: string(hash)}})
 	id, err := s.Login(context.Background(), "bob", "pw")
 	if err != nil || id.Subject != "bob" || id.Email != "bob@x" || id.Groups[0] != "ops" {
 		t.Fatalf("login: %+v %v", id, err)

@@ -11,15 +11,40 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
-
-	"github.com/warden-mcp/warden/internal/config"
 )
+
+// OIDCOptions configure an OIDC connector.
+type OIDCOptions struct {
+	Issuer       string
+	ClientID     string
+	ClientSecret string
+	// RedirectURL is Warden's one static callback registered at the IdP.
+	RedirectURL string
+	// Scopes requested at the IdP; "openid" is always added.
+	Scopes []string
+	// Claims names the ID token (or userinfo) claims Warden reads.
+	Claims ClaimNames
+	// AuthParams are added to the IdP authorization request.
+	AuthParams map[string]string
+	// UserInfo also reads claims from the userinfo endpoint.
+	UserInfo bool
+	// AllowedGroups, when set, admits only users in one of these groups.
+	AllowedGroups []string
+	// HTTPClient makes the IdP calls; defaults to http.DefaultClient.
+	HTTPClient *http.Client
+	Now        func() time.Time
+}
+
+// ClaimNames maps identity attributes to IdP claim names.
+type ClaimNames struct {
+	Subject, Email, Name, Groups string
+}
 
 // OIDC signs users in at an OpenID Provider with the authorization code
 // flow, PKCE (S256), state and nonce. Discovery happens on first use and is
 // retried on failure, so Warden starts even while the IdP is unreachable.
 type OIDC struct {
-	cfg         config.OIDCConnector
+	cfg         OIDCOptions
 	redirectURL string
 	client      *http.Client
 	now         func() time.Time
@@ -32,16 +57,18 @@ type OIDC struct {
 
 var _ Redirect = (*OIDC)(nil)
 
-// NewOIDC returns an OIDC connector; redirectURL is Warden's one static
-// callback registered at the IdP.
-func NewOIDC(cfg config.OIDCConnector, redirectURL string, client *http.Client, now func() time.Time) *OIDC {
-	if client == nil {
-		client = http.DefaultClient
+// NewOIDC returns an OIDC connector.
+func NewOIDC(o OIDCOptions) *OIDC {
+	if o.HTTPClient == nil {
+		o.HTTPClient = http.DefaultClient
 	}
-	if now == nil {
-		now = time.Now
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	return &OIDC{cfg: cfg, redirectURL: redirectURL, client: client, now: now}
+	if o.Claims == (ClaimNames{}) {
+		o.Claims = ClaimNames{Subject: "sub", Email: "email", Name: "name", Groups: "groups"}
+	}
+	return &OIDC{cfg: o, redirectURL: o.RedirectURL, client: o.HTTPClient, now: o.Now}
 }
 
 func (o *OIDC) ctx(ctx context.Context) context.Context {
@@ -224,7 +251,7 @@ func redact(err error) error {
 // MapClaims turns IdP claims into an Identity using the configured claim
 // names. An email whose email_verified claim is false is dropped: policies
 // must not trust an address the IdP itself did not verify.
-func MapClaims(claims map[string]any, names config.ClaimNames) (Identity, error) {
+func MapClaims(claims map[string]any, names ClaimNames) (Identity, error) {
 	str := func(name string) string {
 		if name == "" {
 			return ""

@@ -17,8 +17,6 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
-
-	"github.com/warden-mcp/warden/internal/config"
 )
 
 // hostileIdP is an OpenID Provider under the test's control that answers
@@ -116,7 +114,7 @@ func TestOIDCExchangeVerifiesIDToken(t *testing.T) {
 				key = p.key
 			}
 			p.idToken = func(iss string) []byte { return p.sign(t, tc.claims(iss), key, tc.alg) }
-			c := NewOIDC(config.OIDCConnector{Issuer: p.srv.URL, ClientID: "warden", ClientSecret: "s", Claims: names}, "http://warden/oauth/callback", nil, nil)
+			c := NewOIDC(OIDCOptions{Issuer: p.srv.URL, ClientID: "warden", ClientSecret: "s", Claims: names, RedirectURL: "http://warden/oauth/callback"})
 			authURL, err := c.AuthCodeURL(context.Background(), "st", "n-1", "verifier-verifier-verifier-verifier-verifier")
 			if err != nil {
 				t.Fatal(err)
@@ -144,7 +142,7 @@ func TestOIDCExchangeVerifiesIDToken(t *testing.T) {
 
 func TestOIDCRefreshRefusal(t *testing.T) {
 	p := newHostileIdP(t)
-	c := NewOIDC(config.OIDCConnector{Issuer: p.srv.URL, ClientID: "warden", ClientSecret: "s", Claims: names}, "http://warden/cb", nil, nil)
+	c := NewOIDC(OIDCOptions{Issuer: p.srv.URL, ClientID: "warden", ClientSecret: "s", Claims: names, RedirectURL: "http://warden/cb"})
 	p.refresh = func(w http.ResponseWriter) {
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = w.Write([]byte(`{"error":"invalid_grant","error_description":"user disabled, token idp-rt"}`))

@@ -14,13 +14,22 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/seal"
 )
 
-// Static checks user names and bcrypt password hashes from the config.
+// StaticUser is one local user; PasswordHash is a bcrypt hash.
+type StaticUser struct {
+	Username     string
+	Email        string
+	Name         string
+	Groups       []string
+	PasswordHash string
+}
+
+// Static checks user names and bcrypt password hashes Warden holds itself
+// (trials, labs).
 type Static struct {
-	users map[string]config.StaticUser
+	users map[string]StaticUser
 	// dummy is compared against when the user does not exist, so a wrong
 	// user name costs as much time as a wrong password.
 	dummy []byte
@@ -29,8 +38,8 @@ type Static struct {
 var _ Password = (*Static)(nil)
 
 // NewStatic returns a connector over users.
-func NewStatic(users []config.StaticUser) *Static {
-	s := &Static{users: map[string]config.StaticUser{}}
+func NewStatic(users []StaticUser) *Static {
+	s := &Static{users: map[string]StaticUser{}}
 	for _, u := range users {
 		s.users[u.Username] = u
 	}
@@ -61,7 +70,7 @@ func (s *Static) Login(_ context.Context, username, password string) (Identity, 
 // Bootstrap is the local admin user Warden creates when the static
 // connector has no users configured.
 type Bootstrap struct {
-	User config.StaticUser
+	User StaticUser
 	// Password is set only on the start that generated it; afterwards only
 	// the bcrypt hash exists.
 	Password string
@@ -117,8 +126,8 @@ func BootstrapAdmin(dataDir string, now time.Time) (Bootstrap, error) {
 	return b, nil
 }
 
-func adminUser(name, hash string) config.StaticUser {
-	return config.StaticUser{Username: name, Name: "Warden administrator (local trial user)", Groups: []string{"warden-admins"}, PasswordHash: hash}
+func adminUser(name, hash string) StaticUser {
+	return StaticUser{Username: name, Name: "Warden administrator (local trial user)", Groups: []string{"warden-admins"}, PasswordHash: hash}
 }
 
 // Banner is the text to print at start for a freshly generated admin user.

@@ -20,11 +20,12 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/warden-mcp/warden/internal/audit"
-	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/keys"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/oauth"
+	"github.com/warden-mcp/warden/oauth/connector"
 )
 
 // Clock is a settable clock shared by the server and the store.
@@ -59,13 +60,19 @@ const (
 
 // EnvOptions adjust the environment.
 type EnvOptions struct {
-	// Configure edits the config after public_url is set to the listener.
-	Configure func(*config.Config)
+	// Configure edits the server's options after Issuer is set to the
+	// listener's URL. The default connector is a static one with the
+	// user alice.
+	Configure func(*oauth.Options)
+	// Grants edits the grant service's options (lifetimes).
+	Grants func(*grant.Options)
 	// Servers are registered MCP servers; default: "files" (scope
 	// files:read) and "hr" (scopes hr:read, hr:write).
 	Servers    []store.Server
 	HTTPClient *http.Client
-	Connector  any
+	// WrapStore, when set, wraps the store the server uses (fault
+	// injection: a store that cannot write).
+	WrapStore func(store.Store) store.Store
 }
 
 // Env is a running authorization server.
@@ -75,7 +82,8 @@ type Env struct {
 	Trail    *audit.Trail
 	HTTP     *httptest.Server
 	URL      string
-	Config   config.Config
+	Options  oauth.Options
+	Grants   *grant.Service
 	Keyring  *seal.Keyring
 	Clock    *Clock
 	Registry *prometheus.Registry
@@ -88,24 +96,10 @@ func NewEnv(t testing.TB, o EnvOptions) *Env {
 	e.HTTP = httptest.NewUnstartedServer(nil)
 	e.URL = "http://" + e.HTTP.Listener.Addr().String()
 
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.PublicURL = e.URL
 	hash, err := bcrypt.GenerateFromPassword([]byte(Password), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.OAuth.Connector.Static.Users = []config.StaticUser{
-		{Username: User, Email: "alice@example.com", Name: "Alice", Groups: []string{"engineering"}, PasswordHash: string(hash)},
-	}
-	if o.Configure != nil {
-		o.Configure(&cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("test config: %v", err)
-	}
-	e.Config = cfg
-
 	st, err := store.OpenBadger(t.TempDir(), store.BadgerOptions{Now: e.Clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -146,10 +140,33 @@ func NewEnv(t testing.TB, o EnvOptions) *Env {
 		t.Fatal(err)
 	}
 	e.Keyring = ring
-	srv, err := oauth.New(oauth.Options{
-		Config: cfg, Store: st, Signer: signer, Keyring: ring, Auditor: trail,
-		Registerer: e.Registry, Now: e.Clock.Now, HTTPClient: o.HTTPClient, Connector: o.Connector,
-	})
+	var used store.Store = st
+	if o.WrapStore != nil {
+		used = o.WrapStore(st)
+	}
+	gopts := grant.Options{Store: used, Audit: trail, Registerer: e.Registry, Now: e.Clock.Now}
+	if o.Grants != nil {
+		o.Grants(&gopts)
+	}
+	e.Grants, err = grant.New(gopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := oauth.Options{
+		Issuer: e.URL, ResourceURL: e.ResourceURL,
+		Store: used, Grants: e.Grants, Signer: signer, Keyring: ring, Auditor: trail,
+		Connector: connector.NewStatic([]connector.StaticUser{
+			{Username: User, Email: "alice@example.com", Name: "Alice", Groups: []string{"engineering"}, PasswordHash: string(hash)},
+		}),
+		ConnectorID: "static",
+		CIMD:        oauth.CIMD{Enabled: true},
+		Registerer:  e.Registry, Now: e.Clock.Now, HTTPClient: o.HTTPClient,
+	}
+	if o.Configure != nil {
+		o.Configure(&opts)
+	}
+	e.Options = opts
+	srv, err := oauth.New(opts)
 	if err != nil {
 		t.Fatalf("oauth.New: %v", err)
 	}
@@ -159,6 +176,9 @@ func NewEnv(t testing.TB, o EnvOptions) *Env {
 	t.Cleanup(e.HTTP.Close)
 	return e
 }
+
+// ResourceURL is the canonical resource URL of a server name.
+func (e *Env) ResourceURL(name string) string { return e.URL + "/mcp/" + name }
 
 // Audit returns every stored audit event.
 func (e *Env) Audit(t testing.TB) []store.AuditEvent {

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/idp"
 )
@@ -32,14 +32,14 @@ func TestMCPConformanceAuthorization(t *testing.T) {
 	cli := filepath.Join(idp.NodeModules(t), "@modelcontextprotocol", "conformance", "dist", "index.js")
 	port := freePort(t)
 	callback := fmt.Sprintf("http://127.0.0.1:%d/callback", port)
-	h := start(t, 0, func(c *config.Config) {
+	h := start(t, 0, func(o *oauth.Options) {
 		// The suite needs a pre-registered client (--client-id); a public
 		// one, since the suite prefers token_endpoint_auth_method none.
-		c.OAuth.Clients = []config.OAuthClient{{ID: "mcp-conformance", Name: "MCP conformance suite", RedirectURIs: []string{callback}}}
+		o.Clients = []oauth.Client{{ID: "mcp-conformance", Name: "MCP conformance suite", RedirectURIs: []string{callback}}}
 	})
 	outDir := t.TempDir()
 	cmd := exec.Command(node, cli, "authorization", "--url", h.Server.Issuer(), "--client-id", "mcp-conformance",
-		"--resource", h.Config.ResourceURL("files"), "--port", fmt.Sprint(port), "-o", outDir)
+		"--resource", h.ResourceURL("files"), "--port", fmt.Sprint(port), "-o", outDir)
 	cmd.Dir = idp.TestDir()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

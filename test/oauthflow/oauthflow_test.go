@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/oauth/connector"
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/idp"
@@ -34,19 +34,19 @@ type harness struct {
 
 // start runs Warden with the oidc connector pointed at a fresh
 // oidc-provider whose one client is Warden's static registration.
-func start(t *testing.T, idpTTL time.Duration, configure func(*config.Config)) *harness {
+func start(t *testing.T, idpTTL time.Duration, configure func(*oauth.Options)) *harness {
 	h := &harness{t: t}
-	h.Env = oauthtest.NewEnv(t, oauthtest.EnvOptions{Configure: func(c *config.Config) {
+	h.Env = oauthtest.NewEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
 		h.IdP = idp.Start(t, idp.Options{AccessTokenTTL: idpTTL, Clients: []idp.Client{{
-			ID: "warden", Secret: idpClientSecret, RedirectURIs: []string{c.PublicURL + "/oauth/callback"},
+			ID: "warden", Secret: idpClientSecret, RedirectURIs: []string{o.Issuer + oauth.CallbackPath},
 		}}})
-		c.OAuth.Connector.Type = "oidc"
-		c.OAuth.Connector.OIDC.Issuer = h.IdP.Issuer
-		c.OAuth.Connector.OIDC.ClientID = "warden"
-		c.OAuth.Connector.OIDC.ClientSecret = idpClientSecret
-		c.OAuth.Connector.OIDC.Scopes = []string{"openid", "email", "profile", "groups"}
+		o.Connector = connector.NewOIDC(connector.OIDCOptions{
+			Issuer: h.IdP.Issuer, ClientID: "warden", ClientSecret: idpClientSecret, RedirectURL: o.Issuer + oauth.CallbackPath,
+			Scopes: []string{"openid", "email", "profile", "groups"},
+		})
+		o.ConnectorID = "oidc"
 		if configure != nil {
-			configure(c)
+			configure(o)
 		}
 	}})
 	return h
@@ -114,11 +114,11 @@ func (h *harness) codeGrant(t *testing.T, resource string, sendRedirect bool) ma
 func TestHeadlessFlowWithOIDCProvider(t *testing.T) {
 	h := start(t, 0, nil)
 	ctx := context.Background()
-	resource := h.Config.ResourceURL("files")
+	resource := h.ResourceURL("files")
 
 	// Discovery, as an MCP client does it: protected resource metadata of
 	// the server, then the authorization server's metadata.
-	prm := h.getJSON(h.Config.ResourceMetadataURL("files"))
+	prm := h.getJSON(h.URL + "/.well-known/oauth-protected-resource/mcp/files")
 	if prm["resource"] != resource {
 		t.Fatalf("PRM resource %v", prm["resource"])
 	}
@@ -227,11 +227,11 @@ func TestHeadlessFlowWithOIDCProvider(t *testing.T) {
 func TestIdPRefusedRefreshRevokesGrant(t *testing.T) {
 	// IdP access tokens live 60s, Warden's 10m: every Warden refresh has to
 	// renew the IdP tokens first.
-	h := start(t, time.Minute, func(c *config.Config) {
-		c.OAuth.Clients = []config.OAuthClient{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}}}
+	h := start(t, time.Minute, func(o *oauth.Options) {
+		o.Clients = []oauth.Client{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}}}
 	})
 	ctx := context.Background()
-	tok := h.codeGrant(t, h.Config.ResourceURL("hr"), true)
+	tok := h.codeGrant(t, h.ResourceURL("hr"), true)
 	_, g, _ := h.Store.ResolveHandle(ctx, handle.Digest(tok["access_token"].(string)))
 	before := g.Upstream["idp"]
 
@@ -266,12 +266,12 @@ func TestIdPRefusedRefreshRevokesGrant(t *testing.T) {
 // TestUnverifiedEmailIsDropped: an IdP email with email_verified=false
 // must not become an identity attribute policies trust.
 func TestUnverifiedEmailIsDropped(t *testing.T) {
-	h := start(t, 0, func(c *config.Config) {
-		c.OAuth.Clients = []config.OAuthClient{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}, SkipConsent: true}}
+	h := start(t, 0, func(o *oauth.Options) {
+		o.Clients = []oauth.Client{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}, SkipConsent: true}}
 	})
 	h.IdP.LoginAs(t, idp.Mallory)
 	// redirect_uri is omitted (single registered URI) from both requests.
-	tok := h.codeGrant(t, h.Config.ResourceURL("files"), false)
+	tok := h.codeGrant(t, h.ResourceURL("files"), false)
 	_, g, _ := h.Store.ResolveHandle(context.Background(), handle.Digest(tok["access_token"].(string)))
 	if g.Subject != idp.Mallory || g.Email != "" {
 		t.Fatalf("unverified email kept: %+v", g)
@@ -285,7 +285,7 @@ func TestMCPTypeScriptSDKClient(t *testing.T) {
 	h := start(t, 0, nil)
 	node := idp.Node(t)
 	const redirect = "http://127.0.0.1:33418/oauth/callback"
-	arg, _ := json.Marshal(map[string]string{"serverUrl": h.Config.ResourceURL("hr"), "redirectUrl": redirect})
+	arg, _ := json.Marshal(map[string]string{"serverUrl": h.ResourceURL("hr"), "redirectUrl": redirect})
 	cmd := exec.Command(node, "oauthflow/sdk_client.mjs", string(arg))
 	cmd.Dir = idp.TestDir()
 	var stderr bytes.Buffer
@@ -311,7 +311,7 @@ func TestMCPTypeScriptSDKClient(t *testing.T) {
 	}
 	au, _ := url.Parse(res.AuthorizationURL)
 	aq := au.Query()
-	if aq.Get("code_challenge_method") != "S256" || aq.Get("resource") != h.Config.ResourceURL("hr") || aq.Get("scope") != "hr:read hr:write" ||
+	if aq.Get("code_challenge_method") != "S256" || aq.Get("resource") != h.ResourceURL("hr") || aq.Get("scope") != "hr:read hr:write" ||
 		aq.Get("client_id") != res.ClientID {
 		t.Fatalf("sdk authorization request: %s", res.AuthorizationURL)
 	}
@@ -327,7 +327,7 @@ func TestMCPTypeScriptSDKClient(t *testing.T) {
 		t.Fatalf("refresh did not rotate: %v / %v", res.First, res.Second)
 	}
 	hd, g, err := h.Store.ResolveHandle(context.Background(), handle.Digest(res.Second["access_token"].(string)))
-	if err != nil || hd.Resources[0] != h.Config.ResourceURL("hr") || g.Subject != idp.Alice || g.ClientID != res.ClientID {
+	if err != nil || hd.Resources[0] != h.ResourceURL("hr") || g.Subject != idp.Alice || g.ClientID != res.ClientID {
 		t.Fatalf("sdk token: %+v %+v %v", hd, g, err)
 	}
 	old, err := h.Store.GetHandle(context.Background(), handle.Digest(first.(string)))
@@ -340,10 +340,10 @@ func TestMCPTypeScriptSDKClient(t *testing.T) {
 // reuse as theft, so concurrent users of a grant's IdP token (ext_authz in
 // "idp" credential mode) must not refresh it in parallel.
 func TestConcurrentUpstreamRefresh(t *testing.T) {
-	h := start(t, time.Minute, func(c *config.Config) {
-		c.OAuth.Clients = []config.OAuthClient{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}, SkipConsent: true}}
+	h := start(t, time.Minute, func(o *oauth.Options) {
+		o.Clients = []oauth.Client{{ID: "cli", RedirectURIs: []string{"http://127.0.0.1:9/cb"}, SkipConsent: true}}
 	})
-	tok := h.codeGrant(t, h.Config.ResourceURL("files"), false)
+	tok := h.codeGrant(t, h.ResourceURL("files"), false)
 	ctx := context.Background()
 	_, g, _ := h.Store.ResolveHandle(ctx, handle.Digest(tok["access_token"].(string)))
 	// The IdP token (60s) is now within the refresh margin (1m).

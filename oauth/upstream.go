@@ -8,80 +8,13 @@ import (
 	"hash/fnv"
 	"time"
 
+	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/oauth/connector"
 )
 
 // upstreamIdP is the key of the sealed IdP tokens in Grant.Upstream.
 const upstreamIdP = "idp"
-
-// RevokeGrant revokes a grant, cutting every handle issued from it, and
-// audits it. Revoking an already revoked grant keeps the first record.
-func (s *Server) RevokeGrant(ctx context.Context, grantID, actor, reason string) error {
-	return s.revokeGrant(ctx, grantID, actor, reason)
-}
-
-func (s *Server) revokeGrant(ctx context.Context, grantID, actor, reason string) error {
-	var g store.Grant
-	already := false
-	err := s.st.UpdateGrant(ctx, grantID, func(cur store.Grant) (store.Grant, error) {
-		g = cur
-		if cur.Revoked() {
-			already = true
-			return cur, nil
-		}
-		cur.RevokedAt, cur.RevokedBy, cur.RevokeReason = s.now(), actor, reason
-		g = cur
-		return cur, nil
-	})
-	if err != nil {
-		return fmt.Errorf("revoke grant: %w", err)
-	}
-	if already {
-		return nil
-	}
-	s.metrics.revocations.WithLabelValues(revocationLabel(reason)).Inc()
-	return s.audit.RecordSync(ctx, store.AuditEvent{Type: "grant_revoked", Actor: actor, Subject: g.Subject, ClientID: g.ClientID,
-		Kind: g.Kind, GrantID: g.ID, Reason: reason})
-}
-
-// Reasons the authorization server revokes grants for by itself.
-const (
-	reasonCodeReplay         = "authorization code used twice"
-	reasonRefreshReplay      = "rotated refresh token used again"
-	reasonRefreshOtherClient = "refresh token presented by another client"
-	reasonIdPRefused         = "identity provider refused refresh"
-	reasonByClient           = "revoked by the client"
-	reasonClientDeleted      = "client deleted"
-)
-
-func revocationLabel(reason string) string {
-	switch reason {
-	case reasonCodeReplay:
-		return "code_replay"
-	case reasonRefreshReplay, reasonRefreshOtherClient:
-		return "refresh_replay"
-	case reasonIdPRefused:
-		return "idp_refused"
-	case reasonByClient:
-		return "client"
-	case reasonClientDeleted:
-		return "client_deleted"
-	default:
-		return "other"
-	}
-}
-
-// revokeAfterReplay records a replayed code or refresh token and revokes
-// the grant it belongs to.
-func (s *Server) revokeAfterReplay(ctx context.Context, h store.Handle, event, reason string) {
-	if err := s.audit.RecordSync(ctx, store.AuditEvent{Type: event, ClientID: h.ClientID, GrantID: h.GrantID, Reason: reason}); err != nil {
-		s.log.Error("audit replay", "err", err)
-	}
-	if err := s.revokeGrant(ctx, h.GrantID, "system", reason); err != nil {
-		s.log.Error("revoke grant after replay", "grant_id", h.GrantID, "err", err)
-	}
-}
 
 // sealTokens seals IdP tokens for a grant; the grant id is the AAD, so the
 // ciphertext cannot be moved to another grant.
@@ -111,15 +44,15 @@ func (s *Server) openTokens(g store.Grant) (connector.Tokens, bool, error) {
 }
 
 // refreshUpstream renews the grant's IdP tokens when they expire within
-// horizon (plus the connector's margin). A refusal by the IdP revokes the
-// grant and is returned as connector.ErrRefused.
+// horizon (plus the refresh margin). A refusal by the IdP revokes the
+// grant (through the grant service) and is returned as
+// connector.ErrRefused.
 func (s *Server) refreshUpstream(ctx context.Context, g store.Grant, horizon time.Duration) (store.Grant, error) {
 	if s.redirectConn == nil || len(g.Upstream) == 0 {
 		return g, nil
 	}
-	margin := s.ocfg.Connector.OIDC.RefreshMargin.D()
 	due := func(t connector.Tokens) bool {
-		return t.RefreshToken != "" && !t.Expiry.IsZero() && !t.Expiry.After(s.now().Add(horizon+margin))
+		return t.RefreshToken != "" && !t.Expiry.IsZero() && !t.Expiry.After(s.now().Add(horizon+s.o.UpstreamRefreshMargin))
 	}
 	t, ok, err := s.openTokens(g)
 	if err != nil || !ok || !due(t) {
@@ -140,7 +73,7 @@ func (s *Server) refreshUpstream(ctx context.Context, g store.Grant, horizon tim
 	next, err := s.redirectConn.Refresh(ctx, t)
 	if errors.Is(err, connector.ErrRefused) {
 		_ = s.audit.RecordSync(ctx, store.AuditEvent{Type: "idp_refresh_refused", Subject: g.Subject, ClientID: g.ClientID, Kind: g.Kind, GrantID: g.ID, Reason: err.Error()})
-		if rerr := s.revokeGrant(ctx, g.ID, "system", reasonIdPRefused); rerr != nil {
+		if _, rerr := s.grants.Revoke(ctx, grant.ActorSystem, grant.Target{GrantID: g.ID}, grant.ReasonIdPRefused); rerr != nil {
 			return g, rerr
 		}
 		return g, err
