@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -100,7 +99,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := store.OpenBadger(filepath.Join(cfg.DataDir, "store"), store.BadgerOptions{Logger: log})
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -350,7 +349,7 @@ const grantRetention = 30 * 24 * time.Hour
 
 // maintain runs the store's housekeeping until ctx ends: Badger value-log
 // garbage collection, and deletion of grants past their retention.
-func maintain(ctx context.Context, st *store.Badger, log *slog.Logger) {
+func maintain(ctx context.Context, st store.Store, log *slog.Logger) {
 	gc := time.NewTicker(10 * time.Minute)
 	prune := time.NewTicker(time.Hour)
 	defer gc.Stop()
@@ -360,7 +359,9 @@ func maintain(ctx context.Context, st *store.Badger, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-gc.C:
-			st.RunGC()
+			if b, ok := st.(interface{ RunGC() }); ok {
+				b.RunGC()
+			}
 		case <-prune.C:
 			n, err := store.PruneGrants(ctx, st, time.Now(), grantRetention)
 			if err != nil {

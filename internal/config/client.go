@@ -19,6 +19,9 @@ type Client struct {
 	// Actor is WARDEN_ACTOR: who the operator says they are, recorded in
 	// the audit trail.
 	Actor string
+	// PostgresDSN is store.postgres.dsn (WARDEN_STORE_POSTGRES_DSN), for
+	// `warden store migrate`.
+	PostgresDSN string
 }
 
 // LoadClient reads path (empty: defaults and environment only) the way Load
@@ -39,6 +42,7 @@ func LoadClient(path string) (Client, error) {
 		AdminToken:     c.Keys.AdminToken,
 		AdminTokenFile: c.Keys.AdminTokenFile,
 		Actor:          os.Getenv("WARDEN_ACTOR"),
+		PostgresDSN:    c.Store.Postgres.DSN,
 	}
 	if v := os.Getenv("WARDEN_ADMIN_ADDR"); v != "" {
 		cl.AdminURL = v

@@ -38,6 +38,7 @@ type Config struct {
 	HTTP      HTTP    `json:"http"`
 	Log       Log     `json:"log"`
 	Keys      Keys    `json:"keys"`
+	Store     Store   `json:"store"`
 	Authz     Authz   `json:"authz"`
 	Policy    Policy  `json:"policy"`
 	Audit     Audit   `json:"audit"`
@@ -225,8 +226,9 @@ func Default() Config {
 				MaxConnections:    1024,
 			},
 		},
-		HTTP: HTTP{TrustedProxies: []string{"127.0.0.0/8", "::1/128"}},
-		Log:  Log{Level: "info", Format: "json"},
+		HTTP:  HTTP{TrustedProxies: []string{"127.0.0.0/8", "::1/128"}},
+		Log:   Log{Level: "info", Format: "json"},
+		Store: defaultStore(),
 		Authz: Authz{
 			MaxBodyBytes: 1 << 20,
 			Timeout:      Duration(2 * time.Second),
@@ -416,6 +418,7 @@ func (c Config) Validate() error {
 	if c.Audit.Sink == "" {
 		bad("audit.sink", "must be stdout, stderr, none or a file path")
 	}
+	errs = append(errs, c.Store.validate()...)
 	errs = append(errs, c.OAuth.validate()...)
 	errs = append(errs, c.XDS.validate()...)
 	names := map[string]bool{}
