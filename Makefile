@@ -66,8 +66,8 @@ fuzz: ## Fuzz the JSON-RPC classifier and Check input handling (60s each)
 	$(GO) test -run '^$$' -fuzz FuzzCheck -fuzztime 60s ./authz
 
 .PHONY: testdata
-testdata: ## Regenerate golden files
-	$(GO) test ./xds/... -update
+testdata: ## Regenerate the xDS golden files (and delete those no input produces)
+	$(GO) test ./xds/translate -run TestGolden -update
 
 .PHONY: clean
 clean: ## Remove build output (keeps ./data)

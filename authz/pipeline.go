@@ -15,6 +15,7 @@ import (
 	"github.com/warden-mcp/warden/internal/bearer"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/mcp"
+	"github.com/warden-mcp/warden/internal/serverspec"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/policy"
 )
@@ -257,27 +258,10 @@ func serverFromPath(p string) (string, error) {
 		return "", nil
 	}
 	name, _, _ := strings.Cut(rest, "/")
-	if !validServerName(name) {
+	if !serverspec.ValidName(name) {
 		return "", nil
 	}
 	return name, nil
-}
-
-// validServerName is the registry's rule for server names (lowercase
-// letters, digits and inner hyphens, 1 to 63 characters: a DNS label),
-// checked here without the config package.
-func validServerName(name string) bool {
-	if len(name) == 0 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		switch b := name[i]; {
-		case b >= 'a' && b <= 'z', b >= '0' && b <= '9', b == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func body(h *authv3.AttributeContext_HttpRequest) []byte {

@@ -41,16 +41,14 @@ func BenchmarkTranslate1000(b *testing.B) {
 
 // BenchmarkPublish1000 is one full publish of a changed 1,000-server
 // registry: list, translate, snapshot, consistency check, and SetSnapshot
-// for 3 nodes.
+// for 3 streams.
 func BenchmarkPublish1000(b *testing.B) {
 	src := &memSource{}
 	x, err := New(Options{Source: src, Settings: settings()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, id := range []string{"a", "b", "c"} {
-		x.nodes[id] = &node{id: id, acked: map[string]string{}}
-	}
+	attachStreams(x, "a", "b", "c")
 	ctx := context.Background()
 	gen := 0
 	b.ReportAllocs()
@@ -68,16 +66,14 @@ func BenchmarkPublish1000(b *testing.B) {
 
 // BenchmarkRegistrationToSnapshot measures, with Run going and 1,000
 // servers registered, the time from the registry's change signal for one
-// new server to the snapshot being set for every node.
+// new server to the snapshot being set for every stream.
 func BenchmarkRegistrationToSnapshot(b *testing.B) {
 	src := &memSource{servers: manyServers(1000, 0)}
 	x, err := New(Options{Source: src, Settings: settings()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, id := range []string{"a", "b", "c"} {
-		x.nodes[id] = &node{id: id, acked: map[string]string{}}
-	}
+	attachStreams(x, "a", "b", "c")
 	published := make(chan string, 1)
 	x.onPublish = func(v string) { published <- v }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -95,4 +91,14 @@ func BenchmarkRegistrationToSnapshot(b *testing.B) {
 		total += time.Since(start)
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(n)/1000, "ms/registration")
+}
+
+// attachStreams registers one attached stream per node id, as if Envoys
+// were connected, so publishes set their snapshots.
+func attachStreams(x *Server, ids ...string) {
+	for i, id := range ids {
+		k := streamKey{id: int64(i + 1)}
+		x.nodes[id] = &node{id: id, streams: 1}
+		x.streams[k] = &stream{node: id, acked: map[string]string{}, sent: map[string]sentResponse{}}
+	}
 }

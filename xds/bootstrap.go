@@ -2,6 +2,7 @@ package xds
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/warden-mcp/warden/xds/internal/deepvalidate"
 	"github.com/warden-mcp/warden/xds/internal/protoyaml"
+	"github.com/warden-mcp/warden/xds/translate"
 )
 
 //go:embed bootstrap.yaml.tmpl
@@ -45,6 +47,10 @@ type BootstrapOptions struct {
 	AdminAddress string
 	// Delta selects incremental (delta) xDS instead of state of the world.
 	Delta bool
+	// TLS, when set, makes warden_xds and warden_authz mutual TLS: the
+	// client certificate, key and CA as paths where Envoy runs. An empty
+	// ServerName checks each address's own host.
+	TLS *translate.ClientTLS
 }
 
 // DefaultBootstrapOptions are the values envoy/bootstrap.yaml is rendered with.
@@ -58,7 +64,14 @@ func RenderBootstrap(o BootstrapOptions) ([]byte, error) {
 	if o.NodeID == "" {
 		return nil, errors.New("node id is required")
 	}
-	for _, f := range []string{o.XDSAddress, o.NodeID, o.NodeCluster, o.AuthzAddress, o.HTTPAddress, o.AdminAddress} {
+	fields := []string{o.XDSAddress, o.NodeID, o.NodeCluster, o.AuthzAddress, o.HTTPAddress, o.AdminAddress}
+	if o.TLS != nil {
+		if o.TLS.CertFile == "" || o.TLS.KeyFile == "" || o.TLS.CAFile == "" {
+			return nil, errors.New("TLS needs a client certificate, its key and the CA of Warden's certificate")
+		}
+		fields = append(fields, o.TLS.CertFile, o.TLS.KeyFile, o.TLS.CAFile, o.TLS.ServerName)
+	}
+	for _, f := range fields {
 		if strings.ContainsFunc(f, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) {
 			return nil, fmt.Errorf("%q: spaces and control characters are not allowed", f)
 		}
@@ -78,6 +91,7 @@ func RenderBootstrap(o BootstrapOptions) ([]byte, error) {
 		"XDSAddress": o.XDSAddress, "XDSHost": xh, "XDSPort": xp,
 		"AuthzAddressSet": o.AuthzAddress != "", "HTTPAddressSet": o.HTTPAddress != "",
 		"AdminAddressSet": o.AdminAddress != "127.0.0.1:9901",
+		"TLS":             o.TLS,
 	}
 	if o.AuthzAddress == "" {
 		o.AuthzAddress = net.JoinHostPort(xh, "9191")
@@ -94,6 +108,10 @@ func RenderBootstrap(o BootstrapOptions) ([]byte, error) {
 		}
 		v[a.key+"Address"], v[a.key+"Host"], v[a.key+"Port"] = a.addr, h, p
 	}
+	if o.TLS != nil {
+		v["XDSTLS"] = tlsValues(*o.TLS, xh)
+		v["AuthzTLS"] = tlsValues(*o.TLS, v["AuthzHost"].(string))
+	}
 	var buf bytes.Buffer
 	if err := bootstrapTmpl.Execute(&buf, v); err != nil {
 		return nil, fmt.Errorf("render bootstrap: %w", err)
@@ -106,6 +124,19 @@ func RenderBootstrap(o BootstrapOptions) ([]byte, error) {
 		return nil, fmt.Errorf("rendered bootstrap is invalid: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// tlsValues fills the "tls" template for a cluster dialling host: the
+// certificate must carry ServerName (default host), as a DNS or IP SAN; SNI
+// is sent for names only (RFC 6066 section 3). It matches what the xDS
+// translation publishes for warden_authz.
+func tlsValues(t translate.ClientTLS, host string) map[string]string {
+	name := strings.ToLower(cmp.Or(t.ServerName, host))
+	v := map[string]string{"CertFile": t.CertFile, "KeyFile": t.KeyFile, "CAFile": t.CAFile, "Name": name, "SANType": "DNS", "SNI": name}
+	if net.ParseIP(name) != nil {
+		v["SANType"], v["SNI"] = "IP_ADDRESS", ""
+	}
+	return v
 }
 
 func splitHostPort(what, addr string) (string, int, error) {

@@ -11,24 +11,28 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
-// NACK is one rejection of a version by an Envoy node.
+// NACK is one rejection of a version by an Envoy.
 type NACK struct {
-	Node    string    `json:"node"`
+	Node string `json:"node"`
+	// Stream is the ADS stream (one Envoy) that sent it; only that stream
+	// is rolled back.
+	Stream  string    `json:"stream"`
 	TypeURL string    `json:"type_url"`
 	Version string    `json:"version"`
 	Reason  string    `json:"reason"`
 	At      time.Time `json:"at"`
-	// RolledBackTo is the version the node was returned to, empty when it
-	// had accepted none that is still known.
+	// RolledBackTo is the version the stream was returned to, empty when
+	// it had accepted none that is still known.
 	RolledBackTo string `json:"rolled_back_to,omitempty"`
 }
 
 // callbacks hooks the go-control-plane server's stream events. They run on
 // the stream's goroutine before the cache is asked for a watch, which is
-// what lets OnStreamRequest set a snapshot for a node seen for the first
-// time, or roll a node back, before its request is answered.
+// what lets OnStreamRequest set a snapshot for a stream seen for the first
+// time, or roll a stream back, before its request is answered.
 type callbacks struct{ s *Server }
 
 var _ serverv3.Callbacks = callbacks{}
@@ -51,23 +55,22 @@ func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
 
 func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	k := streamKey{id: id}
-	n, err := c.s.attach(k, req.GetNode())
-	if err != nil {
+	if err := c.s.attach(k, req); err != nil {
 		return err
 	}
 	if req.GetErrorDetail() != nil {
 		good := req.GetVersionInfo() // SotW: the last version this type accepted
-		if !c.s.nack(k, n, req.GetTypeUrl(), req.GetResponseNonce(), good, req.GetErrorDetail().GetMessage()) {
+		if !c.s.nack(k, req.GetTypeUrl(), req.GetResponseNonce(), good, req.GetErrorDetail().GetMessage()) {
 			// Nothing accepted to return to. Answering the request would
 			// resend the version just refused, and Envoy would refuse it
 			// again at once: mark it seen so the watch waits for the next
 			// change instead.
-			req.VersionInfo = c.s.nodeVersion(n, req.GetTypeUrl())
+			req.VersionInfo = c.s.streamVersion(k, req.GetTypeUrl())
 		}
 		return nil
 	}
 	if req.GetResponseNonce() != "" {
-		c.s.ack(n, req.GetTypeUrl(), req.GetVersionInfo())
+		c.s.ack(k, req.GetTypeUrl(), req.GetVersionInfo())
 	}
 	return nil
 }
@@ -78,19 +81,18 @@ func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.Di
 
 func (c callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
 	k := streamKey{delta: true, id: id}
-	n, err := c.s.attach(k, req.GetNode())
-	if err != nil {
+	if err := c.s.attach(k, req); err != nil {
 		return err
 	}
 	if req.GetErrorDetail() != nil {
-		// Delta requests carry no version: the node's last ACK for the type
-		// is where it stands.
-		c.s.nack(k, n, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
+		// Delta requests carry no version: the stream's last ACK for the
+		// type is where it stands.
+		c.s.nack(k, req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
 		return nil
 	}
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		if v, ok := c.s.sentVersion(k, req.GetTypeUrl(), nonce); ok {
-			c.s.ack(n, req.GetTypeUrl(), v)
+			c.s.ack(k, req.GetTypeUrl(), v)
 		}
 	}
 	return nil
@@ -109,7 +111,7 @@ func (callbacks) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.Discove
 func (s *Server) openStream(k streamKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.streams[k] = &stream{sent: map[string]sentResponse{}}
+	s.streams[k] = &stream{acked: map[string]string{}, sent: map[string]sentResponse{}}
 	s.metrics.streams.Inc()
 }
 
@@ -122,6 +124,7 @@ func (s *Server) closeStream(k streamKey) {
 	}
 	delete(s.streams, k)
 	s.metrics.streams.Dec()
+	s.cache.ClearSnapshot(k.String())
 	n := s.nodes[st.node]
 	if n == nil {
 		return
@@ -130,46 +133,60 @@ func (s *Server) closeStream(k streamKey) {
 	if n.streams == 0 && s.allowed == nil {
 		// Any-node mode: forget a node when its last Envoy leaves, so
 		// node ids that come and go do not accumulate.
-		s.cache.ClearSnapshot(n.id)
 		delete(s.nodes, n.id)
 	}
 }
 
-// attach binds a stream to its node on the first request and makes sure the
-// node has the current snapshot before the cache answers.
-func (s *Server) attach(k streamKey, cn *core.Node) (*node, error) {
+// request is what attach needs of SotW and delta requests alike.
+type request interface {
+	GetNode() *core.Node
+}
+
+// attach binds a stream to its node on the first request, makes sure the
+// stream has the current snapshot before the cache answers, and points the
+// request at the stream's own cache entry (the cache reads the node id
+// from the request).
+func (s *Server) attach(k streamKey, req request) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.streams[k]
 	if st == nil { // callbacks always open first; be safe anyway
-		st = &stream{sent: map[string]sentResponse{}}
+		st = &stream{acked: map[string]string{}, sent: map[string]sentResponse{}}
 		s.streams[k] = st
 	}
-	if st.node != "" {
-		return s.nodes[st.node], nil
-	}
-	id := cn.GetId()
-	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "node.id is required")
-	}
-	if s.allowed != nil && !s.allowed[id] {
-		s.log.Warn("refused xDS stream from an unknown node", "node", id)
-		return nil, status.Errorf(codes.PermissionDenied, "node %q is not in xds.node_ids", id)
-	}
-	n := s.nodes[id]
-	if n == nil {
-		n = &node{id: id, acked: map[string]string{}}
-		s.nodes[id] = n
-	}
-	st.node = id
-	n.streams++
-	if n.snap == nil && s.current != nil {
-		if err := s.setNode(n, s.current.snap); err != nil {
-			return nil, status.Errorf(codes.Internal, "set snapshot: %v", err)
+	if st.node == "" {
+		cn := req.GetNode()
+		id := cn.GetId()
+		if id == "" {
+			return status.Error(codes.InvalidArgument, "node.id is required")
 		}
+		if s.allowed != nil && !s.allowed[id] {
+			s.log.Warn("refused xDS stream from an unknown node", "node", id)
+			return status.Errorf(codes.PermissionDenied, "node %q is not in xds.node_ids", id)
+		}
+		n := s.nodes[id]
+		if n == nil {
+			n = &node{id: id}
+			s.nodes[id] = n
+		}
+		n.streams++
+		st.node = id
+		st.cacheNode = proto.Clone(cn).(*core.Node)
+		st.cacheNode.Id = k.String()
+		if s.current != nil {
+			if err := s.setStream(k, st, s.current.snap); err != nil {
+				return status.Errorf(codes.Internal, "set snapshot: %v", err)
+			}
+		}
+		s.log.Info("Envoy connected", "node", id, "cluster", cn.GetCluster(), "stream", k.String())
 	}
-	s.log.Info("Envoy connected", "node", id, "cluster", cn.GetCluster(), "delta", k.delta)
-	return n, nil
+	switch r := req.(type) {
+	case *discovery.DiscoveryRequest:
+		r.Node = st.cacheNode
+	case *discovery.DeltaDiscoveryRequest:
+		r.Node = st.cacheNode
+	}
+	return nil
 }
 
 func (s *Server) sent(k streamKey, typeURL, nonce, version string) {
@@ -191,63 +208,70 @@ func (s *Server) sentVersion(k streamKey, typeURL, nonce string) (string, bool) 
 	return "", false
 }
 
-func (s *Server) ack(n *node, typeURL, version string) {
+func (s *Server) ack(k streamKey, typeURL, version string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n.acked[typeURL] = version
-}
-
-func (s *Server) nodeVersion(n *node, typeURL string) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if n.snap == nil {
-		return ""
-	}
-	return n.snap.GetVersion(typeURL)
-}
-
-// nack records a rejection and, when the node still holds the rejected
-// version and accepted an earlier one that is kept, sets that earlier
-// snapshot for the node: the node stays on its last good config until the
-// registry changes. It reports whether the node was rolled back or already
-// moved on.
-func (s *Server) nack(k streamKey, n *node, typeURL, nonce, good, reason string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rejected := ""
 	if st := s.streams[k]; st != nil {
-		if r, ok := st.sent[typeURL]; ok && (nonce == "" || r.nonce == nonce) {
-			rejected = r.version
-		}
+		st.acked[typeURL] = version
 	}
-	if rejected == "" && n.snap != nil {
-		rejected = n.snap.GetVersion(typeURL)
+}
+
+func (s *Server) streamVersion(k streamKey, typeURL string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[k]; st != nil && st.snap != nil {
+		return st.snap.GetVersion(typeURL)
+	}
+	return ""
+}
+
+// nack records a rejection and, when the stream still holds the rejected
+// version and accepted an earlier one that is kept, sets that earlier
+// snapshot for this stream only: it stays on its last good config until the
+// registry changes, while other streams, of the same node id or not, keep
+// what they have. It reports whether the stream was rolled back or already
+// moved on.
+func (s *Server) nack(k streamKey, typeURL, nonce, good, reason string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[k]
+	if st == nil {
+		return false
+	}
+	rejected := ""
+	if r, ok := st.sent[typeURL]; ok && (nonce == "" || r.nonce == nonce) {
+		rejected = r.version
+	}
+	if rejected == "" && st.snap != nil {
+		rejected = st.snap.GetVersion(typeURL)
 	}
 	if good == "" {
-		good = n.acked[typeURL]
+		good = st.acked[typeURL]
 	}
-	rec := &NACK{Node: n.id, TypeURL: typeURL, Version: rejected, Reason: reason, At: s.now()}
+	rec := &NACK{Node: st.node, Stream: k.String(), TypeURL: typeURL, Version: rejected, Reason: reason, At: s.now()}
 	s.nacks++
-	s.lastNACK, n.lastNACK = rec, rec
+	s.lastNACK, st.lastNACK = rec, rec
+	if n := s.nodes[st.node]; n != nil {
+		n.lastNACK = rec
+	}
 	s.metrics.nacks.WithLabelValues(shortType(typeURL)).Inc()
+	log := s.log.With("node", st.node, "stream", k.String(), "type", typeURL, "version", rejected, "reason", reason)
 
-	if n.snap == nil || n.snap.GetVersion(typeURL) != rejected {
-		// The node already has a newer snapshot queued; it will get that.
-		s.log.Warn("Envoy rejected xDS config", "node", n.id, "type", typeURL, "version", rejected, "reason", reason)
+	if st.snap == nil || st.snap.GetVersion(typeURL) != rejected {
+		// The stream already has a newer snapshot queued; it will get that.
+		log.Warn("Envoy rejected xDS config")
 		return true
 	}
 	if prev := s.snapshotByVersion(good); prev != nil && good != rejected {
-		if err := s.setNode(n, prev); err != nil {
-			s.log.Error("roll back after NACK", "node", n.id, "version", good, "error", err)
+		if err := s.setStream(k, st, prev); err != nil {
+			log.Error("roll back after NACK", "kept", good, "error", err)
 			return false
 		}
 		rec.RolledBackTo = good
-		s.log.Warn("Envoy rejected xDS config; node kept on its last accepted version",
-			"node", n.id, "type", typeURL, "version", rejected, "kept", good, "reason", reason)
+		log.Warn("Envoy rejected xDS config; this stream is kept on its last accepted version", "kept", good)
 		return true
 	}
-	s.log.Warn("Envoy rejected xDS config and accepted none before it", "node", n.id,
-		"type", typeURL, "version", rejected, "reason", reason)
+	log.Warn("Envoy rejected xDS config and accepted none before it")
 	return false
 }
 

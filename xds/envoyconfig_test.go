@@ -6,16 +6,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/store"
 	_ "github.com/warden-mcp/warden/xds/internal/allext" // resolve every Any in shipped YAML
 	"github.com/warden-mcp/warden/xds/internal/deepvalidate"
@@ -132,7 +134,7 @@ func TestBootstrapContents(t *testing.T) {
 // must say exactly what the translator says for the same server.
 func TestStandaloneMatchesTranslator(t *testing.T) {
 	b := parseBootstrap(t, "examples/standalone.yaml")
-	res, err := translate.Translate([]store.Server{{Name: "everything", URL: "http://everything:3001/mcp"}}, SettingsFromConfig(config.Default().XDS))
+	res, err := translate.Translate([]store.Server{{Name: "everything", URL: "http://everything:3001/mcp"}}, settings())
 	if err != nil || len(res.Skipped) > 0 {
 		t.Fatal(err, res.Skipped)
 	}
@@ -172,4 +174,71 @@ func unpackHCM(t *testing.T, a interface{ UnmarshalTo(proto.Message) error }) *h
 		t.Fatal(err)
 	}
 	return &m
+}
+
+// With --tls-*, the bootstrap has Envoy speak mutual TLS to Warden's xDS
+// and ext_authz listeners: a client certificate, Warden's CA, its name as
+// SAN and SNI, ALPN h2. The warden_authz socket is exactly what the xDS
+// translation publishes for the same settings, and everything validates.
+func TestBootstrapMutualTLS(t *testing.T) {
+	tlsOpts := &translate.ClientTLS{CertFile: "/etc/envoy/tls/envoy.pem", KeyFile: "/etc/envoy/tls/envoy-key.pem", CAFile: "/etc/envoy/tls/warden-ca.pem", ServerName: "warden.internal"}
+	raw, err := RenderBootstrap(BootstrapOptions{XDSAddress: "warden.internal:18000", NodeID: "edge-1", TLS: tlsOpts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bootstrapv3.Bootstrap
+	if err := protoyaml.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	if err := deepvalidate.Message(&b); err != nil {
+		t.Fatalf("bootstrap with TLS does not validate: %v", err)
+	}
+	sockets := map[string]*core.TransportSocket{}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		sockets[c.GetName()] = c.GetTransportSocket()
+	}
+	if sockets[translate.HTTPCluster] != nil {
+		t.Error("warden_http got TLS: Warden's HTTP listener is plain")
+	}
+	for _, name := range []string{"warden_xds", translate.AuthzCluster} {
+		ts := sockets[name]
+		var ctx tlsv3.UpstreamTlsContext
+		if ts == nil || ts.GetTypedConfig().UnmarshalTo(&ctx) != nil {
+			t.Fatalf("%s: no UpstreamTlsContext: %v", name, ts)
+		}
+		c := ctx.GetCommonTlsContext()
+		if ctx.GetSni() != "warden.internal" || !slices.Equal(c.GetAlpnProtocols(), []string{"h2"}) ||
+			c.GetTlsCertificates()[0].GetCertificateChain().GetFilename() != tlsOpts.CertFile ||
+			c.GetTlsCertificates()[0].GetPrivateKey().GetFilename() != tlsOpts.KeyFile ||
+			c.GetValidationContext().GetTrustedCa().GetFilename() != tlsOpts.CAFile ||
+			c.GetValidationContext().GetMatchTypedSubjectAltNames()[0].GetMatcher().GetExact() != "warden.internal" {
+			t.Errorf("%s: TLS context %v", name, &ctx)
+		}
+	}
+	s := settings()
+	s.WardenAuthzAddress = "warden.internal:9191"
+	s.WardenAuthzTLS = tlsOpts
+	res, err := translate.Translate(nil, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range res.Resources.Clusters {
+		if c.GetName() == translate.AuthzCluster {
+			if diff := cmp.Diff(c.GetTransportSocket(), sockets[translate.AuthzCluster], protocmp.Transform()); diff != "" {
+				t.Errorf("bootstrap and xDS disagree on warden_authz TLS (-xds +bootstrap):\n%s", diff)
+			}
+		}
+	}
+	// An IP address is checked as an IP SAN and sends no SNI.
+	raw, err = RenderBootstrap(BootstrapOptions{XDSAddress: "10.0.0.5:18000", NodeID: "edge-1",
+		TLS: &translate.ClientTLS{CertFile: "/c", KeyFile: "/k", CAFile: "/ca"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte("san_type: IP_ADDRESS")) || bytes.Contains(raw, []byte("sni:")) {
+		t.Errorf("IP address without IP SAN or with SNI:\n%s", raw)
+	}
+	if _, err := RenderBootstrap(BootstrapOptions{XDSAddress: "x:1", NodeID: "n", TLS: &translate.ClientTLS{CertFile: "/c"}}); err == nil {
+		t.Error("incomplete TLS accepted")
+	}
 }

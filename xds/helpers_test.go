@@ -71,10 +71,14 @@ func (m *memSource) Fail(err error) {
 	m.err = err
 }
 
+// settings are the translation settings `warden serve` derives from the
+// default configuration; cmd/warden's TestXDSSettingsFromDefaultConfig
+// holds the same values, so the standalone example compared with them is
+// what a default Warden pushes.
 func settings() translate.Settings {
 	return translate.Settings{
 		ListenerAddress: "0.0.0.0", ListenerPort: 10000,
-		StreamIdleTimeout: 5 * time.Minute, RouteIdleTimeout: time.Hour, ConnectTimeout: 5 * time.Second,
+		StreamIdleTimeout: 5 * time.Minute, RouteIdleTimeout: time.Hour, MaxStreamDuration: time.Hour, ConnectTimeout: 5 * time.Second,
 		AuthzTimeout: 3 * time.Second, MaxRequestBytes: 1 << 20,
 		WardenAuthzAddress: "127.0.0.1:9191", WardenHTTPAddress: "127.0.0.1:8080",
 		UpstreamCAFile: "/etc/ssl/certs/ca-certificates.crt",

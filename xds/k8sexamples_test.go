@@ -71,11 +71,39 @@ func defaultPort(t *testing.T, addr string) int {
 	return n
 }
 
+// wardenConfig loads the Warden config file a Kubernetes example ships in
+// its ConfigMap. It must take the server from the path (the gateway sets no
+// context_extensions) and listen where the gateway dials it.
+func wardenConfig(t *testing.T, d map[string]map[string]any) config.Config {
+	t.Helper()
+	body, _ := get(d["ConfigMap/warden-config"], "data", "warden.yaml").(string)
+	if body == "" {
+		t.Fatalf("no ConfigMap warden-config with warden.yaml in %v", keys(d))
+	}
+	p := filepath.Join(t.TempDir(), "warden.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(p)
+	if err != nil {
+		t.Fatalf("the example's Warden config does not load: %v", err)
+	}
+	if !cfg.Authz.ServerFromPath {
+		t.Error("authz.server_from_path must be on: the gateway sets no context_extensions")
+	}
+	for name, addr := range map[string]string{"listen.authz": cfg.Listen.Authz, "listen.http": cfg.Listen.HTTP} {
+		if h, _, _ := net.SplitHostPort(addr); h != "" && h != "0.0.0.0" {
+			t.Errorf("%s %q: the gateway reaches Warden over the pod network", name, addr)
+		}
+	}
+	return cfg
+}
+
 // The Kubernetes examples cannot be applied here; check that what they say
-// about Warden matches Warden's defaults and contract.
+// about Warden matches Warden's config and contract.
 func TestEnvoyGatewayExample(t *testing.T) {
-	def := config.Default()
 	d := docs(t, "examples/envoy-gateway.yaml")
+	def := wardenConfig(t, d)
 	sp := d["SecurityPolicy/mcp-everything-warden"]
 	if sp == nil {
 		t.Fatalf("no SecurityPolicy in %v", keys(d))
@@ -111,8 +139,8 @@ func TestEnvoyGatewayExample(t *testing.T) {
 }
 
 func TestIstioExample(t *testing.T) {
-	def := config.Default()
 	d := docs(t, "examples/istio.yaml")
+	def := wardenConfig(t, d)
 	prov := get(d["IstioOperator/warden"], "spec", "meshConfig", "extensionProviders", 0)
 	grpc := get(prov, "envoyExtAuthzGrpc")
 	if num(get(grpc, "port")) != defaultPort(t, def.Listen.Authz) || get(grpc, "failOpen") != false ||

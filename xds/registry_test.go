@@ -79,7 +79,7 @@ func TestRegistryToADS(t *testing.T) {
 
 // BenchmarkRegistryAddToSnapshot: with 1,000 servers in the real registry
 // (Badger on disk), the time from calling Add for one more server to the
-// new snapshot being set for every node (3 nodes).
+// new snapshot being set for every stream (3 streams).
 func BenchmarkRegistryAddToSnapshot(b *testing.B) {
 	reg := newRegistry(b)
 	ctx := context.Background()
@@ -93,9 +93,7 @@ func BenchmarkRegistryAddToSnapshot(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, id := range []string{"a", "b", "c"} {
-		x.nodes[id] = &node{id: id, acked: map[string]string{}}
-	}
+	attachStreams(x, "a", "b", "c")
 	published := make(chan string, 1)
 	x.onPublish = func(v string) { published <- v }
 	runCtx, cancel := context.WithCancel(ctx)

@@ -2,7 +2,12 @@
 // registry, translates it (package translate) into Envoy listeners, routes
 // and clusters, and serves them over ADS (state of the world and delta) from
 // go-control-plane's snapshot cache. It detects NACKs, counts and logs them,
-// and keeps a node that rejected a version on the last version it accepted.
+// and keeps the stream that rejected a version on the last version that
+// stream accepted.
+//
+// The cache is keyed by stream, not by node id: several Envoys may share a
+// node id (replicas), and a NACK from one of them, or from anyone who
+// learnt the id, must not roll the others back.
 package xds
 
 import (
@@ -15,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
@@ -23,7 +29,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/xds/ir"
 	"github.com/warden-mcp/warden/xds/translate"
@@ -52,26 +57,8 @@ type Options struct {
 	RetryInterval time.Duration
 }
 
-// SettingsFromConfig maps the config file's xds section to translation
-// settings.
-func SettingsFromConfig(x config.XDS) translate.Settings {
-	return translate.Settings{
-		ListenerAddress:    x.ListenerAddress,
-		ListenerPort:       uint32(x.ListenerPort),
-		StreamIdleTimeout:  x.StreamIdleTimeout.D(),
-		RouteIdleTimeout:   x.RouteIdleTimeout.D(),
-		MaxStreamDuration:  x.MaxStreamDuration.D(),
-		ConnectTimeout:     x.ConnectTimeout.D(),
-		AuthzTimeout:       x.AuthzTimeout.D(),
-		MaxRequestBytes:    uint32(min(x.MaxRequestBytes, 1<<31)),
-		WardenAuthzAddress: x.WardenAuthzAddress,
-		WardenHTTPAddress:  x.WardenHTTPAddress,
-		UpstreamCAFile:     x.UpstreamCAFile,
-	}
-}
-
-// historySize bounds the snapshots kept for rolling a node back after a
-// NACK: a node that rejected a version returns to the one it last accepted,
+// historySize bounds the snapshots kept for rolling a stream back after a
+// NACK: a stream that rejected a version returns to the one it last accepted,
 // which is almost always one of the last few.
 const historySize = 8
 
@@ -92,7 +79,7 @@ type Server struct {
 	allowed    map[string]bool // nil: any node
 
 	// onPublish, when set (tests, benchmarks), is called after a snapshot
-	// was set for every node.
+	// was set for every stream.
 	onPublish func(version string)
 
 	mu      sync.Mutex
@@ -116,12 +103,11 @@ type published struct {
 	at      time.Time
 }
 
-// node is one Envoy node id; several Envoys may share it (replicas).
+// node is one Envoy node id; several Envoys may share it (replicas), each
+// on its own stream.
 type node struct {
 	id       string
 	streams  int
-	snap     *cache.Snapshot // what the cache holds for this node
-	acked    map[string]string
 	lastNACK *NACK
 }
 
@@ -130,8 +116,23 @@ type streamKey struct {
 	id    int64
 }
 
+// String names the stream in logs, status and as its cache key.
+func (k streamKey) String() string {
+	if k.delta {
+		return fmt.Sprintf("delta-%d", k.id)
+	}
+	return fmt.Sprintf("sotw-%d", k.id)
+}
+
+// stream is one ADS stream: one Envoy.
 type stream struct {
 	node string
+	// cacheNode is the node the snapshot cache sees for this stream: the
+	// Envoy's node with the stream's own key as id.
+	cacheNode *core.Node
+	snap      *cache.Snapshot // what the cache holds for this stream
+	acked     map[string]string
+	lastNACK  *NACK
 	// sent is, per type URL, the nonce and version of the last response,
 	// to name the version a NACK rejects.
 	sent map[string]sentResponse
@@ -173,7 +174,7 @@ func New(o Options) (*Server, error) {
 		s.allowed = map[string]bool{}
 		for _, id := range o.NodeIDs {
 			s.allowed[id] = true
-			s.nodes[id] = &node{id: id, acked: map[string]string{}}
+			s.nodes[id] = &node{id: id}
 		}
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
@@ -232,7 +233,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// publish translates the registry and sets the snapshot for every node.
+// publish translates the registry and sets the snapshot for every stream.
 func (s *Server) publish(ctx context.Context) error {
 	start := s.now()
 	servers, err := s.src.List(ctx)
@@ -283,15 +284,18 @@ func (s *Server) publish(ctx context.Context) error {
 	if len(s.history) > historySize {
 		s.history = s.history[len(s.history)-historySize:]
 	}
-	for _, n := range s.nodes {
-		if err := s.setNode(n, snap); err != nil {
-			s.log.Error("set snapshot", "node", n.id, "version", res.Version, "error", err)
+	for k, st := range s.streams {
+		if st.node == "" {
+			continue // attach sets it on the stream's first request
+		}
+		if err := s.setStream(k, st, snap); err != nil {
+			s.log.Error("set snapshot", "node", st.node, "stream", k.String(), "version", res.Version, "error", err)
 		}
 	}
 	s.metrics.published.Inc()
 	s.metrics.servers.Set(float64(len(res.Servers)))
 	s.log.Info("published xDS snapshot", "version", res.Version, "servers", len(res.Servers),
-		"skipped", len(s.skipped), "nodes", len(s.nodes), "took", s.now().Sub(start))
+		"skipped", len(s.skipped), "nodes", len(s.nodes), "streams", len(s.streams), "took", s.now().Sub(start))
 	if s.onPublish != nil {
 		s.onPublish(res.Version)
 	}
@@ -326,12 +330,12 @@ func (s *Server) reportSkipped(skipped []translate.ServerError) {
 	s.metrics.skipped.Set(float64(len(skipped)))
 }
 
-// setNode sets snap for n in the cache. Must hold s.mu.
-func (s *Server) setNode(n *node, snap *cache.Snapshot) error {
-	if err := s.cache.SetSnapshot(s.ctx, n.id, snap); err != nil {
+// setStream sets snap for one stream in the cache. Must hold s.mu.
+func (s *Server) setStream(k streamKey, st *stream, snap *cache.Snapshot) error {
+	if err := s.cache.SetSnapshot(s.ctx, k.String(), snap); err != nil {
 		return err
 	}
-	n.snap = snap
+	st.snap = snap
 	return nil
 }
 

@@ -114,8 +114,8 @@ func TestADSReceiveAckUpdateNoOpAndNACK(t *testing.T) {
 		!strings.Contains(st.LastNACK.Reason, "unknown field") || st.LastNACK.TypeURL != resource.ClusterType {
 		t.Fatalf("status after NACK: %+v %+v", st, st.LastNACK)
 	}
-	if len(st.Nodes) != 1 || st.Nodes[0].Version != v2 || st.Version != v3 {
-		t.Fatalf("node should be held at %s while %s is current: %+v", v2, v3, st.Nodes)
+	if len(st.Nodes) != 1 || len(st.Nodes[0].Streams) != 1 || st.Nodes[0].Streams[0].Version != v2 || st.Version != v3 {
+		t.Fatalf("stream should be held at %s while %s is current: %+v", v2, v3, st.Nodes)
 	}
 
 	// The next change reaches the node again.
@@ -277,7 +277,7 @@ func TestDeltaADS(t *testing.T) {
 	ack(added)
 	eventually(t, "delta ACK recorded", func() bool {
 		s := h.xds.Status()
-		return len(s.Nodes) == 1 && s.Nodes[0].Acked[resource.ClusterType] == s.Version
+		return len(s.Nodes) == 1 && len(s.Nodes[0].Streams) == 1 && s.Nodes[0].Streams[0].Acked[resource.ClusterType] == s.Version
 	})
 
 	// Removing one sends its name in removed_resources.
@@ -316,5 +316,73 @@ func TestNewRejectsBadSettings(t *testing.T) {
 	}
 	if _, err := New(Options{Settings: settings()}); err == nil {
 		t.Fatal("missing source accepted")
+	}
+}
+
+// Two Envoys share a node id. One NACKs: only its stream is rolled back;
+// the other stays on the version it accepted and hears nothing until the
+// next change (issue 13: a NACK carrying a node id rolled back every Envoy
+// sharing it, so anyone who learnt the id could roll the fleet back).
+func TestNACKRollsBackOnlyTheStreamThatSentIt(t *testing.T) {
+	src := &memSource{servers: []store.Server{srv("alpha")}}
+	h := start(t, src)
+	eventually(t, "first publish", func() bool { return h.xds.Status().Ready })
+	a := newADSClient(t, h.conn(t), "edge")
+	b := newADSClient(t, h.conn(t), "edge")
+	cds1, _, _ := a.bootstrap()
+	b.bootstrap()
+	v1 := cds1.GetVersionInfo()
+
+	src.Set(srv("alpha"), srv("bravo"))
+	for _, c := range []*adsClient{a, b} {
+		cds := c.next(resource.ClusterType)
+		if c == b {
+			c.ack(cds)
+		}
+		c.ack(c.next(resource.ListenerType))
+		c.ack(c.next(resource.RouteType), translate.RouteConfigName)
+		if c == a {
+			c.nack(cds, "cluster mcp_bravo: rejected by this Envoy")
+		}
+	}
+	v2 := h.xds.Status().Version
+	if v2 == v1 {
+		t.Fatal("no new version")
+	}
+	// a goes back to v1 ...
+	if l, r := a.next(resource.ListenerType), a.next(resource.RouteType); l.GetVersionInfo() != v1 || r.GetVersionInfo() != v1 {
+		t.Fatalf("NACKing stream got %s/%s, want its last good %s", l.GetVersionInfo(), r.GetVersionInfo(), v1)
+	}
+	eventually(t, "rollback recorded", func() bool {
+		st := h.xds.Status()
+		return len(st.Nodes) == 1 && len(st.Nodes[0].Streams) == 2
+	})
+	st := h.xds.Status()
+	versions := map[string]string{}
+	for _, s := range st.Nodes[0].Streams {
+		versions[s.ID] = s.Version
+	}
+	if st.LastNACK.RolledBackTo != v1 || versions[st.LastNACK.Stream] != v1 || len(versions) != 2 {
+		t.Fatalf("status after NACK: last %+v, streams %v", st.LastNACK, versions)
+	}
+	for id, v := range versions {
+		if id != st.LastNACK.Stream && v != v2 {
+			t.Fatalf("the other stream %s was moved to %s; it accepted %s", id, v, v2)
+		}
+	}
+
+	// ... and b hears nothing: the next thing it gets is the next change,
+	// not the version a rolled back to.
+	src.Set(srv("alpha"), srv("charlie"))
+	cds3 := b.next(resource.ClusterType)
+	l3 := b.next(resource.ListenerType)
+	if cds3.GetVersionInfo() == v1 || l3.GetVersionInfo() == v1 {
+		t.Fatalf("the stream that did not NACK was rolled back: got %s/%s (v1 %s)", cds3.GetVersionInfo(), l3.GetVersionInfo(), v1)
+	}
+	if got := clusterNames(t, cds3); !slices.Contains(got, "mcp_charlie") {
+		t.Fatalf("clusters %v", got)
+	}
+	if cds := a.next(resource.ClusterType); !slices.Contains(clusterNames(t, cds), "mcp_charlie") {
+		t.Fatal("the rolled-back stream did not get the next change")
 	}
 }

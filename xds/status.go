@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"time"
@@ -29,14 +30,21 @@ type SkippedServer struct {
 	Reason string `json:"reason"`
 }
 
-// NodeStatus is one Envoy node id.
+// NodeStatus is one Envoy node id and its streams (several Envoys may
+// share a node id).
 type NodeStatus struct {
-	ID      string `json:"id"`
-	Streams int    `json:"streams"`
-	// Version is the snapshot set for the node (older than Status.Version
-	// after a NACK rolled it back).
+	ID       string         `json:"id"`
+	Streams  []StreamStatus `json:"streams"`
+	LastNACK *NACK          `json:"last_nack,omitempty"`
+}
+
+// StreamStatus is one ADS stream: one Envoy.
+type StreamStatus struct {
+	ID string `json:"id"`
+	// Version is the snapshot set for the stream (older than
+	// Status.Version after a NACK rolled it back).
 	Version string `json:"version,omitempty"`
-	// Acked is the last version the node accepted, per type URL.
+	// Acked is the last version the stream accepted, per type URL.
 	Acked    map[string]string `json:"acked,omitempty"`
 	LastNACK *NACK             `json:"last_nack,omitempty"`
 }
@@ -58,21 +66,43 @@ func (s *Server) Status() Status {
 	if s.lastErr != nil {
 		st.LastError = s.lastErr.Error()
 	}
-	if s.lastNACK != nil {
-		n := *s.lastNACK
-		st.LastNACK = &n
+	st.LastNACK = copyNACK(s.lastNACK)
+	streams := map[string][]StreamStatus{}
+	keys := slices.SortedFunc(maps.Keys(s.streams), func(a, b streamKey) int {
+		if a.delta != b.delta {
+			return cmp.Compare(btoi(a.delta), btoi(b.delta))
+		}
+		return cmp.Compare(a.id, b.id)
+	})
+	for _, k := range keys {
+		str := s.streams[k]
+		if str.node == "" {
+			continue
+		}
+		ss := StreamStatus{ID: k.String(), Acked: maps.Clone(str.acked), LastNACK: copyNACK(str.lastNACK)}
+		if str.snap != nil {
+			ss.Version = str.snap.GetVersion(typeListener)
+		}
+		streams[str.node] = append(streams[str.node], ss)
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
 		n := s.nodes[id]
-		ns := NodeStatus{ID: id, Streams: n.streams, Acked: maps.Clone(n.acked)}
-		if n.snap != nil {
-			ns.Version = n.snap.GetVersion(typeListener)
-		}
-		if n.lastNACK != nil {
-			x := *n.lastNACK
-			ns.LastNACK = &x
-		}
-		st.Nodes = append(st.Nodes, ns)
+		st.Nodes = append(st.Nodes, NodeStatus{ID: id, Streams: append([]StreamStatus{}, streams[id]...), LastNACK: copyNACK(n.lastNACK)})
 	}
 	return st
+}
+
+func copyNACK(n *NACK) *NACK {
+	if n == nil {
+		return nil
+	}
+	c := *n
+	return &c
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

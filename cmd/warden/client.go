@@ -15,45 +15,56 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/warden-mcp/warden/internal/config"
 )
 
-// adminFlags locate and authenticate to a running Warden's admin API.
+// adminFlags locate and authenticate to a running Warden's admin API. Unset
+// flags fall back to the server's own configuration (--config or
+// WARDEN_CONFIG, and the WARDEN_* environment), read by config.LoadClient.
 type adminFlags struct {
+	config  string
 	addr    string
 	token   string
 	dataDir string
 }
 
 func (f *adminFlags) register(cmd *cobra.Command) {
-	cmd.PersistentFlags().StringVar(&f.addr, "admin-addr", envOr("WARDEN_ADMIN_ADDR", "http://127.0.0.1:9090"), "admin API address (env WARDEN_ADMIN_ADDR)")
-	cmd.PersistentFlags().StringVar(&f.token, "admin-token", "", "admin token (env WARDEN_ADMIN_TOKEN; default: read from <data-dir>/admin-token)")
-	cmd.PersistentFlags().StringVar(&f.dataDir, "data-dir", envOr("WARDEN_DATA_DIR", "./data"), "data directory of the server, to find the admin token")
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
+	fl := cmd.PersistentFlags()
+	fl.StringVarP(&f.config, "config", "c", config.PathFromEnv(), "the server's YAML config file, to find listen.admin and the admin token file (env "+config.PathEnv+")")
+	fl.StringVar(&f.addr, "admin-addr", "", "admin API address (default: env WARDEN_ADMIN_ADDR, else listen.admin of the config)")
+	fl.StringVar(&f.token, "admin-token", "", "admin token (default: env WARDEN_ADMIN_TOKEN, else read from keys.admin_token_file)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "data directory of the server, to read <data-dir>/admin-token (default: data_dir of the config)")
 }
 
 func (f *adminFlags) client() (*adminClient, error) {
+	cc, err := config.LoadClient(f.config)
+	if err != nil {
+		return nil, err
+	}
 	tok := f.token
 	if tok == "" {
-		tok = os.Getenv("WARDEN_ADMIN_TOKEN")
+		tok = cc.AdminToken
 	}
 	if tok == "" {
-		raw, err := os.ReadFile(filepath.Join(f.dataDir, "admin-token"))
+		file := cc.AdminTokenFile
+		if f.dataDir != "" {
+			file = filepath.Join(f.dataDir, "admin-token")
+		}
+		raw, err := os.ReadFile(file)
 		if err != nil {
 			return nil, fmt.Errorf("no admin token: pass --admin-token, set WARDEN_ADMIN_TOKEN, or run beside the server (%v)", err)
 		}
 		tok = strings.TrimSpace(string(raw))
 	}
-	addr := f.addr
+	addr := cc.AdminURL
+	if f.addr != "" {
+		addr = f.addr
+	}
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	actor := os.Getenv("WARDEN_ACTOR")
+	actor := cc.Actor
 	if actor == "" {
 		if u, err := user.Current(); err == nil {
 			actor = u.Username

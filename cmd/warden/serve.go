@@ -54,7 +54,7 @@ func newServeCmd() *cobra.Command {
 			return serve(ctx, cfg, cfgPath, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", os.Getenv("WARDEN_CONFIG"), "YAML config file (env WARDEN_CONFIG); defaults apply without one")
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", config.PathFromEnv(), "YAML config file (env "+config.PathEnv+"); defaults apply without one")
 	return cmd
 }
 
@@ -93,15 +93,10 @@ const drainTimeout = 15 * time.Second
 // to its servers section are reconciled live.
 func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
-	// Check allocates short-lived garbage at a high rate while the live heap
-	// stays small; collecting at 4x the live heap instead of 2x roughly
-	// halves GC CPU on the hot path. The memory limit bounds what that
-	// costs in memory: near it the collector runs sooner. GOGC and
-	// GOMEMLIMIT in the environment still win.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
-	if limit, _ := config.ParseBytes(cfg.MemoryLimit); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+	// config.Runtime explains the defaults; GOGC and GOMEMLIMIT in the
+	// environment are already folded in.
+	debug.SetGCPercent(cfg.Runtime.GCPercent)
+	if limit, _ := config.ParseBytes(cfg.Runtime.MemoryLimit); limit > 0 {
 		debug.SetMemoryLimit(limit)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -128,8 +123,8 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
-	if v := os.Getenv("WARDEN_ADMIN_TOKEN"); v != "" {
-		adminToken = v
+	if cfg.Keys.AdminToken != "" {
+		adminToken = cfg.Keys.AdminToken
 	} else if created {
 		log.Info("generated admin token", "file", cfg.Keys.AdminTokenFile)
 	}
@@ -160,7 +155,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		_, err := grants.Revoke(ctx, actor, grant.Target{Server: name}, grant.ReasonServerRemoved)
 		return err
 	})
-	if err := servers.Reconcile(ctx, cfg.Servers); err != nil {
+	if err := servers.Reconcile(ctx, serverSpecs(cfg.Servers)); err != nil {
 		log.Error("config servers not fully applied", "err", err)
 	}
 	catalog := authz.NewCatalog(servers)
@@ -190,17 +185,28 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 
 	// The CheckRequest carries the body plus headers and attributes.
-	grpcSrv := grpc.NewServer(authz.ServerOptions(cfg.Authz.MaxBodyBytes + (64 << 10))...)
+	authzOpts, err := withTLS(authz.ServerOptions(cfg.Authz.MaxBodyBytes+(64<<10)), cfg.Listen.TLS.Authz, log)
+	if err != nil {
+		return fmt.Errorf("listen.tls.authz: %w", err)
+	}
+	if cfg.Listen.TLS.Authz.Enabled() && !cfg.XDS.WardenAuthzTLS.Enabled() {
+		log.Warn("listen.tls.authz is on but xds.warden_authz_tls is not set: Envoys that take the warden_authz cluster from xDS cannot reach ext_authz (those started from `warden envoy bootstrap --tls-*` use their static cluster)")
+	}
+	grpcSrv := grpc.NewServer(authzOpts...)
 	authv3.RegisterAuthorizationServer(grpcSrv, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, hs)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
-	xdsSrv, err := xds.New(xds.Options{Source: servers, Settings: xds.SettingsFromConfig(cfg.XDS), NodeIDs: cfg.XDS.NodeIDs, Logger: log, Registerer: reg})
+	xdsSrv, err := xds.New(xds.Options{Source: servers, Settings: xdsSettings(cfg), NodeIDs: cfg.XDS.NodeIDs, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
-	xdsGRPC := grpc.NewServer(xds.GRPCServerOptions()...)
+	xdsOpts, err := withTLS(xds.GRPCServerOptions(), cfg.Listen.TLS.XDS, log)
+	if err != nil {
+		return fmt.Errorf("listen.tls.xds: %w", err)
+	}
+	xdsGRPC := grpc.NewServer(xdsOpts...)
 	xdsSrv.Register(xdsGRPC)
 
 	adminAPI := admin.New(admin.Options{
@@ -266,13 +272,11 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return fmt.Errorf("listen ext_authz: %w", err)
 	}
-	httpSrv := &http.Server{Addr: cfg.Listen.HTTP, Handler: httpMux, ReadHeaderTimeout: 10 * time.Second}
-	adminSrv := &http.Server{Addr: cfg.Listen.Admin, Handler: adminAPI, ReadHeaderTimeout: 10 * time.Second}
-	httpLis, err := net.Listen("tcp", cfg.Listen.HTTP)
+	httpSrv, httpLis, err := listenHTTP(cfg.Listen.HTTP, httpMux, cfg.Listen.Limits, log)
 	if err != nil {
 		return fmt.Errorf("listen http: %w", err)
 	}
-	adminLis, err := net.Listen("tcp", cfg.Listen.Admin)
+	adminSrv, adminLis, err := listenHTTP(cfg.Listen.Admin, adminAPI, cfg.Listen.Limits, log)
 	if err != nil {
 		return fmt.Errorf("listen admin: %w", err)
 	}
@@ -302,7 +306,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return config.Watch(gctx, cfgPath, 0, log, func(next config.Config) {
 				// Only the servers section applies live; the rest is read
 				// at start.
-				if err := servers.Reconcile(gctx, next.Servers); err != nil {
+				if err := servers.Reconcile(gctx, serverSpecs(next.Servers)); err != nil {
 					reloads.WithLabelValues("partial").Inc()
 					log.Error("config servers not fully applied", "err", err)
 					return
@@ -394,10 +398,11 @@ func ignoreClosed(err error) error {
 	return err
 }
 
-// loadKeyring reads the key-encryption keys from WARDEN_SEALING_KEYS or the
-// keyring file (created on first start); fromEnv tells which.
+// loadKeyring reads the key-encryption keys from WARDEN_SEALING_KEYS
+// (cfg.Keys.SealingKeys) or the keyring file (created on first start);
+// fromEnv tells which.
 func loadKeyring(cfg config.Config, log *slog.Logger) (ring *seal.Keyring, fromEnv bool, err error) {
-	if v := os.Getenv("WARDEN_SEALING_KEYS"); v != "" {
+	if v := cfg.Keys.SealingKeys; v != "" {
 		ring, err := seal.ParseEnv(v)
 		if err != nil {
 			return nil, true, fmt.Errorf("WARDEN_SEALING_KEYS: %w", err)

@@ -52,7 +52,7 @@ func closeStore(ctx context.Context, st store.Store) error {
 
 func newStoreCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "store", Short: "Operate on the state store directly (Warden stopped)"}
-	var from, to string
+	var from, to, cfgPath string
 	migrate := &cobra.Command{
 		Use:   "migrate --from <badger dir> [--to <dsn>]",
 		Short: "Copy a Badger store into an empty PostgreSQL store and verify the copy",
@@ -69,7 +69,11 @@ environment variables) to the replicas as they are.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if to == "" {
-				to = os.Getenv("WARDEN_STORE_POSTGRES_DSN")
+				cc, err := config.LoadClient(cfgPath)
+				if err != nil {
+					return err
+				}
+				to = cc.PostgresDSN
 			}
 			if from == "" || to == "" {
 				return errors.New("--from and --to (or WARDEN_STORE_POSTGRES_DSN) are required")
@@ -78,7 +82,8 @@ environment variables) to the replicas as they are.`,
 		},
 	}
 	migrate.Flags().StringVar(&from, "from", "", "Badger store directory (<data_dir>/store)")
-	migrate.Flags().StringVar(&to, "to", "", "PostgreSQL DSN (default WARDEN_STORE_POSTGRES_DSN; prefer it: a flag shows in the process list)")
+	migrate.Flags().StringVar(&to, "to", "", "PostgreSQL DSN (default store.postgres.dsn of the config, or WARDEN_STORE_POSTGRES_DSN; prefer those: a flag shows in the process list)")
+	migrate.Flags().StringVarP(&cfgPath, "config", "c", config.PathFromEnv(), "the server's YAML config file, for store.postgres.dsn (env "+config.PathEnv+")")
 	cmd.AddCommand(migrate)
 	return cmd
 }

@@ -23,27 +23,29 @@ import (
 // scalar can be overridden by an environment variable named WARDEN_ followed
 // by the upper-cased key path joined with underscores, for example
 // WARDEN_LISTEN_AUTHZ or WARDEN_OAUTH_CONNECTOR_OIDC_CLIENT_SECRET.
+//
+// This package is the one place Warden reads its environment: the file
+// path (WARDEN_CONFIG), ${VAR} references in the file, the WARDEN_*
+// overrides, the secrets that never go in the file (WARDEN_ADMIN_TOKEN,
+// WARDEN_SEALING_KEYS) and GOGC. Every other package gets typed options.
 type Config struct {
 	// DataDir holds the store and the generated keys.
 	DataDir string `json:"data_dir"`
 	// PublicURL is the base URL MCP clients reach Warden and the MCP servers
 	// at (Envoy's listener): it prefixes resource URLs and resource_metadata.
-	PublicURL string `json:"public_url"`
-	Listen    Listen `json:"listen"`
-	HTTP      HTTP   `json:"http"`
-	Log       Log    `json:"log"`
-	Keys      Keys   `json:"keys"`
-	Store     Store  `json:"store"`
-	Authz     Authz  `json:"authz"`
-	Policy    Policy `json:"policy"`
-	Audit     Audit  `json:"audit"`
-	OAuth     OAuth  `json:"oauth"`
-	XDS       XDS    `json:"xds"`
-	Debug     Debug  `json:"debug"`
-	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT), such
-	// as "192MiB"; "0" or "off" leaves it unset. GOMEMLIMIT in the
-	// environment wins.
-	MemoryLimit string `json:"memory_limit"`
+	PublicURL string  `json:"public_url"`
+	Listen    Listen  `json:"listen"`
+	HTTP      HTTP    `json:"http"`
+	Log       Log     `json:"log"`
+	Keys      Keys    `json:"keys"`
+	Store     Store   `json:"store"`
+	Authz     Authz   `json:"authz"`
+	Policy    Policy  `json:"policy"`
+	Audit     Audit   `json:"audit"`
+	OAuth     OAuth   `json:"oauth"`
+	XDS       XDS     `json:"xds"`
+	Debug     Debug   `json:"debug"`
+	Runtime   Runtime `json:"runtime"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
 }
@@ -55,12 +57,71 @@ type Debug struct {
 	Pprof bool `json:"pprof"`
 }
 
-// Listen holds the listening addresses.
+// Listen holds the listening addresses and how they are protected. Only
+// the HTTP listener (OAuth) is meant for clients; the defaults keep the
+// other three on loopback: the ext_authz answer carries upstream
+// credentials, xDS describes every upstream, and the admin API changes
+// everything.
 type Listen struct {
 	HTTP  string `json:"http"`
 	Authz string `json:"authz"`
 	Admin string `json:"admin"`
 	XDS   string `json:"xds"`
+	// TLS turns on mutual TLS on the gRPC listeners.
+	TLS ListenTLS `json:"tls"`
+	// Limits bound connections on the HTTP and admin listeners.
+	Limits HTTPLimits `json:"limits"`
+}
+
+// ListenTLS holds the TLS settings of the two gRPC listeners.
+type ListenTLS struct {
+	Authz TLS `json:"authz"`
+	XDS   TLS `json:"xds"`
+}
+
+// TLS is a gRPC listener's server certificate and the CA that its clients'
+// certificates must chain to. Setting cert_file turns TLS on, and then all
+// three are required: a client without a certificate from client_ca_file
+// is refused during the handshake. The files are read again when they
+// change (certificate rotation without restart).
+type TLS struct {
+	CertFile     string `json:"cert_file"`
+	KeyFile      string `json:"key_file"`
+	ClientCAFile string `json:"client_ca_file"`
+}
+
+// Enabled reports whether the listener serves TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" }
+
+// HTTPLimits bound what one client can hold on the HTTP and admin
+// listeners: without them a slow or idle connection is kept forever.
+type HTTPLimits struct {
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout Duration `json:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout Duration `json:"read_timeout"`
+	// WriteTimeout bounds writing a response (handlers that stream extend
+	// their own deadline).
+	WriteTimeout Duration `json:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection with no request.
+	IdleTimeout Duration `json:"idle_timeout"`
+	// MaxConnections is the most connections each listener serves at
+	// once; further connections wait in the accept queue until one closes.
+	MaxConnections int `json:"max_connections"`
+}
+
+// Runtime tunes the Go runtime.
+type Runtime struct {
+	// GCPercent is the garbage collector's target percentage (GOGC). Check
+	// allocates short-lived garbage at a high rate while the live heap stays
+	// small, so the default is 400 rather than Go's 100. GOGC in the
+	// environment, when set, takes precedence ("off" is -1).
+	GCPercent int `json:"gc_percent"`
+	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT), such
+	// as "192MiB": near it the collector runs sooner, so GCPercent costs
+	// memory only while there is memory to spare. "off" leaves it unset.
+	// GOMEMLIMIT in the environment, when set, takes precedence.
+	MemoryLimit string `json:"memory_limit"`
 }
 
 // HTTP configures the OAuth HTTP listener.
@@ -80,13 +141,19 @@ type Log struct {
 
 // Keys locates key material. Empty paths default to files in DataDir.
 type Keys struct {
-	// SealingFile is the key-encryption keyring; WARDEN_SEALING_KEYS
-	// ("id:base64,...", first is primary) takes precedence when set.
+	// SealingFile is the key-encryption keyring; SealingKeys takes
+	// precedence when set.
 	SealingFile string `json:"sealing_file"`
 	SigningFile string `json:"signing_file"`
 	// AdminTokenFile holds the admin API token generated on first start;
-	// WARDEN_ADMIN_TOKEN takes precedence when set.
+	// AdminToken takes precedence when set.
 	AdminTokenFile string `json:"admin_token_file"`
+	// SealingKeys is WARDEN_SEALING_KEYS ("id:base64,...", first is
+	// primary). Secrets like this come from the environment only, never
+	// from the file, and are never marshalled.
+	SealingKeys string `json:"-"`
+	// AdminToken is WARDEN_ADMIN_TOKEN.
+	AdminToken string `json:"-"`
 }
 
 // Authz configures the ext_authz decision path.
@@ -159,48 +226,131 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // Default returns the configuration used when no file is given.
 func Default() Config {
 	return Config{
-		DataDir:     "./data",
-		PublicURL:   "http://localhost:10000",
-		MemoryLimit: "192MiB",
-		Listen:      Listen{HTTP: ":8080", Authz: ":9191", Admin: ":9090", XDS: ":18000"},
-		HTTP:        HTTP{TrustedProxies: []string{"127.0.0.0/8", "::1/128"}},
-		Log:         Log{Level: "info", Format: "json"},
-		Store:       defaultStore(),
+		DataDir:   "./data",
+		PublicURL: "http://localhost:10000",
+		Listen: Listen{
+			HTTP: ":8080", Authz: "127.0.0.1:9191", Admin: "127.0.0.1:9090", XDS: "127.0.0.1:18000",
+			Limits: HTTPLimits{
+				ReadHeaderTimeout: Duration(10 * time.Second),
+				ReadTimeout:       Duration(30 * time.Second),
+				WriteTimeout:      Duration(time.Minute),
+				IdleTimeout:       Duration(2 * time.Minute),
+				MaxConnections:    1024,
+			},
+		},
+		HTTP:  HTTP{TrustedProxies: []string{"127.0.0.0/8", "::1/128"}},
+		Log:   Log{Level: "info", Format: "json"},
+		Store: defaultStore(),
 		Authz: Authz{
 			MaxBodyBytes: 1 << 20,
 			Timeout:      Duration(2 * time.Second),
 			JWTTTL:       Duration(5 * time.Minute),
 			Identity:     Identity{Subject: "x-warden-subject", Client: "x-warden-client"},
 		},
-		Policy: Policy{Watch: true},
-		Audit:  Audit{Sink: "stdout"},
-		OAuth:  defaultOAuth(),
-		XDS:    defaultXDS(),
+		Policy:  Policy{Watch: true},
+		Audit:   Audit{Sink: "stdout"},
+		OAuth:   defaultOAuth(),
+		XDS:     defaultXDS(),
+		Runtime: Runtime{GCPercent: 400, MemoryLimit: "192MiB"},
 	}
 }
 
-// Load reads path (empty means defaults only), expands ${VAR} references,
-// applies WARDEN_* overrides and validates.
+// PathEnv names the environment variable holding the config file path,
+// the default of every command's --config flag.
+const PathEnv = "WARDEN_CONFIG"
+
+// PathFromEnv returns the config file named by WARDEN_CONFIG, or "".
+func PathFromEnv() string { return os.Getenv(PathEnv) }
+
+// Load reads path (empty means defaults only), expands ${VAR} references in
+// its string values, applies WARDEN_* overrides and the environment-only
+// settings, derives what is left unset and validates.
 func Load(path string) (Config, error) {
+	c, err := load(path, os.LookupEnv, false)
+	if err != nil {
+		return c, err
+	}
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func load(path string, lookup func(string) (string, bool), allowUnset bool) (Config, error) {
 	c := Default()
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return c, fmt.Errorf("read config: %w", err)
 		}
-		expanded := os.Expand(string(raw), func(k string) string { return os.Getenv(k) })
-		if err := yaml.UnmarshalStrict([]byte(expanded), &c); err != nil {
+		if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 			return c, fmt.Errorf("parse config %s: %w", path, err)
 		}
+		if err := expandStrings(reflect.ValueOf(&c).Elem(), "", lookup, allowUnset); err != nil {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
 	}
-	if err := applyEnv(reflect.ValueOf(&c).Elem(), "WARDEN", os.LookupEnv); err != nil {
+	if err := applyEnv(reflect.ValueOf(&c).Elem(), "WARDEN", lookup); err != nil {
 		return c, err
 	}
-	c.resolvePaths()
-	if err := c.Validate(); err != nil {
+	if err := c.applyEnvOnly(lookup); err != nil {
 		return c, err
 	}
+	c.resolve()
 	return c, nil
+}
+
+// applyEnvOnly reads the settings that have no place in the file.
+func (c *Config) applyEnvOnly(lookup func(string) (string, bool)) error {
+	if v, ok := lookup("WARDEN_SEALING_KEYS"); ok && v != "" {
+		c.Keys.SealingKeys = v
+	}
+	if v, ok := lookup("WARDEN_ADMIN_TOKEN"); ok && v != "" {
+		c.Keys.AdminToken = v
+	}
+	if v, ok := lookup("GOGC"); ok && v != "" {
+		if v == "off" {
+			c.Runtime.GCPercent = -1
+		} else if n, err := strconv.Atoi(v); err == nil {
+			c.Runtime.GCPercent = n
+		} else {
+			return fmt.Errorf("GOGC: want a percentage or off, got %q", v)
+		}
+	}
+	if v, ok := lookup("GOMEMLIMIT"); ok && v != "" {
+		if _, err := ParseBytes(v); err != nil {
+			return fmt.Errorf("GOMEMLIMIT: %w", err)
+		}
+		c.Runtime.MemoryLimit = v
+	}
+	return nil
+}
+
+// resolve fills the settings whose default depends on others.
+func (c *Config) resolve() {
+	c.resolvePaths()
+	// Envoy reaches Warden where Warden listens unless told otherwise; a
+	// listener on every interface is dialled on loopback.
+	if c.XDS.WardenAuthzAddress == "" {
+		c.XDS.WardenAuthzAddress = DialAddress(c.Listen.Authz)
+	}
+	if c.XDS.WardenHTTPAddress == "" {
+		c.XDS.WardenHTTPAddress = DialAddress(c.Listen.HTTP)
+	}
+}
+
+// DialAddress turns a listen address into one a local client can dial: a
+// missing or unspecified host (":9090", "0.0.0.0:9090", "[::]:9090")
+// becomes 127.0.0.1. An address that does not parse gives "".
+func DialAddress(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func (c *Config) resolvePaths() {
@@ -233,6 +383,32 @@ func (c Config) Validate() error {
 			bad(name, "invalid address %q: %v", addr, err)
 		}
 	}
+	for _, l := range []struct {
+		field string
+		tls   TLS
+	}{{"listen.tls.authz", c.Listen.TLS.Authz}, {"listen.tls.xds", c.Listen.TLS.XDS}} {
+		if l.tls.Enabled() && (l.tls.CertFile == "" || l.tls.KeyFile == "" || l.tls.ClientCAFile == "") {
+			bad(l.field, "cert_file, key_file and client_ca_file are all required (TLS here is mutual TLS)")
+		}
+	}
+	lim := c.Listen.Limits
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{
+		{"read_header_timeout", lim.ReadHeaderTimeout}, {"read_timeout", lim.ReadTimeout},
+		{"write_timeout", lim.WriteTimeout}, {"idle_timeout", lim.IdleTimeout},
+	} {
+		if d.v <= 0 {
+			bad("listen.limits."+d.field, "must be positive")
+		}
+	}
+	if lim.MaxConnections <= 0 {
+		bad("listen.limits.max_connections", "must be positive")
+	}
+	if c.Runtime.GCPercent < -1 {
+		bad("runtime.gc_percent", "must be -1 (off) or a percentage, got %d", c.Runtime.GCPercent)
+	}
 	for i, p := range c.HTTP.TrustedProxies {
 		if _, err := ParsePrefix(p); err != nil {
 			bad(fmt.Sprintf("http.trusted_proxies[%d]", i), "%v", err)
@@ -257,8 +433,8 @@ func (c Config) Validate() error {
 	if c.Authz.JWTTTL <= 0 || c.Authz.JWTTTL.D() > 5*time.Minute {
 		bad("authz.jwt_ttl", "must be between 0 and 5m, got %s", c.Authz.JWTTTL.D())
 	}
-	if _, err := ParseBytes(c.MemoryLimit); err != nil {
-		bad("memory_limit", "%v", err)
+	if _, err := ParseBytes(c.Runtime.MemoryLimit); err != nil {
+		bad("runtime.memory_limit", "%v", err)
 	}
 	if c.Audit.Sink == "" {
 		bad("audit.sink", "must be stdout, stderr, none or a file path")
@@ -348,22 +524,25 @@ func setScalar(fv reflect.Value, val string) error {
 	return nil
 }
 
-// ParseBytes reads a size: a number of bytes, optionally followed by KiB,
-// MiB or GiB; "0" and "off" are 0.
+// ParseBytes reads a size as GOMEMLIMIT writes it: a number of bytes,
+// optionally followed by B, KiB, MiB, GiB or TiB; "0" and "off" are 0.
 func ParseBytes(s string) (int64, error) {
 	if s == "" || s == "off" || s == "0" {
 		return 0, nil
 	}
 	mult := int64(1)
-	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
-		if strings.HasSuffix(s, suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, suffix)), m
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
 			break
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q (want bytes, or a number with KiB, MiB or GiB)", s)
+		return 0, fmt.Errorf("invalid size %q (want bytes, or a number with B, KiB, MiB, GiB or TiB)", s)
 	}
 	return n * mult, nil
 }

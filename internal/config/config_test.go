@@ -22,8 +22,10 @@ func TestDefaultsAreValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen.Authz != ":9191" || c.Listen.HTTP != ":8080" || c.Listen.Admin != ":9090" {
-		t.Fatalf("default ports: %+v", c.Listen)
+	// Only the OAuth listener is for clients; the others stay on loopback
+	// unless the operator moves them (docs/configuration.md, "listen").
+	if c.Listen.Authz != "127.0.0.1:9191" || c.Listen.HTTP != ":8080" || c.Listen.Admin != "127.0.0.1:9090" || c.Listen.XDS != "127.0.0.1:18000" {
+		t.Fatalf("default listeners: %+v", c.Listen)
 	}
 	if c.Keys.SigningFile != filepath.Join("data", "signing-keys.jwks") {
 		t.Fatalf("key path not under data dir: %s", c.Keys.SigningFile)
@@ -74,7 +76,7 @@ servers:
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, want := range []string{"public_url", "listen.http", "log.level", "authz.max_body_bytes", "authz.jwt_ttl", "initial_access_token", `name "BI"`, `url "not a url"`, `duplicate "hr"`} {
+	for _, want := range []string{"public_url", "listen.http", "log.level", "authz.max_body_bytes", "authz.jwt_ttl", "initial_access_token", `name "BI"`, "url is not a valid absolute URL", `duplicate "hr"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}
@@ -104,7 +106,7 @@ func TestExampleConfigLoads(t *testing.T) {
 }
 
 func TestParseBytes(t *testing.T) {
-	for in, want := range map[string]int64{"": 0, "off": 0, "0": 0, "1048576": 1 << 20, "192MiB": 192 << 20, "2GiB": 2 << 30, "512KiB": 512 << 10} {
+	for in, want := range map[string]int64{"": 0, "off": 0, "0": 0, "1048576": 1 << 20, "192MiB": 192 << 20, "2GiB": 2 << 30, "512KiB": 512 << 10, "512B": 512} {
 		if got, err := ParseBytes(in); err != nil || got != want {
 			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
 		}
@@ -115,8 +117,118 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 	c := Default()
-	c.MemoryLimit = "a lot"
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "memory_limit") {
+	c.Runtime.MemoryLimit = "a lot"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "runtime.memory_limit") {
 		t.Errorf("invalid memory_limit not reported: %v", err)
+	}
+	t.Setenv("GOMEMLIMIT", "64MiB")
+	if c, err := Load(""); err != nil || c.Runtime.MemoryLimit != "64MiB" {
+		t.Errorf("GOMEMLIMIT not folded into runtime.memory_limit: %q %v", c.Runtime.MemoryLimit, err)
+	}
+	t.Setenv("GOMEMLIMIT", "plenty")
+	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "GOMEMLIMIT") {
+		t.Errorf("bad GOMEMLIMIT accepted: %v", err)
+	}
+}
+
+// Moving a listener moves the xDS clusters that point at it, unless they
+// are set (issue 13: they stayed at 127.0.0.1:8080/9191).
+func TestWardenAddressesFollowListen(t *testing.T) {
+	c, err := Load(write(t, "listen: {http: \":8181\", authz: \"10.1.2.3:7191\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.XDS.WardenHTTPAddress != "127.0.0.1:8181" || c.XDS.WardenAuthzAddress != "10.1.2.3:7191" {
+		t.Fatalf("derived %s / %s", c.XDS.WardenHTTPAddress, c.XDS.WardenAuthzAddress)
+	}
+	t.Setenv("WARDEN_LISTEN_AUTHZ", "[::]:7000")
+	c, err = Load(write(t, "xds: {warden_http_address: \"warden:80\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.XDS.WardenHTTPAddress != "warden:80" || c.XDS.WardenAuthzAddress != "127.0.0.1:7000" {
+		t.Fatalf("explicit or env-moved: %s / %s", c.XDS.WardenHTTPAddress, c.XDS.WardenAuthzAddress)
+	}
+}
+
+// Secrets with no place in the file, and GOGC, are read here and nowhere
+// else.
+func TestEnvironmentOnlySettings(t *testing.T) {
+	t.Setenv("WARDEN_ADMIN_TOKEN", "wdn_admin_from_env")
+	t.Setenv("WARDEN_SEALING_KEYS", "k1:AAAA")
+	t.Setenv("GOGC", "off")
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Keys.AdminToken != "wdn_admin_from_env" || c.Keys.SealingKeys != "k1:AAAA" || c.Runtime.GCPercent != -1 {
+		t.Fatalf("env-only settings: %+v %+v", c.Keys, c.Runtime)
+	}
+	t.Setenv("GOGC", "150")
+	if c, _ := Load(""); c.Runtime.GCPercent != 150 {
+		t.Fatalf("GOGC=150 gave %d", c.Runtime.GCPercent)
+	}
+	t.Setenv("GOGC", "lots")
+	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "GOGC") {
+		t.Fatalf("bad GOGC accepted: %v", err)
+	}
+	os.Unsetenv("GOGC")
+	if c, _ := Load(""); c.Runtime.GCPercent != 400 {
+		t.Fatalf("default gc_percent %d", c.Runtime.GCPercent)
+	}
+	if _, err := Load(write(t, "keys: {admin_token: x}\n")); err == nil {
+		t.Fatal("a secret field was accepted in the file")
+	}
+}
+
+func TestTLSAndLimitsValidation(t *testing.T) {
+	_, err := Load(write(t, `
+listen:
+  tls:
+    authz: {cert_file: /c.pem}
+    xds: {cert_file: /c.pem, key_file: /k.pem, client_ca_file: /ca.pem}
+  limits: {idle_timeout: 0s, max_connections: 0}
+xds:
+  warden_authz_tls: {ca_file: /ca.pem}
+runtime: {gc_percent: -5}
+`))
+	if err == nil {
+		t.Fatal("invalid tls and limits accepted")
+	}
+	for _, want := range []string{"listen.tls.authz", "listen.limits.idle_timeout", "listen.limits.max_connections", "xds.warden_authz_tls", "runtime.gc_percent"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %s:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "listen.tls.xds") {
+		t.Errorf("complete xds tls refused: %v", err)
+	}
+}
+
+// The CLI finds the admin API and its token where the server's
+// configuration puts them (issue 13: WARDEN_LISTEN_ADMIN was ignored).
+func TestLoadClient(t *testing.T) {
+	c, err := LoadClient("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AdminURL != "http://127.0.0.1:9090" || c.AdminTokenFile != filepath.Join("data", "admin-token") {
+		t.Fatalf("defaults: %+v", c)
+	}
+	t.Setenv("WARDEN_LISTEN_ADMIN", ":9999")
+	t.Setenv("WARDEN_ADMIN_TOKEN", "tok")
+	os.Unsetenv("WARDEN_TEST_UNSET")
+	// The operator's shell need not hold the server's secrets.
+	p := write(t, "data_dir: /srv/w\noauth: {connector: {type: oidc, oidc: {issuer: https://idp.example.com, client_id: w, client_secret: \"${WARDEN_TEST_UNSET}\"}}}\n")
+	c, err = LoadClient(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AdminURL != "http://127.0.0.1:9999" || c.AdminToken != "tok" || c.AdminTokenFile != "/srv/w/admin-token" {
+		t.Fatalf("from file and env: %+v", c)
+	}
+	t.Setenv("WARDEN_ADMIN_ADDR", "https://warden-admin.internal:9090")
+	if c, _ := LoadClient(p); c.AdminURL != "https://warden-admin.internal:9090" {
+		t.Fatalf("WARDEN_ADMIN_ADDR not preferred: %+v", c)
 	}
 }

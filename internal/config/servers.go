@@ -2,8 +2,8 @@ package config
 
 import (
 	"fmt"
-	"net/url"
-	"regexp"
+
+	"github.com/warden-mcp/warden/internal/serverspec"
 )
 
 // Server declares an MCP server in the config file.
@@ -16,17 +16,21 @@ type Server struct {
 	Description string            `json:"description,omitempty"`
 }
 
-// ServerNamePattern is what a server name may look like: it becomes a URL
-// path segment and part of Envoy cluster names.
-var ServerNamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// ServerNamePattern is serverspec.NamePattern, kept here for the callers
+// that still name it through the config package; new code uses
+// serverspec.ValidName.
+var ServerNamePattern = serverspec.NamePattern
 
+// validate checks what the file alone can tell; the registry checks the
+// rest (credential mode, scopes) when the server is reconciled. Both use
+// package serverspec for the name and URL.
 func (s Server) validate() []error {
 	var errs []error
-	if !ServerNamePattern.MatchString(s.Name) {
-		errs = append(errs, fmt.Errorf("name %q: must be lowercase letters, digits and dashes", s.Name))
+	if err := serverspec.CheckName(s.Name); err != nil {
+		errs = append(errs, err)
 	}
-	if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("url %q: must be an absolute http(s) URL", s.URL))
+	if err := serverspec.CheckURL(s.URL); err != nil {
+		errs = append(errs, fmt.Errorf("url %q: %w", serverspec.Redact(s.URL), err))
 	}
 	return errs
 }

@@ -25,9 +25,15 @@ type XDS struct {
 	AuthzTimeout Duration `json:"authz_timeout"`
 	// WardenAuthzAddress and WardenHTTPAddress are host:port where Envoy
 	// reaches Warden's ext_authz gRPC listener and HTTP (OAuth) listener;
-	// they become the clusters warden_authz and warden_http.
+	// they become the clusters warden_authz and warden_http. Unset, they
+	// are listen.authz and listen.http (an unspecified host as 127.0.0.1).
 	WardenAuthzAddress string `json:"warden_authz_address"`
 	WardenHTTPAddress  string `json:"warden_http_address"`
+	// WardenAuthzTLS is how Envoy authenticates to Warden's ext_authz
+	// listener when listen.tls.authz is on: the client certificate and key
+	// Envoy presents and the CA it verifies Warden's certificate with, as
+	// paths inside the Envoy container. Empty: plain gRPC.
+	WardenAuthzTLS UpstreamTLS `json:"warden_authz_tls"`
 	// StreamIdleTimeout closes downstream streams with no activity (HTTP
 	// connection manager); MCP routes override it with RouteIdleTimeout.
 	StreamIdleTimeout Duration `json:"stream_idle_timeout"`
@@ -48,19 +54,32 @@ type XDS struct {
 	UpstreamCAFile string `json:"upstream_ca_file"`
 }
 
+// UpstreamTLS is Envoy's side of a mutual TLS connection to Warden.
+type UpstreamTLS struct {
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+	CAFile   string `json:"ca_file"`
+	// ServerName is the name Warden's certificate must carry (and the SNI);
+	// empty uses the host of the address.
+	ServerName string `json:"server_name"`
+}
+
+// Enabled reports whether any field is set.
+func (u UpstreamTLS) Enabled() bool {
+	return u.CertFile != "" || u.KeyFile != "" || u.CAFile != "" || u.ServerName != ""
+}
+
 func defaultXDS() XDS {
 	return XDS{
-		ListenerAddress:    "0.0.0.0",
-		ListenerPort:       10000,
-		MaxRequestBytes:    1 << 20,
-		AuthzTimeout:       Duration(3 * time.Second),
-		WardenAuthzAddress: "127.0.0.1:9191",
-		WardenHTTPAddress:  "127.0.0.1:8080",
-		StreamIdleTimeout:  Duration(5 * time.Minute),
-		RouteIdleTimeout:   Duration(time.Hour),
-		MaxStreamDuration:  Duration(time.Hour),
-		ConnectTimeout:     Duration(5 * time.Second),
-		UpstreamCAFile:     "/etc/ssl/certs/ca-certificates.crt",
+		ListenerAddress:   "0.0.0.0",
+		ListenerPort:      10000,
+		MaxRequestBytes:   1 << 20,
+		AuthzTimeout:      Duration(3 * time.Second),
+		StreamIdleTimeout: Duration(5 * time.Minute),
+		RouteIdleTimeout:  Duration(time.Hour),
+		MaxStreamDuration: Duration(time.Hour),
+		ConnectTimeout:    Duration(5 * time.Second),
+		UpstreamCAFile:    "/etc/ssl/certs/ca-certificates.crt",
 	}
 }
 
@@ -96,9 +115,17 @@ func (x XDS) validate() []error {
 	for _, a := range []struct{ field, addr string }{
 		{"warden_authz_address", x.WardenAuthzAddress}, {"warden_http_address", x.WardenHTTPAddress},
 	} {
+		// Empty only when derived from a listen address that does not
+		// parse, which is reported there.
+		if a.addr == "" {
+			continue
+		}
 		if err := checkHostPort(a.addr); err != nil {
 			bad(a.field, "%v", err)
 		}
+	}
+	if t := x.WardenAuthzTLS; t.Enabled() && (t.CertFile == "" || t.KeyFile == "" || t.CAFile == "") {
+		bad("warden_authz_tls", "cert_file, key_file and ca_file are all required")
 	}
 	if x.UpstreamCAFile == "" {
 		bad("upstream_ca_file", "must be set")

@@ -8,14 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/internal/serverspec"
 	"github.com/warden-mcp/warden/internal/store"
 )
 
@@ -102,21 +102,12 @@ func (r *Registry) build(spec Spec, prev *store.Server) (store.Server, error) {
 		s = *prev
 	}
 	s.Name = spec.Name
-	if !config.ServerNamePattern.MatchString(spec.Name) {
-		bad("name %q: must be 1-63 lowercase letters, digits and dashes, starting and ending with a letter or digit", spec.Name)
+	if err := serverspec.CheckName(spec.Name); err != nil {
+		errs = append(errs, err)
 	}
-	u, err := url.Parse(spec.URL)
-	switch {
-	case spec.URL == "":
-		bad("url: required")
-	case err != nil:
-		bad("url %q: %v", spec.URL, err)
-	case u.Scheme != "http" && u.Scheme != "https":
-		bad("url %q: scheme must be http or https", spec.URL)
-	case u.Hostname() == "":
-		bad("url %q: missing host", spec.URL)
-	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		bad("url %q: must not carry credentials, a query or a fragment", spec.URL)
+	// The URL may carry a secret: the error names the problem, never the URL.
+	if err := serverspec.CheckURL(spec.URL); err != nil {
+		errs = append(errs, fmt.Errorf("url: %w", err))
 	}
 	s.URL = spec.URL
 	mode := store.CredentialMode(spec.Credential)
@@ -288,7 +279,7 @@ func (r *Registry) List(ctx context.Context) ([]store.Server, error) {
 // declared. Servers registered through the API are left alone, and a name
 // taken by an API server is reported, not overwritten. Every server is
 // attempted; the errors are joined.
-func (r *Registry) Reconcile(ctx context.Context, decl []config.Server) error {
+func (r *Registry) Reconcile(ctx context.Context, decl []Spec) error {
 	const actor = "config"
 	current, err := r.List(ctx)
 	if err != nil {
@@ -300,22 +291,21 @@ func (r *Registry) Reconcile(ctx context.Context, decl []config.Server) error {
 	}
 	var errs []error
 	want := map[string]bool{}
-	for _, d := range decl {
-		want[d.Name] = true
-		spec := Spec{Name: d.Name, URL: d.URL, Credential: d.Credential, Scopes: d.Scopes, Labels: d.Labels, Description: d.Description}
-		cur, exists := byName[d.Name]
+	for _, spec := range decl {
+		want[spec.Name] = true
+		cur, exists := byName[spec.Name]
 		switch {
 		case !exists:
 			_, err = r.add(ctx, actor, spec, "config")
 		case cur.Source != "config":
-			err = fmt.Errorf("server %q is managed through the API; the config file entry is ignored", d.Name)
-		case sameSpec(cur, spec):
+			err = fmt.Errorf("server %q is managed through the API; the config file entry is ignored", spec.Name)
+		case r.unchanged(cur, spec):
 			continue
 		default:
 			_, err = r.Update(ctx, actor, spec)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("servers: %s: %w", d.Name, err))
+			errs = append(errs, fmt.Errorf("servers: %s: %w", spec.Name, err))
 		}
 	}
 	for _, s := range current {
@@ -328,27 +318,22 @@ func (r *Registry) Reconcile(ctx context.Context, decl []config.Server) error {
 	return errors.Join(errs...)
 }
 
-func sameSpec(s store.Server, spec Spec) bool {
-	mode := store.CredentialMode(spec.Credential)
-	if mode == "" {
-		mode = store.CredentialJWT
-	}
-	scopes := slices.Clone(spec.Scopes)
-	sort.Strings(scopes)
-	return s.URL == spec.URL && s.Credential == mode && slices.Equal(s.Scopes, scopes) &&
-		mapsEqual(s.Labels, spec.Labels) && s.Description == spec.Description
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
+// unchanged reports whether applying spec to cur would change nothing, by
+// building the record spec gives (the one validation and defaulting) and
+// comparing it with cur. A new static secret always counts as a change.
+func (r *Registry) unchanged(cur store.Server, spec Spec) bool {
+	if spec.StaticSecret != "" {
 		return false
 	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
-		}
+	next, err := r.build(spec, &cur)
+	if err != nil {
+		return false // Update reports the error
 	}
-	return true
+	return next.URL == cur.URL && next.Credential == cur.Credential && slices.Equal(next.Scopes, cur.Scopes) &&
+		maps.Equal(next.Labels, cur.Labels) && next.Description == cur.Description &&
+		next.StaticHeader == cur.StaticHeader && next.HTTP2 == cur.HTTP2 &&
+		next.ConnectTimeout == cur.ConnectTimeout && next.IdleTimeout == cur.IdleTimeout &&
+		next.RequestTimeout == cur.RequestTimeout
 }
 
 func (r *Registry) record(ctx context.Context, actor, typ string, s store.Server) error {

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/warden-mcp/warden/internal/audit"
-	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
 )
@@ -48,12 +47,13 @@ func TestAddValidates(t *testing.T) {
 		{"https static", Spec{Name: "hr", URL: "https://hr.example.com/mcp", Credential: "static", StaticSecret: "Bearer xyz"}, nil},
 		{"duplicate", Spec{Name: "bi", URL: "http://other/mcp"}, []string{"already exists"}},
 		{"bad name and url", Spec{Name: "BI_2", URL: "ftp://x"}, []string{`name "BI_2"`, "scheme must be http or https"}},
-		{"missing url", Spec{Name: "x"}, []string{"url: required"}},
+		{"missing url", Spec{Name: "x"}, []string{"url: url is required"}},
 		{"unknown mode", Spec{Name: "x", URL: "http://x", Credential: "magic"}, []string{"unknown mode"}},
 		{"future mode", Spec{Name: "x", URL: "http://x", Credential: "exchange"}, []string{"not available"}},
 		{"static without secret", Spec{Name: "x", URL: "http://x", Credential: "static"}, []string{"static_secret: required"}},
 		{"secret without static", Spec{Name: "x", URL: "http://x", StaticSecret: "s"}, []string{"only valid"}},
 		{"url with creds", Spec{Name: "x", URL: "http://u:p@x/"}, []string{"credentials"}},
+		{"bad port", Spec{Name: "x", URL: "http://x:70000/"}, []string{"port must be 1-65535"}},
 		{"bad timeout", Spec{Name: "x", URL: "http://x", IdleTimeout: "soon"}, []string{"idle_timeout"}},
 		{"bad scope", Spec{Name: "x", URL: "http://x", Scopes: []string{"a b"}}, []string{`scope "a b"`}},
 	}
@@ -170,7 +170,7 @@ func TestReconcile(t *testing.T) {
 	if _, err := f.reg.Add(ctx, "admin", Spec{Name: "api-owned", URL: "http://a"}); err != nil {
 		t.Fatal(err)
 	}
-	decl := []config.Server{{Name: "bi", URL: "http://bi"}, {Name: "hr", URL: "http://hr"}, {Name: "api-owned", URL: "http://hijack"}}
+	decl := []Spec{{Name: "bi", URL: "http://bi"}, {Name: "hr", URL: "http://hr"}, {Name: "api-owned", URL: "http://hijack"}}
 	err := f.reg.Reconcile(ctx, decl)
 	if err == nil || !strings.Contains(err.Error(), "managed through the API") {
 		t.Fatalf("conflict with API server not reported: %v", err)
@@ -186,7 +186,7 @@ func TestReconcile(t *testing.T) {
 	if after.Seq != before.Seq {
 		t.Fatalf("no-op reconcile wrote %d audit events", after.Seq-before.Seq)
 	}
-	if err := f.reg.Reconcile(ctx, []config.Server{{Name: "bi", URL: "http://bi-v2"}}); err != nil {
+	if err := f.reg.Reconcile(ctx, []Spec{{Name: "bi", URL: "http://bi-v2"}}); err != nil {
 		t.Fatal(err)
 	}
 	all, _ := f.reg.List(ctx)
@@ -196,5 +196,25 @@ func TestReconcile(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "api-owned=http://a,bi=http://bi-v2" {
 		t.Fatalf("after reconcile: %v", names)
+	}
+}
+
+// A refused URL is never repeated in the error: the API answers it and the
+// CLI prints it, and the URL may carry a secret.
+func TestInvalidURLIsNotEchoed(t *testing.T) {
+	f := newFixture(t)
+	for _, raw := range []string{
+		"https://alice:hunter2@hr.example.com/mcp",
+		"https://hr.example.com/mcp?api_key=hunter2",
+		"https://[::1/hunter2",
+		"gopher://hunter2.example.com/",
+	} {
+		_, err := f.reg.Add(ctx, "tester", Spec{Name: "hr", URL: raw})
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("%s: accepted or wrong error: %v", raw, err)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error repeats the URL's secret: %v", err)
+		}
 	}
 }

@@ -11,9 +11,10 @@ import (
 	"fmt"
 	"net"
 	"reflect"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/warden-mcp/warden/internal/serverspec"
 )
 
 // Sentinel errors, joined by Validate so every problem is reported at once.
@@ -30,12 +31,8 @@ var (
 	ErrMaxRequestBytes       = errors.New("ext_authz max request bytes must be positive and fit in 32 bits")
 	ErrWardenEndpointInvalid = errors.New("warden endpoint is invalid")
 	ErrCAFileEmpty           = errors.New("upstream CA file is empty")
+	ErrClientTLSIncomplete   = errors.New("mutual TLS needs a certificate, a key, a CA file and a server name")
 )
-
-// namePattern matches config.ServerNamePattern; it is repeated here so the
-// IR stays free of other packages. A name becomes a path segment and part of
-// Envoy cluster and stat names, so it is kept to a DNS-label alphabet.
-var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // Config is everything Warden publishes to one Envoy.
 type Config struct {
@@ -64,9 +61,21 @@ type ExtAuthz struct {
 
 // Warden holds Warden's own endpoints.
 type Warden struct {
-	Authz          Endpoint // ext_authz gRPC (HTTP/2)
+	Authz Endpoint // ext_authz gRPC (HTTP/2)
+	// AuthzTLS, when set, is mutual TLS to the ext_authz listener.
+	AuthzTLS       *ClientTLS
 	HTTP           Endpoint // OAuth and discovery endpoints (HTTP/1.1)
 	ConnectTimeout time.Duration
+}
+
+// ClientTLS is Envoy's side of a mutual TLS connection: the certificate and
+// key it presents and the CA it verifies the server with (paths where
+// Envoy runs), and the name the server's certificate must carry.
+type ClientTLS struct {
+	CertFile   string
+	KeyFile    string
+	CAFile     string
+	ServerName string
 }
 
 // Endpoint is a DNS name or IP literal and a port.
@@ -135,6 +144,9 @@ func (c Config) ValidateShared() error {
 	if err := c.Warden.Authz.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("warden authz: %w: %w", ErrWardenEndpointInvalid, err))
 	}
+	if t := c.Warden.AuthzTLS; t != nil && (t.CertFile == "" || t.KeyFile == "" || t.CAFile == "" || !serverspec.ValidHost(t.ServerName)) {
+		errs = append(errs, fmt.Errorf("warden authz tls: %w", ErrClientTLSIncomplete))
+	}
 	if err := c.Warden.HTTP.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("warden http: %w: %w", ErrWardenEndpointInvalid, err))
 	}
@@ -150,7 +162,7 @@ func (c Config) ValidateShared() error {
 // Validate checks one server.
 func (s Server) Validate() error {
 	var errs []error
-	if !namePattern.MatchString(s.Name) {
+	if !serverspec.ValidName(s.Name) {
 		errs = append(errs, ErrServerNameInvalid)
 	}
 	if err := s.Upstream.Validate(); err != nil {
@@ -177,7 +189,7 @@ func (e Endpoint) Validate() error {
 	switch {
 	case e.Host == "":
 		errs = append(errs, ErrUpstreamHostEmpty)
-	case net.ParseIP(e.Host) == nil && !validDNSName(e.Host):
+	case !serverspec.ValidHost(e.Host):
 		errs = append(errs, ErrUpstreamHostInvalid)
 	}
 	if e.Port == 0 || e.Port > 65535 {
@@ -191,23 +203,6 @@ func (e Endpoint) Validate() error {
 // alone does not look like a change.
 func (c Config) Equal(o Config) bool {
 	return reflect.DeepEqual(c, o)
-}
-
-var labelPattern = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$`)
-
-// validDNSName accepts RFC 1123 host names (lowercase; callers lowercase
-// hosts taken from URLs), allowing underscores that service records use.
-func validDNSName(h string) bool {
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if !labelPattern.MatchString(l) {
-			return false
-		}
-	}
-	return true
 }
 
 func hasControl(s string) bool {

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"net"
 	"time"
 
@@ -30,6 +31,11 @@ type upstreamCluster struct {
 	tls            bool
 	caFile         string
 	connectTimeout time.Duration
+	// serverName is the name the upstream's certificate must carry and the
+	// SNI; empty means ep.Host.
+	serverName string
+	// clientCert and clientKey, when set, are presented: mutual TLS.
+	clientCert, clientKey string
 }
 
 func (u upstreamCluster) build() (*cluster.Cluster, error) {
@@ -85,12 +91,13 @@ func (u upstreamCluster) build() (*cluster.Cluster, error) {
 // transportSocket verifies the upstream against the CA bundle AND its name:
 // Envoy checks only the chain unless a SAN matcher is given.
 func (u upstreamCluster) transportSocket() (*core.TransportSocket, error) {
+	name := cmp.Or(u.serverName, u.ep.Host)
 	san := &tls.SubjectAltNameMatcher{
 		SanType: tls.SubjectAltNameMatcher_DNS,
-		Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: u.ep.Host}},
+		Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: name}},
 	}
-	sni := u.ep.Host
-	if net.ParseIP(u.ep.Host) != nil {
+	sni := name
+	if net.ParseIP(name) != nil {
 		san.SanType = tls.SubjectAltNameMatcher_IP_ADDRESS
 		sni = "" // SNI must be a host name (RFC 6066 section 3)
 	}
@@ -98,16 +105,22 @@ func (u upstreamCluster) transportSocket() (*core.TransportSocket, error) {
 	if u.http2 {
 		alpn = []string{"h2"}
 	}
-	ctx, err := pack(&tls.UpstreamTlsContext{
-		Sni: sni,
-		CommonTlsContext: &tls.CommonTlsContext{
-			AlpnProtocols: alpn,
-			ValidationContextType: &tls.CommonTlsContext_ValidationContext{ValidationContext: &tls.CertificateValidationContext{
-				TrustedCa:                 &core.DataSource{Specifier: &core.DataSource_Filename{Filename: u.caFile}},
-				MatchTypedSubjectAltNames: []*tls.SubjectAltNameMatcher{san},
-			}},
-		},
-	})
+	common := &tls.CommonTlsContext{
+		// Also what lets gRPC work: grpc-go refuses TLS clients that
+		// negotiate no ALPN.
+		AlpnProtocols: alpn,
+		ValidationContextType: &tls.CommonTlsContext_ValidationContext{ValidationContext: &tls.CertificateValidationContext{
+			TrustedCa:                 &core.DataSource{Specifier: &core.DataSource_Filename{Filename: u.caFile}},
+			MatchTypedSubjectAltNames: []*tls.SubjectAltNameMatcher{san},
+		}},
+	}
+	if u.clientCert != "" {
+		common.TlsCertificates = []*tls.TlsCertificate{{
+			CertificateChain: &core.DataSource{Specifier: &core.DataSource_Filename{Filename: u.clientCert}},
+			PrivateKey:       &core.DataSource{Specifier: &core.DataSource_Filename{Filename: u.clientKey}},
+		}}
+	}
+	ctx, err := pack(&tls.UpstreamTlsContext{Sni: sni, CommonTlsContext: common})
 	if err != nil {
 		return nil, err
 	}
@@ -121,9 +134,14 @@ func serverCluster(c ir.Config, s ir.Server) (*cluster.Cluster, error) {
 	}.build()
 }
 
-// wardenClusters are Warden's own: ext_authz gRPC needs HTTP/2.
+// wardenClusters are Warden's own: ext_authz gRPC needs HTTP/2, and is
+// mutual TLS when Warden's ext_authz listener is.
 func wardenClusters(c ir.Config) ([]*cluster.Cluster, error) {
-	authz, err := upstreamCluster{name: AuthzCluster, ep: c.Warden.Authz, http2: true, connectTimeout: c.Warden.ConnectTimeout}.build()
+	ac := upstreamCluster{name: AuthzCluster, ep: c.Warden.Authz, http2: true, connectTimeout: c.Warden.ConnectTimeout}
+	if t := c.Warden.AuthzTLS; t != nil {
+		ac.tls, ac.caFile, ac.serverName, ac.clientCert, ac.clientKey = true, t.CAFile, t.ServerName, t.CertFile, t.KeyFile
+	}
+	authz, err := ac.build()
 	if err != nil {
 		return nil, err
 	}

@@ -6,18 +6,18 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/warden-mcp/warden/internal/serverspec"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/xds/ir"
 )
 
-// Settings are the deployment-wide inputs of the translation, taken from the
-// xds section of the config file.
+// Settings are the deployment-wide inputs of the translation; cmd/warden
+// fills them from the config file's xds and listen sections.
 type Settings struct {
 	ListenerAddress   string
 	ListenerPort      uint32
@@ -33,7 +33,21 @@ type Settings struct {
 	// WardenAuthzAddress and WardenHTTPAddress are host:port.
 	WardenAuthzAddress string
 	WardenHTTPAddress  string
-	UpstreamCAFile     string
+	// WardenAuthzTLS, when set, makes the warden_authz cluster mutual TLS.
+	WardenAuthzTLS *ClientTLS
+	UpstreamCAFile string
+}
+
+// ClientTLS is how Envoy authenticates to one of Warden's listeners: the
+// client certificate and key it presents and the CA it verifies Warden's
+// certificate with, as paths where Envoy runs. ServerName is the name
+// Warden's certificate must carry (and the SNI); empty uses the address's
+// host.
+type ClientTLS struct {
+	CertFile   string
+	KeyFile    string
+	CAFile     string
+	ServerName string
 }
 
 // ServerError tells why one server was left out of the published resources.
@@ -46,14 +60,10 @@ type ServerError struct {
 func (e ServerError) Error() string { return fmt.Sprintf("server %q: %v", e.Name, e.Err) }
 func (e ServerError) Unwrap() error { return e.Err }
 
-// Stage 1 errors about the registry entry itself (the IR has its own).
-var (
-	ErrURLInvalid      = errors.New("url is not a valid absolute URL")
-	ErrURLScheme       = errors.New("url scheme must be http or https")
-	ErrURLCredentials  = errors.New("url must not contain credentials")
-	ErrURLQuery        = errors.New("url must not have a query or fragment")
-	ErrTimeoutNegative = errors.New("timeouts must not be negative")
-)
+// ErrTimeoutNegative is the stage 1 error for a negative server timeout.
+// URL and name errors are package serverspec's, the same the registry
+// refuses at registration.
+var ErrTimeoutNegative = errors.New("timeouts must not be negative")
 
 // BuildIR is stage 1: registry entries and settings to the intermediate
 // model. Servers are sorted by name so that registry order never reaches
@@ -74,6 +84,9 @@ func BuildIR(servers []store.Server, s Settings) (ir.Config, []ServerError, erro
 		ExtAuthz:       ir.ExtAuthz{Timeout: s.AuthzTimeout, MaxRequestBytes: s.MaxRequestBytes},
 		Warden:         ir.Warden{Authz: authz, HTTP: httpEP, ConnectTimeout: s.ConnectTimeout},
 		UpstreamCAFile: s.UpstreamCAFile,
+	}
+	if t := s.WardenAuthzTLS; t != nil {
+		c.Warden.AuthzTLS = &ir.ClientTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile, ServerName: cmp.Or(strings.ToLower(t.ServerName), authz.Host)}
 	}
 	if err := c.ValidateShared(); err != nil {
 		return ir.Config{}, nil, fmt.Errorf("xds settings: %w", err)
@@ -101,47 +114,19 @@ func BuildIR(servers []store.Server, s Settings) (ir.Config, []ServerError, erro
 }
 
 func serverIR(srv store.Server, s Settings) (ir.Server, error) {
-	u, err := url.Parse(srv.URL)
-	if err != nil || u.Opaque != "" || u.Host == "" {
-		// The parse error echoes the URL, which may hold a secret.
-		return ir.Server{}, ErrURLInvalid
-	}
-	if u.User != nil {
-		return ir.Server{}, ErrURLCredentials
-	}
-	var defaultPort uint32
-	switch u.Scheme {
-	case "http":
-		defaultPort = 80
-	case "https":
-		defaultPort = 443
-	default:
-		return ir.Server{}, ErrURLScheme
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return ir.Server{}, ErrURLQuery
-	}
-	port := defaultPort
-	if p := u.Port(); p != "" {
-		n, err := strconv.ParseUint(p, 10, 32)
-		if err != nil || n == 0 || n > math.MaxUint16 {
-			return ir.Server{}, ir.ErrUpstreamPortInvalid
-		}
-		port = uint32(n)
+	u, err := serverspec.ParseURL(srv.URL)
+	if err != nil {
+		return ir.Server{}, err
 	}
 	if srv.ConnectTimeout < 0 || srv.IdleTimeout < 0 {
 		return ir.Server{}, ErrTimeoutNegative
 	}
-	path := u.EscapedPath()
-	if path == "" {
-		path = "/"
-	}
 	return ir.Server{
 		Name:           srv.Name,
-		Upstream:       ir.Endpoint{Host: strings.ToLower(u.Hostname()), Port: port},
-		TLS:            u.Scheme == "https",
-		Authority:      strings.ToLower(u.Host),
-		Path:           path,
+		Upstream:       ir.Endpoint{Host: u.Host, Port: u.Port},
+		TLS:            u.TLS,
+		Authority:      u.Authority,
+		Path:           u.Path,
 		HTTP2:          srv.HTTP2,
 		ConnectTimeout: cmp.Or(srv.ConnectTimeout, s.ConnectTimeout),
 		IdleTimeout:    cmp.Or(srv.IdleTimeout, s.RouteIdleTimeout),
