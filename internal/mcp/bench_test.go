@@ -25,3 +25,19 @@ func BenchmarkClassifyList(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkClassifyModern is the same tools/call in revision 2026-07-28:
+// _meta read, Mcp-Method, Mcp-Name and one Mcp-Param header checked.
+func BenchmarkClassifyModern(b *testing.B) {
+	h := held{
+		body:    `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search","arguments":{"query":"quarterly revenue","limit":10},` + meta + `}}`,
+		headers: hdr("mcp-method", "tools/call", "mcp-name", "search", "mcp-param-limit", "10"),
+	}
+	in := h.input(map[string][]ParamHeader{"search": {{Name: "Limit", Path: []string{"limit"}}}})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Classify(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -14,10 +14,18 @@ import (
 	"unicode/utf8"
 )
 
-// JSON-RPC 2.0 error codes used in denials.
+// JSON-RPC 2.0 and MCP error codes used in denials.
 const (
 	CodeParseError     = -32700
 	CodeInvalidRequest = -32600
+	CodeInvalidParams  = -32602
+	// CodeHeaderMismatch is MCP 2026-07-28's HeaderMismatch: the HTTP
+	// headers do not match the body, or a required header is missing or
+	// malformed (basic/transports/streamable-http, "Server Validation").
+	CodeHeaderMismatch = -32020
+	// CodeUnsupportedProtocolVersion is MCP 2026-07-28's
+	// UnsupportedProtocolVersion (basic/versioning).
+	CodeUnsupportedProtocolVersion = -32022
 )
 
 // Kind is what one message (or body-less HTTP request) is.
@@ -45,6 +53,58 @@ type Message struct {
 	ArgumentsRaw json.RawMessage
 	Resource     string
 	Prompt       string
+	// Task is params.taskId of tasks/get, tasks/update and tasks/cancel
+	// (the tasks extension, io.modelcontextprotocol/tasks).
+	Task string
+	// Listen is the notification filter of subscriptions/listen; nil for
+	// other methods.
+	Listen *Listen
+	// Meta holds what the message says about itself in params._meta (and,
+	// for initialize, params.clientInfo); nil when it says nothing.
+	Meta *Meta
+}
+
+// noMeta is what a message without metadata reports.
+var noMeta Meta
+
+// Metadata returns the message's metadata, zero when it has none.
+func (m *Message) Metadata() *Meta {
+	if m.Meta == nil {
+		return &noMeta
+	}
+	return m.Meta
+}
+
+// setMeta returns the metadata to fill in, allocating it on first use.
+func (m *Message) setMeta() *Meta {
+	if m.Meta == nil {
+		m.Meta = &Meta{}
+	}
+	return m.Meta
+}
+
+// Meta is the per-request metadata MCP 2026-07-28 puts in params._meta
+// (basic/index, "_meta"). Every value is self-reported by the client.
+type Meta struct {
+	// ProtocolVersion is io.modelcontextprotocol/protocolVersion.
+	ProtocolVersion string
+	// ClientName and ClientVersion are io.modelcontextprotocol/clientInfo
+	// (for a 2025 initialize: params.clientInfo).
+	ClientName, ClientVersion string
+	// LogLevel is io.modelcontextprotocol/logLevel.
+	LogLevel string
+	// Traceparent is the W3C trace context in _meta.traceparent.
+	Traceparent string
+}
+
+// Listen is the SubscriptionFilter of a subscriptions/listen request
+// (basic/patterns/subscriptions), with taskIds from the tasks extension.
+type Listen struct {
+	ToolsListChanged, PromptsListChanged, ResourcesListChanged bool
+	// Resources are the resourceSubscriptions URIs.
+	Resources []string
+	// Tasks are the taskIds whose notifications/tasks the client wants.
+	Tasks []string
 }
 
 // Request is a classified HTTP request to an MCP endpoint.
@@ -54,6 +114,9 @@ type Request struct {
 	Batch           bool
 	SessionID       string
 	ProtocolVersion string
+	// Modern is true for a request of revision 2026-07-28 (stateless,
+	// headers validated against the body).
+	Modern bool
 }
 
 // ErrorKind says what is wrong with a request, so that callers choose a
@@ -70,6 +133,16 @@ const (
 	ErrorTooLarge
 	// ErrorTruncated: the proxy forwarded only part of the body.
 	ErrorTruncated
+	// ErrorHeaderMismatch: a 2026-07-28 request whose MCP headers are
+	// missing, malformed or disagree with the body (-32020).
+	ErrorHeaderMismatch
+	// ErrorUnsupportedVersion: an MCP-Protocol-Version Warden cannot
+	// classify (-32022).
+	ErrorUnsupportedVersion
+	// ErrorInvalidParams: params that MCP requires are missing or
+	// malformed, such as a 2026-07-28 request without its protocol
+	// version in _meta (-32602).
+	ErrorInvalidParams
 )
 
 func (k ErrorKind) String() string {
@@ -82,6 +155,12 @@ func (k ErrorKind) String() string {
 		return "too_large"
 	case ErrorTruncated:
 		return "truncated"
+	case ErrorHeaderMismatch:
+		return "header_mismatch"
+	case ErrorUnsupportedVersion:
+		return "unsupported_version"
+	case ErrorInvalidParams:
+		return "invalid_params"
 	}
 	return "unknown"
 }
@@ -94,6 +173,9 @@ type Error struct {
 	Message string
 	// ID is the id of the offending message when it could be read.
 	ID json.RawMessage
+	// Data is the error's data member (the supported versions of an
+	// UnsupportedProtocolVersion), nil when it has none.
+	Data any
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("jsonrpc %d: %s", e.Code, e.Message) }
@@ -106,11 +188,16 @@ func invalid(id json.RawMessage, f string, a ...any) *Error {
 	return &Error{Kind: ErrorInvalid, Code: CodeInvalidRequest, Message: fmt.Sprintf(f, a...), ID: id}
 }
 
+func invalidParams(id json.RawMessage, f string, a ...any) *Error {
+	return &Error{Kind: ErrorInvalidParams, Code: CodeInvalidParams, Message: fmt.Sprintf(f, a...), ID: id}
+}
+
 // Input is what the caller knows about the HTTP request.
 type Input struct {
 	Method string
-	// Header returns a request header by lowercased name.
-	Header func(name string) string
+	// Header returns a request header by lowercased name and whether the
+	// request has it.
+	Header func(name string) (string, bool)
 	Body   []byte
 	// Partial is true when the proxy forwarded a truncated body.
 	Partial bool
@@ -120,15 +207,33 @@ type Input struct {
 	// policy does not read them: ArgumentsRaw is still set and must still
 	// be an object.
 	SkipArguments bool
+	// ParamHeaders returns the x-mcp-header annotations of a tool of this
+	// server, learned from its definition; ok is false when the definition
+	// is not known (then Mcp-Param headers pass unchecked, as the spec
+	// asks of intermediaries that do not recognize them). Nil: no tool is
+	// known.
+	ParamHeaders func(tool string) (headers []ParamHeader, ok bool)
 }
 
 // Classify reads one HTTP request to an MCP endpoint.
+//
+// The request's MCP-Protocol-Version chooses the revision's rules (see
+// version.go): 2026-07-28 requests must carry headers that match their
+// body (headers.go); a version Warden does not know is refused with
+// UnsupportedProtocolVersion, because Warden cannot tell what such a body
+// asks the server to do.
 func Classify(in Input) (*Request, *Error) {
 	r := &Request{HTTPMethod: in.Method}
-	if in.Header != nil {
-		r.SessionID = in.Header("mcp-session-id")
-		r.ProtocolVersion = in.Header("mcp-protocol-version")
+	if in.Header == nil {
+		in.Header = noHeaders
 	}
+	r.SessionID, _ = in.Header("mcp-session-id")
+	r.ProtocolVersion, _ = in.Header("mcp-protocol-version")
+	modern, err := revision(r.ProtocolVersion)
+	if err != nil {
+		return nil, err
+	}
+	r.Modern = modern
 	switch in.Method {
 	case "GET":
 		r.Messages = []Message{{Kind: KindStream}}
@@ -192,8 +297,18 @@ func Classify(in Input) (*Request, *Error) {
 	default:
 		return nil, invalid(nil, "a JSON-RPC message must be an object or a batch array")
 	}
+	if err := checkMeta(r); err != nil {
+		return nil, err
+	}
+	if r.Modern {
+		if err := validateHeaders(r, in); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
 }
+
+func noHeaders(string) (string, bool) { return "", false }
 
 // message holds the members of one JSON-RPC message the classifier reads,
 // as raw JSON; nil when absent.
@@ -293,7 +408,8 @@ func checkID(id json.RawMessage) error {
 
 // decided says, per method whose params policy reads, the member policy
 // needs and whether the method is meaningless without it. Other methods are
-// the server's to answer: their params are passed through unread.
+// the server's to answer: their params are passed through unread, but for
+// _meta.
 var decided = map[string]struct {
 	field    string
 	required bool
@@ -306,42 +422,71 @@ var decided = map[string]struct {
 	// not know the method. When uri is there, policy sees it.
 	"resources/subscribe":   {"uri", false},
 	"resources/unsubscribe": {"uri", false},
+	// The tasks extension (and 2025-11-25's experimental tasks): a task
+	// is authorized like the call that created it, found by its id.
+	"tasks/get":    {"taskId", true},
+	"tasks/update": {"taskId", true},
+	"tasks/cancel": {"taskId", true},
 }
 
-// readParams extracts what policy needs from the params of the methods that
-// name a tool, resource or prompt.
+// readParams extracts what policy needs from params: the name, uri,
+// arguments or task id of the methods that carry one, the notification
+// filter of subscriptions/listen, the client of initialize, and _meta.
 func readParams(m *Message, raw []byte, skipArgs bool) *Error {
 	if raw != nil && raw[0] != '{' && raw[0] != '[' && string(raw) != "null" {
 		return invalid(m.ID, `"params" must be an object or an array`)
 	}
-	d, ok := decided[m.Method]
-	if !ok {
+	d, isDecided := decided[m.Method]
+	if raw == nil || raw[0] != '{' {
+		if isDecided && d.required {
+			return invalid(m.ID, "%s needs an object in params", m.Method)
+		}
+		if isDecided && raw != nil && string(raw) != "null" {
+			return invalid(m.ID, "%s needs an object in params", m.Method)
+		}
 		return nil
 	}
-	if raw == nil || raw[0] != '{' {
-		if !d.required && (raw == nil || string(raw) == "null") {
-			return nil
-		}
-		return invalid(m.ID, "%s needs an object in params", m.Method)
-	}
-	var name, args []byte
+	// strict: the method's members are read, so their case variants are
+	// refused; other methods' params are the server's, but for _meta.
+	strict := isDecided || m.Method == "subscriptions/listen" || m.Method == "initialize"
+	var name, args, meta, filter, client []byte
 	if err := eachMember(raw, func(key, value []byte, escaped bool) *Error {
 		n := memberName(key, escaped)
 		switch {
-		case string(n) == d.field:
+		case string(n) == "_meta":
+			meta = value
+		case isDecided && string(n) == d.field:
 			name = value
 		case m.Method == "tools/call" && string(n) == "arguments":
 			args = value
-		default:
+		case m.Method == "subscriptions/listen" && string(n) == "notifications":
+			filter = value
+		case m.Method == "initialize" && string(n) == "clientInfo":
+			client = value
+		case strict:
 			if f := foldedMember(n); f != nil {
 				return invalid(m.ID, "params key %q is a case variant of %q", n, f)
 			}
+		case bytes.EqualFold(n, metaKey):
+			return invalid(m.ID, "params key %q is a case variant of %q", n, metaKey)
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
-	if name == nil && !d.required {
+	if meta != nil {
+		if err := readMeta(m, meta); err != nil {
+			return err
+		}
+	}
+	if client != nil && client[0] == '{' {
+		mt := m.setMeta()
+		mt.ClientName, mt.ClientVersion = implementation(client)
+	}
+	if m.Method == "subscriptions/listen" {
+		return readListen(m, filter)
+	}
+	if !isDecided || (name == nil && !d.required) {
 		return nil
 	}
 	s, ok := stringValue(name)
@@ -369,6 +514,8 @@ func readParams(m *Message, raw []byte, skipArgs bool) *Error {
 		}
 	case "prompts/get":
 		m.Prompt = s
+	case "tasks/get", "tasks/update", "tasks/cancel":
+		m.Task = s
 	default:
 		m.Resource = s
 	}

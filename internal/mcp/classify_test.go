@@ -8,7 +8,7 @@ import (
 )
 
 func post(body string) Input {
-	return Input{Method: "POST", Body: []byte(body), Limit: 1 << 20, Header: func(string) string { return "" }}
+	return Input{Method: "POST", Body: []byte(body), Limit: 1 << 20, Header: func(string) (string, bool) { return "", false }}
 }
 
 func TestClassify(t *testing.T) {
@@ -82,7 +82,7 @@ func TestClassify(t *testing.T) {
 
 func TestHeaders(t *testing.T) {
 	h := map[string]string{"mcp-session-id": "s-1", "mcp-protocol-version": "2025-11-25"}
-	r, err := Classify(Input{Method: "GET", Header: func(k string) string { return h[k] }})
+	r, err := Classify(Input{Method: "GET", Header: func(k string) (string, bool) { v, ok := h[k]; return v, ok }})
 	if err != nil || r.SessionID != "s-1" || r.ProtocolVersion != "2025-11-25" {
 		t.Fatalf("%+v %v", r, err)
 	}

@@ -212,7 +212,8 @@ func foldKey(name []byte) string {
 // case-insensitive upstream would read it as that member.
 var readMembers = [][]byte{
 	[]byte("jsonrpc"), []byte("id"), []byte("method"), []byte("params"), []byte("result"), []byte("error"),
-	[]byte("name"), []byte("uri"), []byte("arguments"),
+	[]byte("name"), []byte("uri"), []byte("arguments"), []byte("_meta"), []byte("taskId"),
+	[]byte("notifications"), []byte("clientInfo"),
 }
 
 // foldedMember returns the member that name is a case variant of, if any.
@@ -253,6 +254,9 @@ var knownStrings = func() map[string]string {
 		"resources/read", "resources/subscribe", "resources/unsubscribe", "prompts/list", "prompts/get",
 		"completion/complete", "logging/setLevel", "notifications/initialized", "notifications/cancelled",
 		"notifications/progress", "notifications/roots/list_changed", "server/discover", "subscriptions/listen",
+		"tasks/get", "tasks/update", "tasks/cancel", "tasks/result", "tasks/list",
+		"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28",
+		"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency",
 	} {
 		m[s] = s
 	}
