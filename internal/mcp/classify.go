@@ -53,8 +53,9 @@ type Message struct {
 	ArgumentsRaw json.RawMessage
 	Resource     string
 	Prompt       string
-	// Task is params.taskId of tasks/get, tasks/update and tasks/cancel
-	// (the tasks extension, io.modelcontextprotocol/tasks).
+	// Task is params.taskId of tasks/get, tasks/update, tasks/cancel (the
+	// tasks extension, io.modelcontextprotocol/tasks) and tasks/result
+	// (2025-11-25's experimental tasks).
 	Task string
 	// Listen is the notification filter of subscriptions/listen; nil for
 	// other methods.
@@ -422,11 +423,13 @@ var decided = map[string]struct {
 	// not know the method. When uri is there, policy sees it.
 	"resources/subscribe":   {"uri", false},
 	"resources/unsubscribe": {"uri", false},
-	// The tasks extension (and 2025-11-25's experimental tasks): a task
-	// is authorized like the call that created it, found by its id.
+	// The tasks extension (and 2025-11-25's experimental tasks, with
+	// tasks/result): a task is authorized like the call that created it,
+	// found by its id.
 	"tasks/get":    {"taskId", true},
 	"tasks/update": {"taskId", true},
 	"tasks/cancel": {"taskId", true},
+	"tasks/result": {"taskId", true},
 }
 
 // readParams extracts what policy needs from params: the name, uri,
@@ -514,7 +517,7 @@ func readParams(m *Message, raw []byte, skipArgs bool) *Error {
 		}
 	case "prompts/get":
 		m.Prompt = s
-	case "tasks/get", "tasks/update", "tasks/cancel":
+	case "tasks/get", "tasks/update", "tasks/cancel", "tasks/result":
 		m.Task = s
 	default:
 		m.Resource = s
