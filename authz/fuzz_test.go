@@ -48,7 +48,7 @@ func FuzzCheck(f *testing.F) {
 			}
 			hr := cr.Attributes.Request.Http
 			_, perr := mcp.Classify(mcp.Input{Method: hr.Method, Body: hr.RawBody, Partial: h["x-envoy-auth-partial-body"] == "true", Limit: 4096,
-				Header: func(k string) string { return h[k] }})
+				Header: func(k string) (string, bool) { v, ok := h[k]; return v, ok }})
 			if perr != nil {
 				t.Fatalf("allowed a request the classifier rejects: %v", perr)
 			}

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/warden-mcp/warden/internal/bearer"
 	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/mcp"
+	"github.com/warden-mcp/warden/internal/mcptask"
 	"github.com/warden-mcp/warden/internal/serverspec"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/policy"
@@ -53,8 +55,10 @@ type check struct {
 	req   *mcp.Request
 	needs policy.Needs
 	// decide: decisive is the message the decision is about (the denied
-	// one in a denied batch, the first otherwise), for the audit event.
+	// one in a denied batch, the first otherwise), for the audit event;
+	// origin is the call that created the decisive message's task.
 	decisive  int
+	origin    *mcptask.Origin
 	policyRev string
 }
 
@@ -165,25 +169,40 @@ var classifyStatus = map[mcp.ErrorKind]int{
 	mcp.ErrorInvalid:   http.StatusBadRequest,
 	mcp.ErrorTooLarge:  http.StatusRequestEntityTooLarge,
 	mcp.ErrorTruncated: http.StatusRequestEntityTooLarge,
+	// MCP 2026-07-28 (basic/transports/streamable-http, "Server
+	// Validation"; basic/versioning; basic/index "_meta"): all 400.
+	mcp.ErrorHeaderMismatch:     http.StatusBadRequest,
+	mcp.ErrorUnsupportedVersion: http.StatusBadRequest,
+	mcp.ErrorInvalidParams:      http.StatusBadRequest,
 }
 
-// classify reads the JSON-RPC body.
+// classify reads the JSON-RPC body and, for MCP 2026-07-28, checks that
+// the request's MCP headers say what the body says. A mismatch ends the
+// check here, before policy runs: what policy would decide on is not what
+// a router reading the headers acts on.
 func (s *Service) classify(ctx context.Context, c *check) (outcome, bool) {
 	c.needs = s.o.Policy.Needs()
-	req, perr := mcp.Classify(mcp.Input{
-		Method:        c.http.GetMethod(),
-		Header:        func(k string) string { return c.headers[k] },
+	in := mcp.Input{
+		Method: c.http.GetMethod(),
+		Header: func(k string) (string, bool) {
+			v, ok := c.headers[k]
+			return v, ok
+		},
 		Body:          body(c.http),
 		Partial:       c.headers["x-envoy-auth-partial-body"] == "true",
 		Limit:         s.o.MaxBodyBytes,
 		SkipArguments: !c.needs.Arguments,
-	})
+	}
+	if th := s.o.ToolHeaders; th != nil && c.headers["mcp-protocol-version"] == mcp.Version20260728 {
+		in.ParamHeaders = func(tool string) ([]mcp.ParamHeader, bool) { return th.ParamHeaders(c.server, tool) }
+	}
+	req, perr := mcp.Classify(in)
 	if perr != nil {
 		status, ok := classifyStatus[perr.Kind]
 		if !ok {
 			status = http.StatusBadRequest
 		}
-		return outcome{status: status, reason: "invalid MCP request: " + perr.Message, body: jsonError(perr.ID, perr.Code, perr.Message)}, true
+		return outcome{status: status, reason: "invalid MCP request: " + perr.Message, body: jsonErrorData(perr.ID, perr.Code, perr.Message, perr.Data)}, true
 	}
 	c.req = req
 	if err := ctx.Err(); err != nil {
@@ -193,7 +212,19 @@ func (s *Service) classify(ctx context.Context, c *check) (outcome, bool) {
 }
 
 // decide evaluates policy for every message: a batch is allowed only if
-// every message is.
+// every message is. A message can need more than one decision, each of
+// which must allow it:
+//
+//   - a task request (tasks/get, tasks/update, tasks/cancel, tasks/result)
+//     is decided as the tools/call that created the task, with mcp.task
+//     naming the task and the request's method; a task Warden did not
+//     see created for this caller on this server is refused without
+//     asking policy;
+//   - subscriptions/listen is decided itself, then once for each resource
+//     it subscribes to, as the resources/subscribe of that URI it
+//     replaces, and once for each task it listens to, as that task's
+//     call. So a policy about resources/subscribe or tools/call holds for
+//     2026-07-28 clients unchanged.
 func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
 	c.policyRev = s.o.Policy.Revision()
 	in, err := s.input(c)
@@ -201,23 +232,109 @@ func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
 		return s.failed(c, failPolicy, err), true
 	}
 	for i := range c.req.Messages {
-		fillMCP(&in.MCP, &c.req.Messages[i], c.req, c.needs.ID)
-		d, err := s.o.Policy.Decide(ctx, in)
-		if err != nil {
-			if ctx.Err() != nil {
-				return s.failed(c, failTimeout, err), true
+		m := &c.req.Messages[i]
+		fillMCP(&in.MCP, m, c.req, c.needs.ID)
+		if m.Task != "" {
+			origin, o, done := s.task(ctx, c, m, m.Task)
+			if done {
+				c.decisive = i
+				return o, true
 			}
-			return s.failed(c, failPolicy, err), true
+			c.origin = &origin
+			if err := asTaskCall(&in.MCP, origin, m.Task, m.Method, c.needs.Arguments); err != nil {
+				return s.failed(c, failStore, err), true
+			}
 		}
-		if d.Revision != "" {
-			c.policyRev = d.Revision
+		if o, done := s.decideOne(ctx, c, in, i); done {
+			return o, true
 		}
-		if !d.Allow {
-			c.decisive = i
-			return policyDenied(c.req, i, d.Reason), true
+		if l := m.Listen; l != nil {
+			for _, uri := range l.Resources {
+				fillMCP(&in.MCP, m, c.req, c.needs.ID)
+				in.MCP.Method, in.MCP.Resource = "resources/subscribe", uri
+				if o, done := s.decideOne(ctx, c, in, i); done {
+					return o, true
+				}
+			}
+			for _, id := range l.Tasks {
+				origin, o, done := s.task(ctx, c, m, id)
+				if done {
+					c.decisive = i
+					return o, true
+				}
+				fillMCP(&in.MCP, m, c.req, c.needs.ID)
+				if err := asTaskCall(&in.MCP, origin, id, m.Method, c.needs.Arguments); err != nil {
+					return s.failed(c, failStore, err), true
+				}
+				if o, done := s.decideOne(ctx, c, in, i); done {
+					return o, true
+				}
+			}
 		}
 	}
 	return outcome{}, false
+}
+
+// decideOne asks policy about message i as in describes it.
+func (s *Service) decideOne(ctx context.Context, c *check, in *policy.Input, i int) (outcome, bool) {
+	d, err := s.o.Policy.Decide(ctx, in)
+	if err != nil {
+		if ctx.Err() != nil {
+			return s.failed(c, failTimeout, err), true
+		}
+		return s.failed(c, failPolicy, err), true
+	}
+	if d.Revision != "" {
+		c.policyRev = d.Revision
+	}
+	if !d.Allow {
+		c.decisive = i
+		return s.denied(c, i, d), true
+	}
+	return outcome{}, false
+}
+
+// task finds the call that created taskID and checks that this caller
+// made it. Unknown and foreign tasks get the same answer, so that a
+// caller learns nothing about tasks that are not its own.
+func (s *Service) task(ctx context.Context, c *check, m *mcp.Message, taskID string) (mcptask.Origin, outcome, bool) {
+	refuse := func() (mcptask.Origin, outcome, bool) {
+		reason := "task is unknown: Warden saw no call of yours create it on this server"
+		return mcptask.Origin{}, outcome{status: http.StatusForbidden, reason: reason, body: jsonError(m.ID, CodePolicyDenied, reason)}, true
+	}
+	if s.o.Tasks == nil {
+		return refuse()
+	}
+	origin, err := s.o.Tasks.Lookup(ctx, c.server, taskID)
+	switch {
+	case errors.Is(err, mcptask.ErrNotFound):
+		return refuse()
+	case err != nil:
+		return mcptask.Origin{}, s.failed(c, failStore, fmt.Errorf("look up task: %w", err)), true
+	case !origin.Owns(c.grant.Subject, c.grant.ClientID):
+		return refuse()
+	}
+	return origin, outcome{}, false
+}
+
+// asTaskCall makes dst describe the tools/call that created a task.
+func asTaskCall(dst *policy.MCP, o mcptask.Origin, taskID, method string, withArgs bool) error {
+	dst.Method, dst.Tool = "tools/call", o.Tool
+	dst.Task = policy.Task{ID: taskID, Method: method}
+	dst.Arguments, dst.ArgumentsJSON = nil, nil
+	if len(o.Arguments) == 0 || string(o.Arguments) == "null" {
+		return nil
+	}
+	dst.ArgumentsJSON = o.Arguments
+	if !withArgs {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(o.Arguments))
+	dec.UseNumber()
+	if err := dec.Decode(&dst.Arguments); err != nil {
+		return fmt.Errorf("arguments of the call that created task: %w", err)
+	}
+	return nil
 }
 
 // attach sets the upstream credential: the allow.
@@ -324,6 +441,12 @@ func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request, withID bool) {
 	if withID {
 		id = decodeID(m.ID)
 	}
+	meta := m.Metadata()
+	var subs policy.Subscriptions
+	if l := m.Listen; l != nil {
+		subs = policy.Subscriptions{ToolsListChanged: l.ToolsListChanged, PromptsListChanged: l.PromptsListChanged,
+			ResourcesListChanged: l.ResourcesListChanged, Resources: l.Resources, Tasks: l.Tasks}
+	}
 	*dst = policy.MCP{
 		Kind:            string(m.Kind),
 		Method:          m.Method,
@@ -337,6 +460,10 @@ func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request, withID bool) {
 		ProtocolVersion: r.ProtocolVersion,
 		Batch:           r.Batch,
 		BatchSize:       len(r.Messages),
+		ClientInfo:      policy.ClientInfo{Name: meta.ClientName, Version: meta.ClientVersion},
+		LogLevel:        meta.LogLevel,
+		Traceparent:     meta.Traceparent,
+		Subscriptions:   subs,
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/warden-mcp/warden/internal/mcp"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/policy"
 )
 
 // CodePolicyDenied is the JSON-RPC error code of a policy denial: in the
@@ -148,16 +149,79 @@ type rpcError struct {
 	Error   struct {
 		Code    int    `json:"code"`
 		Message string `json:"message"`
+		Data    any    `json:"data,omitempty"`
 	} `json:"error"`
 }
 
 func jsonError(id json.RawMessage, code int, msg string) string {
+	return jsonErrorData(id, code, msg, nil)
+}
+
+// jsonErrorData is a JSON-RPC error response with a data member (nil:
+// none).
+func jsonErrorData(id json.RawMessage, code int, msg string, data any) string {
 	e := rpcError{JSONRPC: "2.0", ID: id}
 	if len(id) == 0 {
 		e.ID = json.RawMessage("null")
 	}
-	e.Error.Code, e.Error.Message = code, msg
+	e.Error.Code, e.Error.Message, e.Error.Data = code, msg, data
 	b, _ := json.Marshal(e)
+	return string(b)
+}
+
+// denied answers a policy denial. When the decision names scopes the call
+// needs and the caller's handle lacks one of them, the denial is a
+// step-up challenge (MCP authorization, "Scope Challenge Handling",
+// SEP-835): 403 with WWW-Authenticate error="insufficient_scope" naming
+// every scope the operation needs in one challenge (the server's required
+// scopes and the policy's), so that the client re-authorizes once with
+// them and retries. offline_access is never challenged for: it grants
+// refresh, not access. When the handle already has them all, re-authorizing
+// would change nothing, and the denial is final.
+func (s *Service) denied(c *check, i int, d policy.Decision) outcome {
+	if len(d.Scopes) == 0 {
+		return policyDenied(c.req, i, d.Reason)
+	}
+	need := make([]string, 0, len(c.srv.Scopes)+len(d.Scopes))
+	for _, list := range [][]string{c.srv.Scopes, d.Scopes} {
+		for _, sc := range list {
+			if sc != "offline_access" && !contains(need, sc) {
+				need = append(need, sc)
+			}
+		}
+	}
+	missing := false
+	for _, sc := range need {
+		missing = missing || !contains(c.handle.Scopes, sc)
+	}
+	if !missing {
+		return policyDenied(c.req, i, d.Reason)
+	}
+	scope := strings.Join(need, " ")
+	reason := d.Reason
+	if reason == "" || reason == "denied by policy" {
+		reason = "this call needs scope " + scope
+	}
+	return outcome{
+		status: http.StatusForbidden,
+		reason: "insufficient scope (step-up to " + scope + "): " + reason,
+		headers: []header{
+			{"www-authenticate", `Bearer error="insufficient_scope", scope="` + scope + `", resource_metadata="` + s.o.ResourceMetadataURL(c.server) + `", error_description="` + quotedText(reason) + `"`},
+			{"content-type", "application/json"},
+		},
+		body: jsonError(c.req.Messages[i].ID, CodePolicyDenied, reason),
+	}
+}
+
+// quotedText makes s safe inside an RFC 9110 quoted-string: printable
+// ASCII only, without double quotes or backslashes.
+func quotedText(s string) string {
+	b := []byte(s)
+	for i, ch := range b {
+		if ch < 0x20 || ch > 0x7e || ch == '"' || ch == '\\' {
+			b[i] = '?'
+		}
+	}
 	return string(b)
 }
 
@@ -256,23 +320,50 @@ func (s *Service) event(c *check, o outcome) store.AuditEvent {
 		ev.Decision = "allow"
 	}
 	if c.req != nil && len(c.req.Messages) > 0 {
-		m := c.req.Messages[c.decisive]
+		m := &c.req.Messages[c.decisive]
 		ev.Method, ev.Tool = m.Method, m.Tool
+		detail := func(k string, v any) {
+			if ev.Details == nil {
+				ev.Details = map[string]any{}
+			}
+			ev.Details[k] = v
+		}
 		switch {
 		case m.Kind == mcp.KindStream:
 			ev.Method = "GET (stream)"
 		case m.Kind == mcp.KindSessionEnd:
 			ev.Method = "DELETE (session end)"
 		case m.Resource != "":
-			ev.Details = map[string]any{"resource": m.Resource}
+			detail("resource", m.Resource)
 		case m.Prompt != "":
-			ev.Details = map[string]any{"prompt": m.Prompt}
+			detail("prompt", m.Prompt)
+		case m.Task != "":
+			// The task id is a handle to the server's state: the trail
+			// names the call that created the task, not the id.
+			if o := c.origin; o != nil {
+				ev.Tool = o.Tool
+			}
+		case m.Listen != nil && len(m.Listen.Resources) > 0:
+			detail("resources", m.Listen.Resources)
 		}
 		if c.req.Batch {
-			if ev.Details == nil {
-				ev.Details = map[string]any{}
+			detail("batch_size", len(c.req.Messages))
+		}
+		// Who the client says it is, per call (self-reported), and the
+		// trace it belongs to.
+		if mt := m.Meta; mt != nil {
+			if mt.ClientName != "" {
+				detail("client_name", mt.ClientName)
 			}
-			ev.Details["batch_size"] = len(c.req.Messages)
+			if mt.ClientVersion != "" {
+				detail("client_version", mt.ClientVersion)
+			}
+			if mt.Traceparent != "" {
+				detail("traceparent", mt.Traceparent)
+			}
+		}
+		if c.req.ProtocolVersion != "" && c.req.Modern {
+			detail("protocol_version", c.req.ProtocolVersion)
 		}
 	}
 	return ev

@@ -23,6 +23,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	lru "github.com/hashicorp/golang-lru/v2"
 
+	"github.com/warden-mcp/warden/internal/mcp"
+	"github.com/warden-mcp/warden/internal/mcptask"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/policy"
 )
@@ -44,6 +46,23 @@ type Decider interface {
 	// Needs tells which costly parts of the input the policy reads; the
 	// others are left empty (and marked omitted).
 	Needs() policy.Needs
+}
+
+// ToolHeaders knows, per server and tool, the Mcp-Param headers the tool's
+// definition declares (x-mcp-header annotations of its inputSchema, MCP
+// 2026-07-28), learned from the tool definitions the response path sees.
+// mcp.ParamHeadersFromSchema reads them from a definition.
+type ToolHeaders interface {
+	// ParamHeaders returns the annotations of tool on server; ok is false
+	// when the tool's definition is not known.
+	ParamHeaders(server, tool string) (headers []mcp.ParamHeader, ok bool)
+}
+
+// TaskOrigins finds the call that created a task (internal/mcptask).
+type TaskOrigins interface {
+	// Lookup returns the origin of taskID on server, or an error that is
+	// mcptask.ErrNotFound when the task is unknown.
+	Lookup(ctx context.Context, server, taskID string) (mcptask.Origin, error)
 }
 
 // Recorder writes audit events.
@@ -84,9 +103,17 @@ type Options struct {
 	// context extensions (Envoy Gateway SecurityPolicy, Istio CUSTOM).
 	// Only safe when the proxy routes /mcp/<name> to that server alone.
 	ServerFromPath bool
-	Metrics        *Metrics
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// ToolHeaders, when set, lets Warden check the Mcp-Param headers of
+	// 2026-07-28 tools/call requests; nil: no annotations are known and
+	// those headers pass to the server, which checks them.
+	ToolHeaders ToolHeaders
+	// Tasks finds the call that created a task, so that task requests are
+	// decided like it; nil: no task is known and every task request is
+	// refused.
+	Tasks   TaskOrigins
+	Metrics *Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Service implements authv3.AuthorizationServer.

@@ -10,7 +10,8 @@ import (
 	"testing"
 )
 
-// docExampleInput is the tools/call shown in docs/policy.md.
+// docExampleInput is the tools/call shown in docs/policy.md: revision
+// 2026-07-28, so the client identifies itself and sends trace context.
 func docExampleInput() *Input {
 	return &Input{
 		Version: InputVersion,
@@ -23,8 +24,11 @@ func docExampleInput() *Input {
 		Server: Server{Name: "bi", Labels: map[string]string{"env": "prod", "owner": "data-platform"}},
 		MCP: MCP{
 			Kind: KindRequest, Method: "tools/call", ID: float64(7), Tool: "run_sql",
-			Arguments: map[string]any{"query": "select region, sum(amount) from sales group by region", "limit": float64(100)},
-			Session:   "0b9c1f6e-7c1a-4a43-9b1e-5d3f2b7a9c11", ProtocolVersion: "2025-06-18",
+			Arguments:       map[string]any{"query": "select region, sum(amount) from sales group by region", "limit": float64(100)},
+			ProtocolVersion: "2026-07-28",
+			ClientInfo:      ClientInfo{Name: "claude-desktop", Version: "0.9.2"},
+			Traceparent:     "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01",
+			Subscriptions:   Subscriptions{Resources: []string{}, Tasks: []string{}},
 		},
 		Request: Request{
 			ID: "5f1c7c4e-2a4b-4f0e-9d0a-3c6b8e2f1a77", Method: "POST", Path: "/mcp/bi", Host: "mcp.example.com",

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,10 @@ type Options struct {
 type Decision struct {
 	Allow  bool
 	Reason string
+	// Scopes, on a denial, are the OAuth scopes the call needs (step-up,
+	// SEP-835): the caller is challenged to re-authorize with them
+	// rather than refused for good. From the decision's "scopes" member.
+	Scopes []string
 	// Revision identifies the policy that decided (for the audit trail).
 	Revision string
 }
@@ -370,6 +375,7 @@ func (c *compiled) eval(ctx context.Context, q *query, input *ast.Term, cancel t
 var (
 	allowKey  = ast.StringTerm("allow")
 	reasonKey = ast.StringTerm("reason")
+	scopesKey = ast.StringTerm("scopes")
 )
 
 // decisionFromObject reads {"allow": bool, "reason": string, ...}. Other
@@ -395,7 +401,53 @@ func decisionFromObject(t *ast.Term) (Decision, error) {
 		}
 		reason = string(s)
 	}
-	return withDefaultReason(bool(allow), reason), nil
+	d := withDefaultReason(bool(allow), reason)
+	if st := obj.Get(scopesKey); st != nil {
+		scopes, err := scopeList(st)
+		if err != nil {
+			return Decision{}, err
+		}
+		d.Scopes = scopes
+	}
+	return d, nil
+}
+
+// scopeList reads the decision's scopes: an array or set of scope tokens
+// (RFC 6749 section 3.3: printable ASCII but space, double quote and
+// backslash), sorted and without duplicates so that a challenge is the
+// same for the same decision.
+func scopeList(t *ast.Term) ([]string, error) {
+	var terms []*ast.Term
+	switch v := t.Value.(type) {
+	case *ast.Array:
+		v.Foreach(func(e *ast.Term) { terms = append(terms, e) })
+	case ast.Set:
+		terms = v.Slice()
+	default:
+		return nil, fmt.Errorf("%s.scopes is %s, want an array of strings", DecisionPath, ast.ValueName(t.Value))
+	}
+	out := make([]string, 0, len(terms))
+	for _, e := range terms {
+		s, ok := e.Value.(ast.String)
+		if !ok || !scopeToken(string(s)) {
+			return nil, fmt.Errorf("%s.scopes holds %v, want scope tokens", DecisionPath, e)
+		}
+		out = append(out, string(s))
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+func scopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func withDefaultReason(allow bool, reason string) Decision {

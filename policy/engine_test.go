@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -190,6 +191,26 @@ func TestDecisionShapes(t *testing.T) {
 			wantErr: "json.unmarshal",
 		},
 		{
+			name: "step-up: the scopes a denied call needs",
+			rego: `decision := {"allow": false, "reason": "needs hr:write", "scopes": ["hr:write", "hr:read", "hr:write"]}`,
+			want: Decision{Allow: false, Reason: "needs hr:write", Scopes: []string{"hr:read", "hr:write"}},
+		},
+		{
+			name: "step-up scopes as a set",
+			rego: `decision := {"allow": false, "scopes": {"b", "a"}}`,
+			want: Decision{Allow: false, Reason: "denied by policy", Scopes: []string{"a", "b"}},
+		},
+		{
+			name:    "scopes not a list",
+			rego:    `decision := {"allow": false, "scopes": "hr:write"}`,
+			wantErr: "scopes is string, want an array",
+		},
+		{
+			name:    "a scope that is not a scope token",
+			rego:    `decision := {"allow": false, "scopes": ["hr write"]}`,
+			wantErr: "want scope tokens",
+		},
+		{
 			name:    "multiple values of a partial rule",
 			rego:    `decision contains {"allow": true}`,
 			wantErr: "is set, want an object",
@@ -220,7 +241,7 @@ func TestDecisionShapes(t *testing.T) {
 				t.Fatal(err)
 			}
 			got.Revision = ""
-			if got != tc.want {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("decision %+v, want %+v", got, tc.want)
 			}
 		})
@@ -523,7 +544,7 @@ func TestDefaultPolicy(t *testing.T) {
 				t.Errorf("revision %q want %q", got.Revision, st.Revision)
 			}
 			got.Revision = ""
-			if got != tc.want {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v want %+v", got, tc.want)
 			}
 		})

@@ -106,6 +106,48 @@ type MCP struct {
 	// only if every message is.
 	Batch     bool `json:"batch"`
 	BatchSize int  `json:"batch_size"`
+	// ClientInfo is the client software as the client reports it
+	// (2026-07-28: _meta io.modelcontextprotocol/clientInfo on every
+	// request; 2025: params.clientInfo of initialize). Self-reported and
+	// never verified: for display and audit, not for security decisions.
+	ClientInfo ClientInfo `json:"client_info"`
+	// LogLevel is _meta io.modelcontextprotocol/logLevel (2026-07-28).
+	LogLevel string `json:"log_level"`
+	// Traceparent is the W3C trace context in _meta.traceparent.
+	Traceparent string `json:"traceparent"`
+	// Task names the task a tasks/get, tasks/update, tasks/cancel or
+	// tasks/result request is about. For those requests the rest of the
+	// document describes the call that created the task (method
+	// "tools/call", its tool and arguments), so that the task is decided
+	// like that call; Task.Method is the request's own method.
+	Task Task `json:"task"`
+	// Subscriptions is the notification filter of subscriptions/listen.
+	Subscriptions Subscriptions `json:"subscriptions"`
+}
+
+// ClientInfo is an MCP Implementation: name and version.
+type ClientInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// Task identifies a task of the tasks extension.
+type Task struct {
+	ID     string `json:"id"`
+	Method string `json:"method"`
+}
+
+// Subscriptions is what a subscriptions/listen request opts in to.
+type Subscriptions struct {
+	ToolsListChanged     bool     `json:"tools_list_changed"`
+	PromptsListChanged   bool     `json:"prompts_list_changed"`
+	ResourcesListChanged bool     `json:"resources_list_changed"`
+	Resources            []string `json:"resources"`
+	Tasks                []string `json:"tasks"`
+}
+
+func (s *Subscriptions) zero() bool {
+	return !s.ToolsListChanged && !s.PromptsListChanged && !s.ResourcesListChanged && len(s.Resources) == 0 && len(s.Tasks) == 0
 }
 
 // Request is the HTTP request as Envoy reported it.
@@ -158,6 +200,17 @@ var (
 	kProtocolVersion = ast.StringTerm("protocol_version")
 	kBatch           = ast.StringTerm("batch")
 	kBatchSize       = ast.StringTerm("batch_size")
+	kClientInfo      = ast.StringTerm("client_info")
+	kVersionField    = ast.StringTerm("version")
+	kLogLevel        = ast.StringTerm("log_level")
+	kTraceparent     = ast.StringTerm("traceparent")
+	kTask            = ast.StringTerm("task")
+	kSubscriptions   = ast.StringTerm("subscriptions")
+	kToolsChanged    = ast.StringTerm("tools_list_changed")
+	kPromptsChanged  = ast.StringTerm("prompts_list_changed")
+	kResourcesChange = ast.StringTerm("resources_list_changed")
+	kResources       = ast.StringTerm("resources")
+	kTasks           = ast.StringTerm("tasks")
 
 	kPath    = ast.StringTerm("path")
 	kHost    = ast.StringTerm("host")
@@ -196,7 +249,7 @@ func NewCaller(s Subject, c Client, srv Server, g Grant) (*Caller, error) {
 // several times more on the hot path. Arguments and claims must hold JSON
 // types (what encoding/json decodes into); anything else is an error.
 func (in *Input) Value() (ast.Value, error) {
-	n := 24 + 2*len(in.Request.Headers)
+	n := 30 + 2*len(in.Request.Headers)
 	if in.Caller == nil {
 		n += 20 + len(in.Subject.Groups) + 2*len(in.Server.Labels) + len(in.Grant.Scopes) + len(in.Grant.Servers)
 	}
@@ -233,6 +286,11 @@ func (in *Input) Value() (ast.Value, error) {
 		[2]*ast.Term{kProtocolVersion, b.known(in.MCP.ProtocolVersion)},
 		[2]*ast.Term{kBatch, ast.InternedTerm(in.MCP.Batch)},
 		[2]*ast.Term{kBatchSize, b.int(in.MCP.BatchSize)},
+		[2]*ast.Term{kClientInfo, b.clientInfo(&in.MCP.ClientInfo)},
+		[2]*ast.Term{kLogLevel, b.known(in.MCP.LogLevel)},
+		[2]*ast.Term{kTraceparent, b.str(in.MCP.Traceparent)},
+		[2]*ast.Term{kTask, b.task(&in.MCP.Task)},
+		[2]*ast.Term{kSubscriptions, b.subscriptions(&in.MCP.Subscriptions)},
 	)
 	request := b.obj(
 		[2]*ast.Term{kID, b.str(in.Request.ID)},
@@ -264,8 +322,10 @@ var knownTerms = func() map[string]*ast.Term {
 		"resources/read", "resources/subscribe", "resources/unsubscribe", "prompts/list", "prompts/get",
 		"completion/complete", "logging/setLevel", "notifications/initialized",
 		"notifications/cancelled", "notifications/progress", "notifications/roots/list_changed",
+		"server/discover", "subscriptions/listen", "tasks/get", "tasks/update", "tasks/cancel", "tasks/result",
 		"GET", "POST", "DELETE",
-		"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25",
+		"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28",
+		"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency",
 	} {
 		m[s] = ast.StringTerm(s)
 	}
@@ -332,6 +392,53 @@ func (b *builder) strMap(m map[string]string) *ast.Term {
 		kvs = append(kvs, [2]*ast.Term{b.str(k), b.str(v)})
 	}
 	return b.term(ast.NewObject(kvs...))
+}
+
+// The parts of the mcp document most messages leave empty are shared
+// terms, so a message without them costs no allocation.
+var (
+	emptyClientInfo = ast.ObjectTerm(
+		[2]*ast.Term{kName, ast.InternedEmptyString},
+		[2]*ast.Term{kVersionField, ast.InternedEmptyString},
+	)
+	emptyTask = ast.ObjectTerm(
+		[2]*ast.Term{kID, ast.InternedEmptyString},
+		[2]*ast.Term{kMethod, ast.InternedEmptyString},
+	)
+	emptySubscriptions = ast.ObjectTerm(
+		[2]*ast.Term{kToolsChanged, ast.InternedTerm(false)},
+		[2]*ast.Term{kPromptsChanged, ast.InternedTerm(false)},
+		[2]*ast.Term{kResourcesChange, ast.InternedTerm(false)},
+		[2]*ast.Term{kResources, ast.InternedEmptyArray},
+		[2]*ast.Term{kTasks, ast.InternedEmptyArray},
+	)
+)
+
+func (b *builder) clientInfo(c *ClientInfo) *ast.Term {
+	if c.Name == "" && c.Version == "" {
+		return emptyClientInfo
+	}
+	return b.obj([2]*ast.Term{kName, b.str(c.Name)}, [2]*ast.Term{kVersionField, b.str(c.Version)})
+}
+
+func (b *builder) task(t *Task) *ast.Term {
+	if t.ID == "" && t.Method == "" {
+		return emptyTask
+	}
+	return b.obj([2]*ast.Term{kID, b.str(t.ID)}, [2]*ast.Term{kMethod, b.known(t.Method)})
+}
+
+func (b *builder) subscriptions(s *Subscriptions) *ast.Term {
+	if s.zero() {
+		return emptySubscriptions
+	}
+	return b.obj(
+		[2]*ast.Term{kToolsChanged, ast.InternedTerm(s.ToolsListChanged)},
+		[2]*ast.Term{kPromptsChanged, ast.InternedTerm(s.PromptsListChanged)},
+		[2]*ast.Term{kResourcesChange, ast.InternedTerm(s.ResourcesListChanged)},
+		[2]*ast.Term{kResources, b.strArray(s.Resources)},
+		[2]*ast.Term{kTasks, b.strArray(s.Tasks)},
+	)
 }
 
 func (b *builder) subject(s *Subject) (*ast.Term, error) {

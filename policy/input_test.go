@@ -30,6 +30,10 @@ func fullInput() *Input {
 			Arguments: map[string]any{"query": "select 1", "limit": float64(10), "opts": map[string]any{"dry": false}, "tags": []any{}},
 			Resource:  "file:///x", Prompt: "p", Session: "s1", ProtocolVersion: "2025-06-18",
 			Batch: true, BatchSize: 3,
+			ClientInfo: ClientInfo{Name: "ExampleClient", Version: "1.0.0"}, LogLevel: "warning",
+			Traceparent:   "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01",
+			Task:          Task{ID: "t-1", Method: "tasks/get"},
+			Subscriptions: Subscriptions{ToolsListChanged: true, Resources: []string{"file:///a"}, Tasks: []string{"t-1", "t-2"}},
 		},
 		Request: Request{ID: "r1", Method: "POST", Path: "/mcp/bi?x=1", Host: "warden.example.com",
 			Headers: map[string]string{"content-type": "application/json", "x-custom": "v"},
@@ -97,7 +101,10 @@ func TestInputValueEmptyHasEveryField(t *testing.T) {
 		"client": {"id": "", "name": "", "kind": ""},
 		"server": {"name": "", "labels": {}},
 		"mcp": {"kind": "", "method": "", "id": null, "tool": "", "arguments": {}, "resource": "",
-			"prompt": "", "session": "", "protocol_version": "", "batch": false, "batch_size": 0},
+			"prompt": "", "session": "", "protocol_version": "", "batch": false, "batch_size": 0,
+			"client_info": {"name": "", "version": ""}, "log_level": "", "traceparent": "",
+			"task": {"id": "", "method": ""},
+			"subscriptions": {"tools_list_changed": false, "prompts_list_changed": false, "resources_list_changed": false, "resources": [], "tasks": []}},
 		"request": {"id": "", "method": "", "path": "", "host": "", "headers": {}, "time": ""},
 		"grant": {"id": "", "scopes": [], "servers": []}
 	}`).Value

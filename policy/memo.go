@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -37,6 +39,8 @@ type memoKey struct {
 	caller                                     *Caller
 	kind, method, tool, resource, prompt, args string
 	session, protocolVersion                   string
+	clientName, clientVersion, logLevel        string
+	taskID, taskMethod, subscriptions          string
 	batch                                      bool
 	batchSize                                  int
 }
@@ -73,6 +77,16 @@ func keyFor(in *Input, f mcpFields) (memoKey, bool) {
 	set(fPrompt, &k.prompt, m.Prompt)
 	set(fSession, &k.session, m.Session)
 	set(fProtocolVersion, &k.protocolVersion, m.ProtocolVersion)
+	if f&fClientInfo != 0 {
+		k.clientName, k.clientVersion = m.ClientInfo.Name, m.ClientInfo.Version
+	}
+	set(fLogLevel, &k.logLevel, m.LogLevel)
+	if f&fTask != 0 {
+		k.taskID, k.taskMethod = m.Task.ID, m.Task.Method
+	}
+	if f&fSubscriptions != 0 && !m.Subscriptions.zero() {
+		k.subscriptions = subscriptionsKey(&m.Subscriptions)
+	}
 	if f&fArguments != 0 {
 		if m.Arguments != nil && m.ArgumentsJSON == nil {
 			return memoKey{}, false
@@ -102,7 +116,34 @@ const (
 	fProtocolVersion
 	fBatch
 	fBatchSize
+	fClientInfo
+	fLogLevel
+	fTask
+	fSubscriptions
 )
+
+// subscriptionsKey encodes a non-empty filter unambiguously: flags, then
+// each list with its length.
+func subscriptionsKey(s *Subscriptions) string {
+	var b strings.Builder
+	for _, f := range []bool{s.ToolsListChanged, s.PromptsListChanged, s.ResourcesListChanged} {
+		if f {
+			b.WriteByte('1')
+		} else {
+			b.WriteByte('0')
+		}
+	}
+	for _, list := range [][]string{s.Resources, s.Tasks} {
+		b.WriteString(strconv.Itoa(len(list)))
+		for _, v := range list {
+			b.WriteByte(':')
+			b.WriteString(strconv.Itoa(len(v)))
+			b.WriteByte(':')
+			b.WriteString(v)
+		}
+	}
+	return b.String()
+}
 
 // mcpFieldBits maps the document names of Input.MCP (see Value) to bits.
 // A field missing here makes a policy that reads it unmemoizable, so a
@@ -110,6 +151,7 @@ const (
 var mcpFieldBits = map[string]mcpFields{
 	"kind": fKind, "method": fMethod, "tool": fTool, "arguments": fArguments, "resource": fResource,
 	"prompt": fPrompt, "session": fSession, "protocol_version": fProtocolVersion, "batch": fBatch, "batch_size": fBatchSize,
+	"client_info": fClientInfo, "log_level": fLogLevel, "task": fTask, "subscriptions": fSubscriptions,
 }
 
 func (c *memo) get(k memoKey) (Decision, bool) { return c.c.Get(k) }
@@ -175,8 +217,8 @@ func inputRefProblem(ref ast.Ref) (mcpFields, string) {
 		if !ok {
 			return 0, "the policy reads an input.mcp field chosen at evaluation time"
 		}
-		if f == "id" {
-			return 0, "the policy reads input.mcp.id, which differs on every request"
+		if f == "id" || f == "traceparent" {
+			return 0, "the policy reads input.mcp." + string(f) + ", which differs on every request"
 		}
 		bit, known := mcpFieldBits[string(f)]
 		if !known {

@@ -143,12 +143,12 @@ func TestMemoKnowsEveryMCPField(t *testing.T) {
 	}
 	mcp := doc.(map[string]any)["mcp"].(map[string]any)
 	for k := range mcp {
-		if _, ok := mcpFieldBits[k]; !ok && k != "id" {
+		if _, ok := mcpFieldBits[k]; !ok && k != "id" && k != "traceparent" {
 			t.Errorf("input.mcp.%s is not known to the decision memo", k)
 		}
 	}
-	if len(mcp) != len(mcpFieldBits)+1 {
-		t.Errorf("memo knows %d fields, the document has %d (with id)", len(mcpFieldBits), len(mcp))
+	if len(mcp) != len(mcpFieldBits)+2 {
+		t.Errorf("memo knows %d fields, the document has %d (with id and traceparent)", len(mcpFieldBits), len(mcp))
 	}
 }
 
