@@ -173,8 +173,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
+	tasks := taskStore(st)
 	svc, err := authz.New(authz.Options{
-		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: attacher,
+		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: attacher, Tasks: tasks,
 		ResourceURL: cfg.ResourceURL, ResourceMetadataURL: cfg.ResourceMetadataURL,
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
