@@ -100,6 +100,9 @@ func (s *Server) knownScopes(ctx context.Context) ([]string, error) {
 	}
 	for _, srv := range all {
 		out = union(out, srv.Scopes)
+		// Step-up: policy may challenge a call for these, so a client
+		// must be able to ask for them when it re-authorizes.
+		out = union(out, srv.StepUpScopes)
 	}
 	sort.Strings(out)
 	return out, nil

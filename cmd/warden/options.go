@@ -38,7 +38,7 @@ func serverSpecs(servers []config.Server) []registry.Spec {
 	out := make([]registry.Spec, 0, len(servers))
 	for _, s := range servers {
 		out = append(out, registry.Spec{
-			Name: s.Name, URL: s.URL, Credential: s.Credential, Scopes: s.Scopes,
+			Name: s.Name, URL: s.URL, Credential: s.Credential, Scopes: s.Scopes, StepUpScopes: s.StepUpScopes,
 			Labels: s.Labels, Description: s.Description,
 		})
 	}

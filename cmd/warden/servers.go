@@ -22,6 +22,7 @@ func newServersCmd(af *adminFlags) *cobra.Command {
 		c.Flags().StringVar(&s.URL, "url", "", "upstream URL of the MCP endpoint (http or https)")
 		c.Flags().StringVar(&s.Credential, "credential", "", "upstream credential: jwt (default), static or none")
 		c.Flags().StringSliceVar(&s.Scopes, "scope", nil, "scope a token needs for this server (repeatable)")
+		c.Flags().StringSliceVar(&s.StepUpScopes, "step-up-scope", nil, "scope this server's policy may ask a call for (repeatable; grantable, never required)")
 		c.Flags().StringSliceVar(labels, "label", nil, "label key=value (repeatable)")
 		c.Flags().StringVar(&s.Description, "description", "", "human description")
 		c.Flags().StringVar(&s.StaticHeader, "static-header", "", "header carrying the static credential (default Authorization)")

@@ -8,12 +8,15 @@ import (
 
 // Server declares an MCP server in the config file.
 type Server struct {
-	Name        string            `json:"name"`
-	URL         string            `json:"url"`
-	Credential  string            `json:"credential,omitempty"`
-	Scopes      []string          `json:"scopes,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Description string            `json:"description,omitempty"`
+	Name       string   `json:"name"`
+	URL        string   `json:"url"`
+	Credential string   `json:"credential,omitempty"`
+	Scopes     []string `json:"scopes,omitempty"`
+	// StepUpScopes are scopes the server's policy may challenge a call
+	// for (registry.Spec.StepUpScopes).
+	StepUpScopes []string          `json:"step_up_scopes,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Description  string            `json:"description,omitempty"`
 }
 
 // ServerNamePattern is serverspec.NamePattern, kept here for the callers

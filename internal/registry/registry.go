@@ -43,12 +43,15 @@ var ErrInvalid = errors.New("invalid server")
 
 // Spec is what an operator gives to register or change a server.
 type Spec struct {
-	Name        string            `json:"name"`
-	URL         string            `json:"url"`
-	Credential  string            `json:"credential,omitempty"`
-	Scopes      []string          `json:"scopes,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Description string            `json:"description,omitempty"`
+	Name       string   `json:"name"`
+	URL        string   `json:"url"`
+	Credential string   `json:"credential,omitempty"`
+	Scopes     []string `json:"scopes,omitempty"`
+	// StepUpScopes are scopes policy may challenge a call for (never
+	// offline_access, which grants refresh, not access).
+	StepUpScopes []string          `json:"step_up_scopes,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Description  string            `json:"description,omitempty"`
 	// StaticHeader and StaticSecret configure the "static" credential. The
 	// secret is sealed on arrival and never returned.
 	StaticHeader   string `json:"static_header,omitempty"`
@@ -139,6 +142,17 @@ func (r *Registry) build(spec Spec, prev *store.Server) (store.Server, error) {
 	}
 	s.Scopes = slices.Clone(spec.Scopes)
 	sort.Strings(s.Scopes)
+	for _, sc := range spec.StepUpScopes {
+		switch {
+		case sc == "" || strings.ContainsAny(sc, " \"\\"):
+			bad("step-up scope %q: must be a non-empty token without spaces or quotes", sc)
+		case sc == "offline_access":
+			bad("step-up scope offline_access: it grants refresh, not access, and is never challenged for")
+		}
+	}
+	s.StepUpScopes = slices.Clone(spec.StepUpScopes)
+	sort.Strings(s.StepUpScopes)
+	s.StepUpScopes = slices.Compact(s.StepUpScopes)
 	s.Labels = spec.Labels
 	s.Description = spec.Description
 	s.HTTP2 = spec.HTTP2
@@ -329,7 +343,7 @@ func (r *Registry) unchanged(cur store.Server, spec Spec) bool {
 	if err != nil {
 		return false // Update reports the error
 	}
-	return next.URL == cur.URL && next.Credential == cur.Credential && slices.Equal(next.Scopes, cur.Scopes) &&
+	return next.URL == cur.URL && next.Credential == cur.Credential && slices.Equal(next.Scopes, cur.Scopes) && slices.Equal(next.StepUpScopes, cur.StepUpScopes) &&
 		maps.Equal(next.Labels, cur.Labels) && next.Description == cur.Description &&
 		next.StaticHeader == cur.StaticHeader && next.HTTP2 == cur.HTTP2 &&
 		next.ConnectTimeout == cur.ConnectTimeout && next.IdleTimeout == cur.IdleTimeout &&
@@ -348,6 +362,7 @@ func (r *Registry) record(ctx context.Context, actor, typ string, s store.Server
 			"url":        s.URL,
 			"credential": string(s.Credential),
 			"scopes":     s.Scopes,
+			"step_up":    s.StepUpScopes,
 		},
 	})
 	if err != nil {

@@ -56,6 +56,8 @@ func TestAddValidates(t *testing.T) {
 		{"bad port", Spec{Name: "x", URL: "http://x:70000/"}, []string{"port must be 1-65535"}},
 		{"bad timeout", Spec{Name: "x", URL: "http://x", IdleTimeout: "soon"}, []string{"idle_timeout"}},
 		{"bad scope", Spec{Name: "x", URL: "http://x", Scopes: []string{"a b"}}, []string{`scope "a b"`}},
+		{"bad step-up scope", Spec{Name: "x", URL: "http://x", StepUpScopes: []string{`a"b`}}, []string{`step-up scope "a\"b"`}},
+		{"offline_access as a step-up scope", Spec{Name: "x", URL: "http://x", StepUpScopes: []string{"offline_access"}}, []string{"never challenged"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

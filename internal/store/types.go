@@ -135,12 +135,16 @@ const (
 
 // Server is a registered MCP server.
 type Server struct {
-	Name        string            `json:"name"`
-	URL         string            `json:"url"`
-	Credential  CredentialMode    `json:"credential"`
-	Scopes      []string          `json:"scopes,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	Description string            `json:"description,omitempty"`
+	Name       string         `json:"name"`
+	URL        string         `json:"url"`
+	Credential CredentialMode `json:"credential"`
+	Scopes     []string       `json:"scopes,omitempty"`
+	// StepUpScopes are scopes the server's policy may ask a call for
+	// (step-up: a 403 insufficient_scope challenge): never required to
+	// reach the server, but a client may be granted them for it.
+	StepUpScopes []string          `json:"step_up_scopes,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Description  string            `json:"description,omitempty"`
 	// StaticHeader and StaticSecret carry the credential for "static" mode:
 	// the header name and its sealed value.
 	StaticHeader string  `json:"static_header,omitempty"`
