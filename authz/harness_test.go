@@ -157,6 +157,8 @@ type tokenSpec struct {
 	kind            store.HandleKind
 	ttl             time.Duration
 	groups          []string
+	clientKind      store.Kind // default store.KindUser
+	claims          map[string]any
 }
 
 // mint stores a grant and a handle the way the OAuth server does and
@@ -184,8 +186,11 @@ func (e *env) mint(ts tokenSpec) (raw string, grantID string) {
 		resources = append(resources, resourceURL(s))
 	}
 	gid, _ := handle.New("g_")
-	g := store.Grant{ID: gid[:24], Subject: ts.subject, Email: ts.subject + "@example.com", Groups: ts.groups, ClientID: ts.client, ClientName: "Test Client",
-		Kind: store.KindUser, Scopes: ts.scopes, Resources: resources, Servers: ts.grantServers, CreatedAt: time.Now()}
+	if ts.clientKind == "" {
+		ts.clientKind = store.KindUser
+	}
+	g := store.Grant{ID: gid[:24], Subject: ts.subject, Email: ts.subject + "@example.com", Groups: ts.groups, Claims: ts.claims, ClientID: ts.client, ClientName: "Test Client",
+		Kind: ts.clientKind, Scopes: ts.scopes, Resources: resources, Servers: ts.grantServers, CreatedAt: time.Now()}
 	if err := e.st.CreateGrant(ctx, g); err != nil {
 		e.t.Fatal(err)
 	}

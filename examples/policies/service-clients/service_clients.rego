@@ -8,9 +8,14 @@
 # are not affected by this file.
 package warden.authz
 
+# The same for both MCP revisions: 2025-11-25 opens with initialize,
+# 2026-07-28 has no handshake and discovers with server/discover. Task
+# requests (tasks/get ...) are decided as the tools/call that created the
+# task, so they need no entry of their own.
 service_methods := {
 	"initialize", "ping", "tools/list", "tools/call",
 	"notifications/initialized", "notifications/cancelled",
+	"server/discover",
 }
 
 deny contains msg if {

@@ -45,3 +45,7 @@ test_users_are_not_restricted if {
 	authz.decision.allow with input as msg("alice", "user", "bi", "tools/call", "run_sql")
 	authz.decision.allow with input as msg("alice", "user", "bi", "resources/read", "")
 }
+
+test_service_may_discover_in_2026 if {
+	authz.decision.allow with input as msg("stranger", "service", "bi", "server/discover", "")
+}
