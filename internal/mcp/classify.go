@@ -230,11 +230,40 @@ func Classify(in Input) (*Request, *Error) {
 	}
 	r.SessionID, _ = in.Header("mcp-session-id")
 	r.ProtocolVersion, _ = in.Header("mcp-protocol-version")
-	modern, err := revision(r.ProtocolVersion)
-	if err != nil {
-		return nil, err
+	modern, verr := revision(r.ProtocolVersion)
+	if verr != nil {
+		// The answer carries the request's id when it can be read.
+		if rr, err := classifyBody(r, in); err == nil && !rr.Batch && len(rr.Messages) == 1 {
+			verr.ID = rr.Messages[0].ID
+		} else if err != nil {
+			verr.ID = err.ID
+		}
+		return nil, verr
 	}
 	r.Modern = modern
+	if _, err := classifyBody(r, in); err != nil {
+		return nil, err
+	}
+	if err := checkMeta(r); err != nil {
+		return nil, err
+	}
+	if r.Modern {
+		for i := range r.Messages {
+			// tasks/result is 2025-11-25's: in 2026-07-28 it is no method
+			// (the server answers -32601), so no task request either.
+			if m := &r.Messages[i]; m.Method == "tasks/result" {
+				m.Task = ""
+			}
+		}
+		if err := validateHeaders(r, in); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// classifyBody fills r.Messages from the HTTP method and body.
+func classifyBody(r *Request, in Input) (*Request, *Error) {
 	switch in.Method {
 	case "GET":
 		r.Messages = []Message{{Kind: KindStream}}
@@ -297,14 +326,6 @@ func Classify(in Input) (*Request, *Error) {
 		r.Messages[0] = m
 	default:
 		return nil, invalid(nil, "a JSON-RPC message must be an object or a batch array")
-	}
-	if err := checkMeta(r); err != nil {
-		return nil, err
-	}
-	if r.Modern {
-		if err := validateHeaders(r, in); err != nil {
-			return nil, err
-		}
 	}
 	return r, nil
 }

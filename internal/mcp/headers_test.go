@@ -236,8 +236,8 @@ func TestModernRequestShape(t *testing.T) {
 func TestUnknownProtocolVersion(t *testing.T) {
 	h := held{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, headers: map[string]string{"mcp-protocol-version": "2099-01-01"}}
 	_, err := Classify(h.input(nil))
-	if err == nil || err.Code != CodeUnsupportedProtocolVersion || err.Kind != ErrorUnsupportedVersion {
-		t.Fatalf("got %v", err)
+	if err == nil || err.Code != CodeUnsupportedProtocolVersion || err.Kind != ErrorUnsupportedVersion || string(err.ID) != "1" {
+		t.Fatalf("got %v (id %s)", err, err.ID)
 	}
 	data, _ := json.Marshal(err.Data)
 	if string(data) != `{"supported":["2026-07-28","2025-11-25","2025-06-18","2025-03-26","2024-11-05"],"requested":"2099-01-01"}` {
@@ -283,6 +283,11 @@ func TestMetaAndNewMethods(t *testing.T) {
 		t.Errorf("listen %+v", r.Messages[0].Listen)
 	}
 
+	// tasks/result is no method in 2026-07-28: not a task request there.
+	r, err = Classify(held{body: `{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{"taskId":"abc",` + meta + `}}`, headers: hdr("mcp-method", "tasks/result")}.input(nil))
+	if err != nil || r.Messages[0].Task != "" {
+		t.Errorf("2026-07-28 tasks/result: %v %+v", err, r)
+	}
 	for _, m := range []string{"tasks/get", "tasks/update", "tasks/cancel"} {
 		r, err := Classify(post(`{"jsonrpc":"2.0","id":1,"method":"` + m + `","params":{"taskId":"abc","inputResponses":{}}}`))
 		if err != nil || r.Messages[0].Task != "abc" {

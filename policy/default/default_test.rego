@@ -47,3 +47,22 @@ test_deny_rules_add_up if {
 	not d.allow
 	d.reason == "first reason; second reason"
 }
+
+# The same call from an MCP 2026-07-28 client: no session, the version and
+# the client's self-reported identity from _meta.
+modern := object.union(call, {"mcp": {
+	"session": "", "protocol_version": "2026-07-28",
+	"client_info": {"name": "claude-desktop", "version": "0.9.2"},
+}})
+
+test_allows_2026_calls_on_granted_server if {
+	every method in ["tools/call", "server/discover", "subscriptions/listen", "tools/list"] {
+		d := authz.decision with input as object.union(modern, {"mcp": {"method": method}})
+		d.allow
+	}
+}
+
+test_denies_2026_calls_outside_grant if {
+	d := authz.decision with input as object.union(modern, {"server": {"name": "legal"}})
+	not d.allow
+}

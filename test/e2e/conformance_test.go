@@ -25,6 +25,31 @@ type conformanceResult struct {
 	message map[string]string
 }
 
+// scenarios is the number of scenarios that recorded checks.
+func (r conformanceResult) scenarios() int {
+	seen := map[string]bool{}
+	for k := range r.status {
+		seen[strings.SplitN(k, "/", 2)[0]] = true
+	}
+	return len(seen)
+}
+
+// fullPasses is the number of scenarios none of whose checks failed.
+func (r conformanceResult) fullPasses() int {
+	failed := map[string]bool{}
+	for k, s := range r.status {
+		sc := strings.SplitN(k, "/", 2)[0]
+		failed[sc] = failed[sc] || s == "FAILURE"
+	}
+	n := 0
+	for _, f := range failed {
+		if !f {
+			n++
+		}
+	}
+	return n
+}
+
 func (r conformanceResult) count(status string) int {
 	n := 0
 	for _, s := range r.status {
@@ -40,15 +65,22 @@ func (r conformanceResult) count(status string) int {
 // (the proxy adds the pre-issued handle), and requires the same outcome
 // for every check: Warden must not break the protocol.
 func (h *harness) runConformance(t *testing.T) {
-	direct := conformance(t, h.everythingURL)
-	through := conformance(t, h.conformance.URL()+"/mcp/everything")
-	t.Logf("conformance against server-everything directly: %d passed, %d failed (%d checks)",
-		direct.count("SUCCESS"), direct.count("FAILURE"), len(direct.status))
-	t.Logf("conformance through envoysim + Warden:          %d passed, %d failed (%d checks)",
-		through.count("SUCCESS"), through.count("FAILURE"), len(through.status))
+	h.compareConformance(t, h.everythingURL, h.conformance.URL()+"/mcp/everything")
+}
+
+// compareConformance runs the server scenarios (args select them) against
+// a server directly and through Warden, and compares them check by check.
+func (h *harness) compareConformance(t *testing.T, directURL, throughURL string, args ...string) {
+	direct := conformance(t, directURL, args...)
+	through := conformance(t, throughURL, args...)
+	t.Logf("conformance %v against %s directly: %d passed, %d failed (%d checks, %d scenarios)",
+		args, directURL, direct.count("SUCCESS"), direct.count("FAILURE"), len(direct.status), direct.scenarios())
+	t.Logf("conformance %v through envoysim + Warden: %d passed, %d failed (%d checks, %d scenarios)",
+		args, through.count("SUCCESS"), through.count("FAILURE"), len(through.status), through.scenarios())
+	t.Logf("scenarios passing in full: %d directly, %d through Warden", direct.fullPasses(), through.fullPasses())
 
 	if direct.count("SUCCESS") == 0 {
-		t.Fatal("no conformance check passed against server-everything itself: the suite did not run")
+		t.Fatal("no conformance check passed against the server itself: the suite did not run")
 	}
 	keys := map[string]bool{}
 	for k := range direct.status {
@@ -108,14 +140,14 @@ func orNone(s string) string {
 // server-<scenario>-<timestamp>.
 var scenarioDir = regexp.MustCompile(`^server-(.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z$`)
 
-func conformance(t *testing.T, url string) conformanceResult {
+func conformance(t *testing.T, url string, args ...string) conformanceResult {
 	t.Helper()
 	node := idp.Node(t)
 	cli := filepath.Join(idp.NodeModules(t), "@modelcontextprotocol", "conformance", "dist", "index.js")
 	outDir := t.TempDir()
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, cli, "server", "--url", url, "-o", outDir)
+	cmd := exec.CommandContext(ctx, node, append([]string{cli, "server", "--url", url, "-o", outDir}, args...)...)
 	cmd.Dir = idp.TestDir()
 	var output bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &output, &output

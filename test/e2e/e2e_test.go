@@ -273,7 +273,7 @@ func (h *harness) runClient(t *testing.T) *clientResult {
 			t.Errorf("whoami %q lacks %q", res.Whoami, want)
 		}
 	}
-	if !slices.Equal(res.Tools, []string{"countdown", "echo", "run_sql", "whoami"}) {
+	if !slices.Equal(res.Tools, []string{"countdown", "echo", "region_info", "run_sql", "whoami", "write_note"}) {
 		t.Errorf("tools/list: %v", res.Tools)
 	}
 	if res.Echo != "hello through Warden" || res.SQL != "ran: SELECT count(*) FROM customers" {

@@ -63,6 +63,12 @@ type harness struct {
 	// everything is @modelcontextprotocol/server-everything.
 	everything    *process
 	everythingURL string
+
+	// modern is test/mcpserver serving 2026-07-28 (stateless) as server
+	// "modern"; modernEverythingURL is the go-sdk conformance server
+	// (server "everything-modern"). Started by addModern.
+	modern              *mcpserver.Server
+	modernEverythingURL string
 }
 
 // startHarness brings up the IdP, Warden, the OAuth proxy and both
@@ -363,6 +369,24 @@ func (p *process) stop() {
 	case <-time.After(20 * time.Second):
 		_ = p.cmd.Process.Kill()
 		<-p.done
+	}
+}
+
+// waitHTTP waits until addr accepts connections (the process prints
+// nothing when it listens).
+func waitHTTP(t *testing.T, p *process, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			_ = c.Close()
+			return
+		}
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("%s does not listen on %s: %v\n%s", p.name, addr, err, tail(p.output(), 4000))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -31,7 +31,10 @@ type Options struct {
 	// Issuer and Audience are the expected iss and aud.
 	Issuer   string
 	Audience string
-	Logger   *slog.Logger
+	// Stateless serves MCP 2026-07-28 (stateless, no sessions; the go-sdk
+	// serves that revision only in this mode) beside the 2025 revisions.
+	Stateless bool
+	Logger    *slog.Logger
 }
 
 // Seen is one verified request's identity.
@@ -137,6 +140,24 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("counted %d", in.N)}}}, nil, nil
 	})
+	type noteIn struct {
+		Text string `json:"text"`
+	}
+	mcp.AddTool(srv, &mcp.Tool{Name: "write_note", Description: "Write a note (policy asks for scope data:write: step-up)"}, func(ctx context.Context, _ *mcp.CallToolRequest, in noteIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "noted: " + in.Text}}}, nil, nil
+	})
+	type regionIn struct {
+		Region string `json:"region"`
+	}
+	// region_info mirrors its argument into Mcp-Param-Region (x-mcp-header,
+	// MCP 2026-07-28): clients of that revision send the header, and the
+	// SDK's server checks it against the body.
+	mcp.AddTool(srv, &mcp.Tool{Name: "region_info", Description: "Describe a region", InputSchema: map[string]any{
+		"type": "object", "required": []string{"region"},
+		"properties": map[string]any{"region": map[string]any{"type": "string", "x-mcp-header": "Region"}},
+	}}, func(ctx context.Context, _ *mcp.CallToolRequest, in regionIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "region " + in.Region}}}, nil, nil
+	})
 	srv.AddResource(&mcp.Resource{URI: "file:///teams/data/readme.md", Name: "readme", MIMEType: "text/markdown"},
 		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/markdown", Text: "# data team"}}}, nil
@@ -145,7 +166,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello"}}}}, nil
 	})
 
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Logger: o.Logger, DisableLocalhostProtection: true})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Logger: o.Logger, DisableLocalhostProtection: true, Stateless: o.Stateless})
 	s.Handler = auth.RequireBearerToken(verifier, nil)(h)
 	return s, nil
 }

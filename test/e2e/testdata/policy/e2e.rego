@@ -1,11 +1,26 @@
 # The policy the end-to-end run enforces: Warden's default policy plus one
-# rule with a reason the client must see. A run_sql call whose query drops
-# anything is refused; every other call on a granted server is allowed.
+# rule with a reason the client must see, and one step-up. A run_sql call
+# whose query drops anything is refused; write_note needs scope data:write,
+# which the client gets by re-authorizing when challenged; every other call
+# on a granted server is allowed.
 package warden.authz
 
-decision := {"allow": true, "reason": "allowed: the grant covers this server"} if count(deny) == 0
+decision := {"allow": false, "reason": "write_note needs scope data:write", "scopes": ["data:write"]} if step_up
 
-decision := {"allow": false, "reason": concat("; ", deny)} if count(deny) > 0
+decision := {"allow": true, "reason": "allowed: the grant covers this server"} if {
+	not step_up
+	count(deny) == 0
+}
+
+decision := {"allow": false, "reason": concat("; ", deny)} if {
+	not step_up
+	count(deny) > 0
+}
+
+step_up if {
+	input.mcp.tool == "write_note"
+	not "data:write" in input.grant.scopes
+}
 
 deny contains msg if {
 	not input.server.name in input.grant.servers

@@ -28,3 +28,13 @@ test_select_is_allowed if {
 test_other_tools_are_allowed if {
 	authz.decision.allow with input as call("echo", {"message": "drop"})
 }
+
+test_write_note_asks_for_data_write if {
+	d := authz.decision with input as call("write_note", {"text": "x"})
+	not d.allow
+	d.scopes == ["data:write"]
+}
+
+test_write_note_with_data_write_is_allowed if {
+	authz.decision.allow with input as object.union(call("write_note", {"text": "x"}), {"grant": {"scopes": ["data:read", "data:write"]}})
+}
