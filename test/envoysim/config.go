@@ -92,6 +92,7 @@ type connManager struct {
 	preserveExternalRequestID bool
 	alwaysSetRequestID        bool
 	streamIdleTimeout         time.Duration
+	maxStreamDuration         time.Duration // common_http_protocol_options.max_stream_duration; 0: none
 	serverName                string
 	serverTransform           hcmv3.HttpConnectionManager_ServerHeaderTransformation
 	stripAnyHostPort          bool
@@ -199,6 +200,7 @@ func compileConnManager(h *hcmv3.HttpConnectionManager) (*connManager, error) {
 		preserveExternalRequestID: h.GetPreserveExternalRequestId(),
 		alwaysSetRequestID:        h.GetAlwaysSetRequestIdInResponse(),
 		streamIdleTimeout:         durationOr(h.GetStreamIdleTimeout(), defaultStreamIdleTimeout),
+		maxStreamDuration:         h.GetCommonHttpProtocolOptions().GetMaxStreamDuration().AsDuration(),
 		serverName:                h.GetServerName(),
 		serverTransform:           h.GetServerHeaderTransformation(),
 		stripAnyHostPort:          h.GetStripAnyHostPort(),

@@ -85,7 +85,11 @@ func (st *stream) route() {
 			}
 		}
 	}
-	st.forward(c, ep, a.timeout)
+	maxStream := st.cm.maxStreamDuration
+	if a.maxStream != nil {
+		maxStream = *a.maxStream
+	}
+	st.forward(c, ep, a.timeout, maxStream)
 }
 
 // requestMutationLevels orders the request header mutations of the route,
@@ -137,10 +141,17 @@ func (a *activityReader) Close() error { return nil }
 
 // forward sends the request to one endpoint of the cluster and streams the
 // response back, flushing every chunk as it arrives.
-func (st *stream) forward(c *cluster, ep endpoint, timeout time.Duration) {
+func (st *stream) forward(c *cluster, ep endpoint, timeout, maxStream time.Duration) {
 	ctx, cancel := context.WithCancelCause(st.r.Context())
 	defer cancel(nil)
 	st.idle.bind(cancel)
+
+	// max_stream_duration counts from the start of the downstream stream,
+	// whatever else happens on it (a long-lived SSE response included).
+	if maxStream > 0 {
+		t := time.AfterFunc(maxStream-time.Since(st.start), func() { cancel(errMaxDuration) })
+		defer t.Stop()
+	}
 
 	// The route timeout spans from the end of the downstream request to the
 	// end of the upstream response.
@@ -265,6 +276,8 @@ func (st *stream) upstreamFailure(ctx context.Context, err error, headersSent bo
 		st.localReply(http.StatusGatewayTimeout, []byte("upstream request timeout"), nil)
 	case errors.Is(cause, errIdleTimeout):
 		st.localReply(http.StatusRequestTimeout, []byte("stream timeout"), nil)
+	case errors.Is(cause, errMaxDuration):
+		st.localReply(http.StatusRequestTimeout, []byte("downstream duration timeout"), nil)
 	case st.r.Context().Err() != nil:
 		// The downstream went away; nobody to answer.
 	default:

@@ -570,3 +570,72 @@ func TestNormalizePathBeforeRouting(t *testing.T) {
 		t.Errorf("UNESCAPE_AND_REDIRECT: status %d location %q checks %d -> %d", resp.StatusCode, resp.Header.Get("Location"), checks, len(f.authz.requests()))
 	}
 }
+
+// max_stream_duration ends a stream however busy it is: a 408 before the
+// response headers, a reset after them (a long-lived SSE response, such as
+// MCP 2026-07-28's subscriptions/listen, included); the route's value
+// overrides the connection manager's, and 0 disables it.
+func TestMaxStreamDuration(t *testing.T) {
+	f := newFixture(t, func(r *resources) {
+		prependRoutes(r,
+			&routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/bounded"}}, Action: action("mcp_alpha", func(a *routev3.RouteAction) {
+				a.Timeout = durationpb.New(0)
+				a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(300 * time.Millisecond)}
+			})},
+			&routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/unbounded"}}, Action: action("mcp_alpha", func(a *routev3.RouteAction) {
+				a.Timeout = durationpb.New(0)
+				a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(0)}
+			})},
+		)
+	})
+	// No response headers yet: 408.
+	f.alpha.setHandler(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	code, _, body := do(t, "GET", f.proxy.URL()+"/bounded", nil, nil)
+	if code != 408 || body != "downstream duration timeout" {
+		t.Errorf("max stream duration before headers: %d %q", code, body)
+	}
+
+	// An SSE stream that keeps sending: reset at the bound.
+	stop := make(chan struct{})
+	defer close(stop)
+	f.alpha.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for {
+			_, _ = io.WriteString(w, ": keep-alive\n\n")
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	began := time.Now()
+	resp, err := client.Get(f.proxy.URL() + "/bounded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if took := time.Since(began); resp.StatusCode != 200 || err == nil || took < 300*time.Millisecond {
+		t.Errorf("busy stream: status %d, read error %v after %s; want a reset at 300ms", resp.StatusCode, err, took)
+	}
+
+	// Disabled on a route: the stream outlives the bound until the client
+	// hangs up.
+	resp, err = client.Get(f.proxy.URL() + "/unbounded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadAll(resp.Body); done <- err }()
+	select {
+	case err := <-done:
+		t.Errorf("an unbounded stream ended: %v", err)
+	case <-time.After(600 * time.Millisecond):
+	}
+	_ = resp.Body.Close()
+	<-done
+}

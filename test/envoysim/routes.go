@@ -72,6 +72,9 @@ type routeAction struct {
 
 	timeout     time.Duration
 	idleTimeout *time.Duration // nil: the connection manager's stream_idle_timeout applies
+	// maxStream is max_stream_duration.max_stream_duration; nil: the
+	// connection manager's applies, 0: none.
+	maxStream *time.Duration
 }
 
 // routeMatcher is a compiled RouteMatch.
@@ -281,6 +284,10 @@ func compileRouteAction(a *routev3.RouteAction, m *routeMatcher) (*routeAction, 
 	if a.GetIdleTimeout() != nil {
 		d := a.GetIdleTimeout().AsDuration()
 		ra.idleTimeout = &d
+	}
+	if msd := a.GetMaxStreamDuration().GetMaxStreamDuration(); msd != nil {
+		d := msd.AsDuration()
+		ra.maxStream = &d
 	}
 	switch c := a.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_Cluster:

@@ -22,6 +22,7 @@ import (
 var (
 	errRouteTimeout = errors.New("upstream request timeout")
 	errIdleTimeout  = errors.New("stream idle timeout")
+	errMaxDuration  = errors.New("max stream duration reached")
 )
 
 // stream is one downstream request going through the connection manager,
