@@ -2,13 +2,17 @@ package authz_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/warden-mcp/warden/authz"
 	"github.com/warden-mcp/warden/internal/grant"
+	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/registry"
+	"github.com/warden-mcp/warden/internal/store"
 )
 
 // Revocation must take effect on the very next Check: while callers check
@@ -109,5 +113,32 @@ func TestRevocationIsImmediateUnderLoad(t *testing.T) {
 				t.Fatal("revocation not audited with its actor")
 			}
 		})
+	}
+}
+
+// Live is what the response path asks about a stream opened earlier: true
+// until the grant is revoked.
+func TestLiveEndsWithRevocation(t *testing.T) {
+	e := newEnv(t)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi/mcp"})
+	tok, gid := e.mint(tokenSpec{servers: []string{"bi"}})
+	ctx := context.Background()
+	if err := e.service.Live(ctx, handle.Digest(tok), "bi"); err != nil {
+		t.Fatalf("a fresh handle is not live: %v", err)
+	}
+	if err := e.service.Live(ctx, handle.Digest(tok), "hr"); !errors.Is(err, authz.ErrNotLive) {
+		t.Errorf("live for a server outside the audience: %v", err)
+	}
+	if err := e.st.UpdateGrant(ctx, gid, func(g store.Grant) (store.Grant, error) {
+		g.RevokedAt = time.Now()
+		return g, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.service.Live(ctx, handle.Digest(tok), "bi"); !errors.Is(err, authz.ErrNotLive) {
+		t.Errorf("live after revocation: %v", err)
+	}
+	if err := e.service.Live(ctx, handle.Digest("wdn_at_unknown"), "bi"); !errors.Is(err, authz.ErrNotLive) {
+		t.Errorf("live for an unknown handle: %v", err)
 	}
 }

@@ -126,7 +126,7 @@ func (h *harness) compareConformance(t *testing.T, directURL, throughURL string,
 		}
 	}
 	sort.Strings(failedBoth)
-	t.Logf("failing in both (server-everything's own gaps): %s", strings.Join(failedBoth, ", "))
+	t.Logf("failing in both (the server's own gaps): %s", strings.Join(failedBoth, ", "))
 }
 
 func orNone(s string) string {

@@ -72,8 +72,13 @@ type harness struct {
 }
 
 // startHarness brings up the IdP, Warden, the OAuth proxy and both
-// upstream MCP servers, and registers the servers with the CLI.
-func startHarness(t *testing.T) *harness {
+// upstream MCP servers, and registers the servers with the CLI. maxStream,
+// when given, is xds.max_stream_duration (default 1h).
+func startHarness(t *testing.T, maxStream ...string) *harness {
+	streamBound := "1h"
+	if len(maxStream) > 0 {
+		streamBound = maxStream[0]
+	}
 	h := &harness{t: t, bin: wardenBinary(t), dataDir: filepath.Join(t.TempDir(), "data")}
 	node := idp.Node(t)
 
@@ -121,10 +126,11 @@ xds:
   node_ids: [%[10]s]
   warden_authz_address: 127.0.0.1:%[4]s
   warden_http_address: 127.0.0.1:%[3]s
+  max_stream_duration: %[12]s
 authz:
   allowed_hosts: [127.0.0.1:%[11]s]
   allowed_origins: [http://127.0.0.1:%[11]s]
-`, h.dataDir, h.public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), accessTTL, h.idp.Issuer, nodeID, h.conformancePort)
+`, h.dataDir, h.public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), accessTTL, h.idp.Issuer, nodeID, h.conformancePort, streamBound)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

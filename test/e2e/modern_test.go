@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
@@ -27,11 +29,12 @@ import (
 // server, directly and through Warden, scenario by scenario.
 func TestEndToEndModern(t *testing.T) {
 	began := time.Now()
-	h := startHarness(t)
+	h := startHarness(t, listenBound.String())
 	h.addModern(t)
 	t.Logf("harness up in %s", time.Since(began).Round(time.Millisecond))
 
 	t.Run("clients", func(t *testing.T) { h.runModernClient(t) })
+	t.Run("listen stream ends after revocation", func(t *testing.T) { h.listenUntilRevoked(t) })
 
 	handle := strings.TrimSpace(h.cli(t, "tokens", "create", "--subject", "conformance-runner", "--server", "everything-modern", "--ttl", "1h"))
 	h.startConformanceProxy(t, handle)
@@ -64,6 +67,68 @@ func TestEndToEndModern(t *testing.T) {
 		t.Errorf("warden audit verify: %s", out)
 	}
 	t.Logf("2026-07-28 run took %s", time.Since(began).Round(time.Millisecond))
+}
+
+// listenBound is xds.max_stream_duration for the 2026-07-28 run: what
+// bounds a subscriptions/listen stream that outlives a revocation.
+const listenBound = 6 * time.Second
+
+// listenUntilRevoked opens a subscriptions/listen stream (a long-lived
+// POST whose response is SSE), revokes the caller while it is open, and
+// checks that the stream ends within the route's max stream duration and
+// that a new one is refused.
+func (h *harness) listenUntilRevoked(t *testing.T) {
+	handle := strings.TrimSpace(h.cli(t, "tokens", "create", "--subject", "listener", "--server", "modern", "--scope", "data:read", "--ttl", "1h"))
+	listen := func() (*http.Response, error) {
+		body := `{"jsonrpc":"2.0","id":"listen-1","method":"subscriptions/listen","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"e2e-listener","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}},"notifications":{"toolsListChanged":true}}}`
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", h.public+"/mcp/modern", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+handle)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "subscriptions/listen")
+		return http.DefaultClient.Do(req)
+	}
+	opened := time.Now()
+	resp, err := listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("subscriptions/listen: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	events := bufio.NewReader(resp.Body)
+	first, err := events.ReadString('\n')
+	for err == nil && !strings.HasPrefix(first, "data:") {
+		first, err = events.ReadString('\n')
+	}
+	if err != nil || !strings.Contains(first, "notifications/subscriptions/acknowledged") {
+		t.Fatalf("first event of the listen stream: %q %v", first, err)
+	}
+
+	if out := h.cli(t, "revoke", "--user", "listener", "--reason", "e2e: listener offboarded"); !strings.Contains(out, "revoked 1 grant(s)") {
+		t.Fatalf("revoke: %s", out)
+	}
+	revoked := time.Now()
+	ended := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, events); ended <- err }()
+	select {
+	case err := <-ended:
+		t.Logf("listen stream ended %s after it opened (%s after the revocation): %v", time.Since(opened).Round(time.Millisecond), time.Since(revoked).Round(time.Millisecond), err)
+	case <-time.After(listenBound + 10*time.Second):
+		t.Fatalf("the listen stream outlived the revocation past max_stream_duration (%s)", listenBound)
+	}
+	// A stream ended at max_stream_duration is reset, not closed: the
+	// client sees an error, and its reconnection is refused.
+	again, err := listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = again.Body.Close()
+	if again.StatusCode != 401 {
+		t.Errorf("a new listen stream after the revocation: %d, want 401", again.StatusCode)
+	}
 }
 
 // addModern starts the 2026-07-28 upstreams and registers them: "modern"
