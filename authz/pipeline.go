@@ -231,8 +231,12 @@ func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
 	if err != nil {
 		return s.failed(c, failPolicy, err), true
 	}
+	// c.origin follows the message being decided (the decisive one of a
+	// denial); an allow's event is about the first message.
+	var first *mcptask.Origin
 	for i := range c.req.Messages {
 		m := &c.req.Messages[i]
+		c.origin = nil
 		fillMCP(&in.MCP, m, c.req, c.needs.ID)
 		if m.Task != "" {
 			origin, o, done := s.task(ctx, c, m, m.Task)
@@ -241,6 +245,9 @@ func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
 				return o, true
 			}
 			c.origin = &origin
+			if i == 0 {
+				first = c.origin
+			}
 			if err := asTaskCall(&in.MCP, origin, m.Task, m.Method, c.needs.Arguments); err != nil {
 				return s.failed(c, failStore, err), true
 			}
@@ -272,6 +279,7 @@ func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
 			}
 		}
 	}
+	c.origin = first
 	return outcome{}, false
 }
 
