@@ -106,3 +106,25 @@ func BenchmarkCheckMix(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCheckModernSerial is BenchmarkCheckAllowSerial's call from an
+// MCP 2026-07-28 client: _meta in the body, Mcp-Method and Mcp-Name
+// checked against it.
+func BenchmarkCheckModernSerial(b *testing.B) {
+	e := newEnv(b)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi/mcp"})
+	tok, _ := e.mint(tokenSpec{servers: []string{"bi"}, groups: []string{"finance", "eng"}})
+	r := req{token: tok, body: `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"},` + modernMeta + `}}`,
+		headers: modernHeaders("mcp-method", "tools/call", "mcp-name", "echo")}.build()
+	ctx := context.Background()
+	if resp, _ := e.service.Check(ctx, r); resp.GetOkResponse() == nil {
+		b.Fatalf("denied: %v", resp)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if resp, _ := e.service.Check(ctx, r); resp.GetOkResponse() == nil {
+			b.Fatal("denied")
+		}
+	}
+}

@@ -47,12 +47,21 @@ func TestEndToEndModern(t *testing.T) {
 	// as on the others.
 	want := h.proxy.Checks() + h.conformance.Checks()
 	deadline := time.Now().Add(15 * time.Second)
-	var decisions int
+	var decisions, named, taskless int
 	for {
-		decisions = 0
+		decisions, named, taskless = 0, 0, 0
 		for _, ev := range h.auditEvents(t) {
-			if ev.Type == "decision" {
-				decisions++
+			if ev.Type != "decision" {
+				continue
+			}
+			decisions++
+			// Per call, who the 2026-07-28 client says it is.
+			if ev.Server == "modern" && ev.Details["client_name"] == "warden-e2e-modern" && ev.Details["client_version"] == "2.4.0-e2e" &&
+				ev.Details["protocol_version"] == "2026-07-28" {
+				named++
+			}
+			if ev.Server == "modern" && ev.Method == "tools/call" && ev.Tool == "" {
+				taskless++
 			}
 		}
 		if int64(decisions) == want || time.Now().After(deadline) {
@@ -62,6 +71,9 @@ func TestEndToEndModern(t *testing.T) {
 	}
 	if int64(decisions) != want {
 		t.Errorf("the proxies made %d Checks, the trail holds %d decisions", want, decisions)
+	}
+	if named == 0 || taskless != 0 {
+		t.Errorf("decisions naming the 2026-07-28 client: %d; tools/call decisions without a tool: %d", named, taskless)
 	}
 	if out := h.cli(t, "audit", "verify"); !strings.Contains(out, "audit chain intact") {
 		t.Errorf("warden audit verify: %s", out)
