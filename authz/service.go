@@ -54,6 +54,13 @@ type Recorder interface {
 	RecordSync(ctx context.Context, ev store.AuditEvent) error
 }
 
+// UseRecorder learns of every allowed Check, for the last use shown in the
+// access matrix. It is called on the hot path: it must not block or write
+// to a store (internal/usage keeps uses in memory and flushes in batches).
+type UseRecorder interface {
+	Used(grantID, server string, at time.Time)
+}
+
 // Options configure a Service.
 type Options struct {
 	Resolver Resolver
@@ -84,9 +91,11 @@ type Options struct {
 	// context extensions (Envoy Gateway SecurityPolicy, Istio CUSTOM).
 	// Only safe when the proxy routes /mcp/<name> to that server alone.
 	ServerFromPath bool
-	Metrics        *Metrics
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// LastUse, when set, is told of every allow.
+	LastUse UseRecorder
+	Metrics *Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Service implements authv3.AuthorizationServer.
