@@ -28,11 +28,11 @@ import (
 	"github.com/warden-mcp/warden/internal/audit"
 	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/grant"
-	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/keys"
 	"github.com/warden-mcp/warden/internal/registry"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
 	"github.com/warden-mcp/warden/xds"
@@ -173,12 +173,13 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
+	lastUse := usage.New(usage.Options{Store: st, Logger: log})
 	svc, err := authz.New(authz.Options{
 		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: attacher,
 		ResourceURL: cfg.ResourceURL, ResourceMetadataURL: cfg.ResourceMetadataURL,
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
-		Metrics: authz.NewMetrics(reg), Logger: log,
+		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -209,8 +210,12 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	xdsGRPC := grpc.NewServer(xdsOpts...)
 	xdsSrv.Register(xdsGRPC)
 
+	tokens, err := adminTokens(cfg, adminToken)
+	if err != nil {
+		return err
+	}
 	adminAPI := admin.New(admin.Options{
-		TokenSum: handle.Sum(adminToken), Store: st, Registry: servers, Grants: grants, Audit: trail,
+		Tokens: tokens, Store: st, Registry: servers, Grants: grants, Audit: trail, Usage: lastUse,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
 		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
 		RotateSigning: func() (string, error) {
@@ -299,6 +304,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		g.Go(func() error { return engine.Watch(gctx) })
 	}
 	g.Go(func() error { maintain(gctx, st, log); return nil })
+	g.Go(func() error { lastUse.Run(gctx); return nil })
 	if cfgPath != "" {
 		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_config_reloads_total", Help: "Config file changes seen, by result."}, []string{"result"})
 		reg.MustRegister(reloads)
@@ -339,6 +345,11 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		// would otherwise hold the process forever. Either failing makes
 		// the exit status non-zero.
 		var failed error
+		// The last uses seen since the previous flush, before the store
+		// closes.
+		if err := lastUse.Flush(dctx); err != nil {
+			log.Warn("shutdown: last uses not flushed", "err", err)
+		}
 		if err := trail.Close(dctx); err != nil {
 			log.Error("shutdown: audit trail not fully drained", "err", err)
 			failed = err
