@@ -269,6 +269,10 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err := showBootstrap(boot, stderr, cfg.DataDir, log); err != nil {
 		return err
 	}
+	adminHandler, err := consoleHandler(cfg, adminAPI, st, trail, oauthOpts.Connector, boot, log)
+	if err != nil {
+		return err
+	}
 	httpMux := http.NewServeMux()
 	httpMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	httpMux.Handle("/", authServer.Handler())
@@ -281,7 +285,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return fmt.Errorf("listen http: %w", err)
 	}
-	adminSrv, adminLis, err := listenHTTP(cfg.Listen.Admin, adminAPI, cfg.Listen.Limits, log)
+	adminSrv, adminLis, err := listenHTTP(cfg.Listen.Admin, adminHandler, cfg.Listen.Limits, log)
 	if err != nil {
 		return fmt.Errorf("listen admin: %w", err)
 	}
