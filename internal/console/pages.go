@@ -299,8 +299,8 @@ type auditData struct {
 	Query  map[string]string
 	Fields []string
 	Page   auditquery.Page
-	// Next is the query string of the next (older) page; CSV and NDJSON
-	// the export links of the same query.
+	// Next is the link to the next (older) page; CSV and NDJSON the
+	// export links of the same query.
 	Next, CSV, NDJSON string
 }
 
@@ -345,7 +345,7 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, sess session)
 			next[k] = v
 		}
 		next.Set("before", strconv.FormatUint(d.Page.Next, 10))
-		d.Next = next.Encode()
+		d.Next = "/ui/audit?" + next.Encode()
 	}
 	for _, f := range []string{"csv", "ndjson"} {
 		e := url.Values{}
@@ -354,9 +354,9 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, sess session)
 		}
 		e.Set("format", f)
 		if f == "csv" {
-			d.CSV = e.Encode()
+			d.CSV = "/ui/audit/export?" + e.Encode()
 		} else {
-			d.NDJSON = e.Encode()
+			d.NDJSON = "/ui/audit/export?" + e.Encode()
 		}
 	}
 	s.render(w, http.StatusOK, "audit", &sess, d)
