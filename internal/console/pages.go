@@ -469,7 +469,9 @@ func (s *Server) whatIf(w http.ResponseWriter, r *http.Request, sess session) {
 		return
 	}
 	f := r.PostForm
-	d.Form.Name, d.Form.Source = strings.TrimSpace(f.Get("name")), f.Get("source")
+	// Browsers submit a textarea's line breaks as CRLF (HTML's form
+	// encoding); the files this stands for have LF.
+	d.Form.Name, d.Form.Source = strings.TrimSpace(f.Get("name")), strings.ReplaceAll(f.Get("source"), "\r\n", "\n")
 	d.Form.Since, d.Form.Server, d.Form.Limit = strings.TrimSpace(f.Get("since")), strings.TrimSpace(f.Get("server")), strings.TrimSpace(f.Get("limit"))
 	if d.Form.Name == "" {
 		d.Form.Name = "candidate.rego"

@@ -6,7 +6,6 @@ package console
 import (
 	"context"
 	"encoding/csv"
-	"flag"
 	"io"
 	"net/http"
 	"net/url"
@@ -24,7 +23,6 @@ import (
 	"github.com/warden-mcp/warden/test/idp"
 )
 
-var screenshots = flag.Bool("screenshots", false, "write the console screenshots to docs/ (docs/console.md shows them)")
 
 // do runs steps in the browser, failing the test on error.
 func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -79,8 +77,9 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 	return v
 }
 
-// shot saves a PNG of the visible page: into docs/ with -screenshots,
-// otherwise into the test's temporary directory (so the step still runs).
+// shot saves a PNG of the visible page: into docs/console/ when
+// WARDEN_CONSOLE_SCREENSHOTS is set (docs/console.md shows them), otherwise
+// into the test's temporary directory (so the step still runs).
 func shot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
@@ -88,7 +87,7 @@ func shot(t *testing.T, ctx context.Context, name string) {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
 	dir := t.TempDir()
-	if *screenshots {
+	if os.Getenv("WARDEN_CONSOLE_SCREENSHOTS") != "" {
 		dir = filepath.Join(idp.TestDir(), "..", "docs", "console")
 		_ = os.MkdirAll(dir, 0o755)
 	}

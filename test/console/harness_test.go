@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -38,11 +37,11 @@ const (
 
 // harness is warden serve (the binary) with the real oidc-provider.
 type harness struct {
-	bin, dataDir       string
-	public, admin      string
-	authz              string
-	idp                *idp.Provider
-	warden             *process
+	bin, dataDir  string
+	public, admin string
+	authz         string
+	idp           *idp.Provider
+	warden        *process
 }
 
 func start(t *testing.T) *harness {
@@ -292,5 +291,3 @@ func tail(s string, n int) string {
 	}
 	return "…" + s[len(s)-n:]
 }
-
-var _ = io.Discard
