@@ -62,7 +62,7 @@ type Check func() error
 type Options struct {
 	// Tokens are the admin tokens the API accepts, each with its name and
 	// role.
-	Tokens adminauth.Tokens
+	Tokens   adminauth.Tokens
 	Store    Store
 	Registry *registry.Registry
 	Grants   Grants

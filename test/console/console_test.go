@@ -23,7 +23,6 @@ import (
 	"github.com/warden-mcp/warden/test/idp"
 )
 
-
 // do runs steps in the browser, failing the test on error.
 func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
