@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/csv"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,5 +70,16 @@ func TestAccessAndAuditExportCLI(t *testing.T) {
 	}
 	if _, err := r.cli(t, "audit", "export", "--format", "xml"); err == nil {
 		t.Fatal("an unknown format was accepted")
+	}
+	// With no configuration the console is on the admin listener, with the
+	// static connector's form (the generated trial user is its admin).
+	resp, err := http.Get("http://" + r.cfg.Listen.Admin + "/ui/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `id="login"`) || resp.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("console sign-in page: %d %s", resp.StatusCode, body)
 	}
 }
