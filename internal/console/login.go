@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"time"
 
@@ -248,5 +247,3 @@ func truncate(v string, n int) string {
 	}
 	return v[:n]
 }
-
-var errNotAvailable = errors.New("not available")
