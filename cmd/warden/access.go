@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/warden-mcp/warden/internal/admin"
+	"github.com/warden-mcp/warden/internal/console"
 )
 
 func newAccessCmd(af *adminFlags) *cobra.Command {
@@ -46,8 +47,8 @@ func newAccessCmd(af *adminFlags) *cobra.Command {
 				if e.ClientName != "" && e.ClientName != e.ClientID {
 					client = e.ClientName + " (" + e.ClientID + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", e.Subject, e.Kind, e.Server, strings.Join(e.Scopes, " "),
-					client, e.ClientSource, age(now, e.GrantedAt), lastUsed(now, e.LastUsed), e.GrantID)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Subject, e.Kind, e.Server, strings.Join(e.Scopes, " "),
+					client, e.ClientSource, console.Ago(now.Sub(e.GrantedAt)), lastUsed(now, e.LastUsed), e.GrantID)
 			}
 			return tw.Flush()
 		},
@@ -61,25 +62,9 @@ func newAccessCmd(af *adminFlags) *cobra.Command {
 	return cmd
 }
 
-// age is a duration for people: 3d, 5h, 12m, 40s.
-func age(now, t time.Time) string {
-	d := now.Sub(t)
-	switch {
-	case d >= 48*time.Hour:
-		return fmt.Sprintf("%dd", int(d.Hours()/24))
-	case d >= time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	case d >= time.Minute:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 0:
-		return "0s"
-	}
-	return fmt.Sprintf("%ds", int(d.Seconds()))
-}
-
 func lastUsed(now, t time.Time) string {
 	if t.IsZero() {
 		return "never"
 	}
-	return age(now, t) + " ago"
+	return console.Ago(now.Sub(t))
 }

@@ -34,7 +34,7 @@ func parsePages() (map[string]*template.Template, error) {
 			if t.IsZero() {
 				return "never"
 			}
-			return ago(time.Since(t))
+			return Ago(time.Since(t))
 		},
 		"pretty": func(v any) string {
 			raw, _ := json.MarshalIndent(v, "", "  ")
@@ -53,8 +53,9 @@ func parsePages() (map[string]*template.Template, error) {
 	return out, nil
 }
 
-// ago is a duration for people: 3d, 5h, 12m, 40s.
-func ago(d time.Duration) string {
+// Ago says how long ago, for people: 3d ago, 5h ago, 12m ago, 40s ago.
+// The console and the CLI's tables both use it.
+func Ago(d time.Duration) string {
 	switch {
 	case d >= 48*time.Hour:
 		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
