@@ -258,6 +258,9 @@ func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.Check
 			o = unavailable(failAudit, "audit trail unavailable")
 		}
 	}
+	if o.allowed() && s.o.LastUse != nil {
+		s.o.LastUse.Used(c.grant.ID, c.server, c.start)
+	}
 	s.o.Metrics.observe(o, s.o.Now().Sub(c.start))
 	return respond(o)
 }

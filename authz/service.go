@@ -73,6 +73,13 @@ type Recorder interface {
 	RecordSync(ctx context.Context, ev store.AuditEvent) error
 }
 
+// UseRecorder learns of every allowed Check, for the last use shown in the
+// access matrix. It is called on the hot path: it must not block or write
+// to a store (internal/usage keeps uses in memory and flushes in batches).
+type UseRecorder interface {
+	Used(grantID, server string, at time.Time)
+}
+
 // Options configure a Service.
 type Options struct {
 	Resolver Resolver
@@ -110,7 +117,9 @@ type Options struct {
 	// Tasks finds the call that created a task, so that task requests are
 	// decided like it; nil: no task is known and every task request is
 	// refused.
-	Tasks   TaskOrigins
+	Tasks TaskOrigins
+	// LastUse, when set, is told of every allow.
+	LastUse UseRecorder
 	Metrics *Metrics
 	Logger  *slog.Logger
 	Now     func() time.Time

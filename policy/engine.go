@@ -74,6 +74,9 @@ type Status struct {
 	Revision string    `json:"revision"`
 	Source   string    `json:"source"`
 	LoadedAt time.Time `json:"loaded_at"`
+	// Files are the policy's Rego modules, relative to the policy
+	// directory (data files are not listed).
+	Files []string `json:"files"`
 	// LastError is the newest load failure while it is still current: a
 	// later successful load clears it. While it is set, the policy in use is
 	// older than the files on disk.
@@ -183,6 +186,7 @@ func (e *Engine) Status() Status {
 		Revision:           c.revision,
 		Source:             c.source,
 		LoadedAt:           c.loadedAt,
+		Files:              slices.Clone(c.files),
 		LastError:          e.lastErr,
 		LastErrorAt:        e.lastErrorAt,
 		Memoized:           c.memo != nil,

@@ -409,6 +409,10 @@ func TestReloadKeepsLastGood(t *testing.T) {
 	if st.Revision != rev1 || !strings.Contains(st.LastError, "authz.rego:4") || !st.LastErrorAt.Equal(now) || st.Source != dir {
 		t.Fatalf("status %+v", st)
 	}
+	// The files are those of the revision in use.
+	if len(st.Files) != 1 || st.Files[0] != "authz.rego" {
+		t.Fatalf("status files %v", st.Files)
+	}
 	if value(t, e.m.reloads.WithLabelValues("failed")) != 1 || value(t, e.m.stale) != 1 {
 		t.Error("failed reload not counted")
 	}

@@ -36,6 +36,7 @@ type loaded struct {
 	modules  map[string]*ast.Module // keyed by path relative to the root
 	docs     map[string]any         // the data document
 	revision string
+	files    []string // module names, sorted
 }
 
 // source reads policy and data files: the OS directory dir, or fsys when
@@ -105,6 +106,7 @@ func (s source) read(tests bool) (*loaded, error) {
 	// The revision covers exactly what was parsed, so a file changed
 	// between two reads can never be reported under the other's revision.
 	slices.Sort(names)
+	l.files = names
 	for _, n := range names {
 		fmt.Fprintf(h, "module %q %d\n", n, len(raw[n]))
 		h.Write(raw[n])
@@ -126,6 +128,8 @@ type compiled struct {
 	source   string
 	loadedAt time.Time
 	modules  int
+	// files are the module file names, relative to the policy directory.
+	files []string
 
 	compiler *ast.Compiler
 	store    storage.Store
@@ -179,7 +183,7 @@ func compile(ctx context.Context, l *loaded) (*compiled, error) {
 		return nil, compileError(compiler.Errors)
 	}
 
-	c := &compiled{revision: l.revision, modules: len(l.modules), compiler: compiler, store: store}
+	c := &compiled{revision: l.revision, modules: len(l.modules), files: l.files, compiler: compiler, store: store}
 	prepare := func(path string) (*query, error) {
 		qc := compiler.QueryCompiler()
 		body, err := qc.Compile(ast.MustParseBody(string(resultVar) + " = " + path))

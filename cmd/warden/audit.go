@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/warden-mcp/warden/internal/auditquery"
 	"github.com/warden-mcp/warden/internal/store"
 )
 
@@ -96,7 +98,101 @@ func newAuditCmd(af *adminFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(tail, verify)
+	cmd.AddCommand(tail, verify, newAuditSearchCmd(af), newAuditExportCmd(af))
+	return cmd
+}
+
+// auditQueryFlags are the audit search filters, shared by search and
+// export and named as the API's parameters.
+func auditQueryFlags(cmd *cobra.Command) url.Values {
+	q := url.Values{}
+	names := map[string]string{
+		"user": "subject, or actor of admin events", "client": "client id", "server": "server name", "tool": "tool name",
+		"method": "MCP method (tools/call, ...)", "decision": "allow or deny", "type": "event type (decision, grant_revoked, ...)",
+		"reason": "text in the reason (any case)", "since": "from this time (RFC 3339) or this long ago (24h)",
+		"until": "before this time (RFC 3339) or this long ago",
+	}
+	for _, k := range auditquery.Fields {
+		cmd.Flags().Func(k, names[k], func(v string) error { q.Set(k, v); return nil })
+	}
+	return q
+}
+
+func newAuditSearchCmd(af *adminFlags) *cobra.Command {
+	var limit int
+	var asJSON bool
+	var before uint64
+	cmd := &cobra.Command{
+		Use:   "search [--user u] [--server s] [--decision deny] [--since 24h] ...",
+		Short: "Search the audit trail, newest first",
+		Args:  cobra.NoArgs,
+	}
+	q := auditQueryFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := af.client()
+		if err != nil {
+			return err
+		}
+		q.Set("limit", strconv.Itoa(limit))
+		if before > 0 {
+			q.Set("before", strconv.FormatUint(before, 10))
+		}
+		var page auditquery.Page
+		if _, err := c.do(cmd.Context(), "GET", "/api/v1/audit/search?"+q.Encode(), nil, &page); err != nil {
+			return err
+		}
+		for _, e := range page.Events {
+			if asJSON {
+				raw, _ := json.Marshal(e)
+				fmt.Fprintln(cmd.OutOrStdout(), string(raw))
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), formatEvent(e))
+			}
+		}
+		if page.Next != 0 {
+			fmt.Fprintf(cmd.ErrOrStderr(), "more: --before %d\n", page.Next)
+		}
+		return nil
+	}
+	cmd.Flags().IntVarP(&limit, "limit", "n", 50, "events per page (at most 1000)")
+	cmd.Flags().Uint64Var(&before, "before", 0, "only events older than this sequence number (the next page)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines")
+	return cmd
+}
+
+func newAuditExportCmd(af *adminFlags) *cobra.Command {
+	var format, output string
+	cmd := &cobra.Command{
+		Use:   "export --since 24h [--user u] ... [--format csv|ndjson] [-o file]",
+		Short: "Export the events of a search, oldest first, as CSV or NDJSON (streamed)",
+		Args:  cobra.NoArgs,
+	}
+	q := auditQueryFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if _, err := auditquery.ParseFormat(format); err != nil {
+			return err
+		}
+		c, err := af.client()
+		if err != nil {
+			return err
+		}
+		q.Set("format", format)
+		w := cmd.OutOrStdout()
+		if output != "" && output != "-" {
+			f, err := os.OpenFile(output, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			w = f
+		}
+		if err := c.stream(cmd.Context(), "/api/v1/audit/export?"+q.Encode(), w); err != nil {
+			return fmt.Errorf("audit export: %w", err)
+		}
+		return nil
+	}
+	cmd.Flags().StringVar(&format, "format", "ndjson", "csv or ndjson")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file (mode 0600) instead of stdout")
 	return cmd
 }
 

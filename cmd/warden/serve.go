@@ -28,11 +28,11 @@ import (
 	"github.com/warden-mcp/warden/internal/audit"
 	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/grant"
-	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/keys"
 	"github.com/warden-mcp/warden/internal/registry"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
 	"github.com/warden-mcp/warden/xds"
@@ -174,12 +174,13 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		return err
 	}
 	tasks := taskStore(st)
+	lastUse := usage.New(usage.Options{Store: st, Logger: log})
 	svc, err := authz.New(authz.Options{
 		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: attacher, Tasks: tasks,
 		ResourceURL: cfg.ResourceURL, ResourceMetadataURL: cfg.ResourceMetadataURL,
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
-		Metrics: authz.NewMetrics(reg), Logger: log,
+		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -210,8 +211,12 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	xdsGRPC := grpc.NewServer(xdsOpts...)
 	xdsSrv.Register(xdsGRPC)
 
+	tokens, err := adminTokens(cfg, adminToken)
+	if err != nil {
+		return err
+	}
 	adminAPI := admin.New(admin.Options{
-		TokenSum: handle.Sum(adminToken), Store: st, Registry: servers, Grants: grants, Audit: trail,
+		Tokens: tokens, Store: st, Registry: servers, Grants: grants, Audit: trail, Usage: lastUse,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
 		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
 		RotateSigning: func() (string, error) {
@@ -265,6 +270,10 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err := showBootstrap(boot, stderr, cfg.DataDir, log); err != nil {
 		return err
 	}
+	adminHandler, err := consoleHandler(cfg, adminAPI, st, trail, oauthOpts.Connector, boot, log)
+	if err != nil {
+		return err
+	}
 	httpMux := http.NewServeMux()
 	httpMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	httpMux.Handle("/", authServer.Handler())
@@ -277,7 +286,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return fmt.Errorf("listen http: %w", err)
 	}
-	adminSrv, adminLis, err := listenHTTP(cfg.Listen.Admin, adminAPI, cfg.Listen.Limits, log)
+	adminSrv, adminLis, err := listenHTTP(cfg.Listen.Admin, adminHandler, cfg.Listen.Limits, log)
 	if err != nil {
 		return fmt.Errorf("listen admin: %w", err)
 	}
@@ -300,6 +309,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		g.Go(func() error { return engine.Watch(gctx) })
 	}
 	g.Go(func() error { maintain(gctx, st, log); return nil })
+	g.Go(func() error { lastUse.Run(gctx); return nil })
 	if cfgPath != "" {
 		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_config_reloads_total", Help: "Config file changes seen, by result."}, []string{"result"})
 		reg.MustRegister(reloads)
@@ -340,6 +350,11 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		// would otherwise hold the process forever. Either failing makes
 		// the exit status non-zero.
 		var failed error
+		// The last uses seen since the previous flush, before the store
+		// closes.
+		if err := lastUse.Flush(dctx); err != nil {
+			log.Warn("shutdown: last uses not flushed", "err", err)
+		}
 		if err := trail.Close(dctx); err != nil {
 			log.Error("shutdown: audit trail not fully drained", "err", err)
 			failed = err

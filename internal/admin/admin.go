@@ -2,9 +2,11 @@
 // tokens, grants, revocation and the audit trail, for the CLI and for
 // automation. It also serves /metrics, /healthz and /readyz.
 //
-// Every /api/ call needs the admin token (Authorization: Bearer). The token
-// is shared, so callers may name themselves in X-Warden-Actor; the audit
-// trail records that name as claimed ("admin:<name>").
+// Every /api/ call needs an admin token (Authorization: Bearer) whose role
+// allows it (internal/adminauth), or runs in process for a user signed in
+// to the console. The audit trail records the verified principal's name
+// ("token:<name>", "user:<subject>") as the actor; nothing the client sends
+// chooses it.
 package admin
 
 import (
@@ -23,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/warden-mcp/warden/internal/adminauth"
 	"github.com/warden-mcp/warden/internal/audit"
 	"github.com/warden-mcp/warden/internal/bearer"
 	"github.com/warden-mcp/warden/internal/grant"
@@ -35,6 +38,7 @@ import (
 type Store interface {
 	audit.Store
 	ListGrants(ctx context.Context, f store.GrantFilter) ([]store.Grant, error)
+	ListClients(ctx context.Context) ([]store.Client, error)
 }
 
 // Grants issues and revokes grants; *grant.Service satisfies it. Service
@@ -56,12 +60,15 @@ type Check func() error
 
 // Options configure the admin API.
 type Options struct {
-	// TokenSum is the SHA-256 of the admin token.
-	TokenSum []byte
+	// Tokens are the admin tokens the API accepts, each with its name and
+	// role.
+	Tokens   adminauth.Tokens
 	Store    Store
 	Registry *registry.Registry
 	Grants   Grants
 	Audit    Auditor
+	// Usage reports grants' last use for the access matrix; nil shows none.
+	Usage Usage
 	// ResourceURL maps a server name to its resource URL, bound into the
 	// service tokens minted here.
 	ResourceURL func(server string) string
@@ -115,31 +122,36 @@ func New(o Options) *Server {
 	if o.Gatherer != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	}
-	s.api("GET /api/v1/servers", s.listServers)
-	s.api("POST /api/v1/servers", s.addServer)
-	s.api("GET /api/v1/servers/{name}", s.getServer)
-	s.api("PUT /api/v1/servers/{name}", s.updateServer)
-	s.api("DELETE /api/v1/servers/{name}", s.removeServer)
-	s.api("POST /api/v1/tokens", s.createToken)
-	s.api("PUT /api/v1/clients/{id}/service-access", s.setServiceAccess)
-	s.api("GET /api/v1/grants", s.listGrants)
-	s.api("POST /api/v1/revoke", s.revoke)
-	s.api("GET /api/v1/audit", s.listAudit)
-	s.api("GET /api/v1/audit/verify", s.verifyAudit)
-	s.api("POST /api/v1/keys/rotate", s.rotateKeys)
+	s.api("GET /api/v1/servers", adminauth.Read, s.listServers)
+	s.api("POST /api/v1/servers", adminauth.ManageServers, s.addServer)
+	s.api("GET /api/v1/servers/{name}", adminauth.Read, s.getServer)
+	s.api("PUT /api/v1/servers/{name}", adminauth.ManageServers, s.updateServer)
+	s.api("DELETE /api/v1/servers/{name}", adminauth.ManageServers, s.removeServer)
+	s.api("POST /api/v1/tokens", adminauth.Administer, s.createToken)
+	s.api("PUT /api/v1/clients/{id}/service-access", adminauth.Administer, s.setServiceAccess)
+	s.api("GET /api/v1/grants", adminauth.Read, s.listGrants)
+	s.api("GET /api/v1/access", adminauth.Read, s.listAccess)
+	s.api("POST /api/v1/revoke", adminauth.Revoke, s.revoke)
+	s.api("GET /api/v1/audit", adminauth.Read, s.listAudit)
+	s.api("GET /api/v1/audit/search", adminauth.Read, s.searchAudit)
+	s.api("GET /api/v1/audit/export", adminauth.Read, s.exportAudit)
+	s.api("GET /api/v1/audit/events/{seq}", adminauth.Read, s.getAuditEvent)
+	s.api("GET /api/v1/audit/verify", adminauth.Read, s.verifyAudit)
+	s.api("POST /api/v1/keys/rotate", adminauth.Administer, s.rotateKeys)
+	s.api("GET /api/v1/whoami", adminauth.Read, s.whoami)
 	if o.Pprof {
-		s.api("GET /debug/pprof/", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Index(w, r); return nil })
-		s.api("GET /debug/pprof/profile", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Profile(w, r); return nil })
-		s.api("GET /debug/pprof/trace", func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Trace(w, r); return nil })
+		s.api("GET /debug/pprof/", adminauth.Administer, func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Index(w, r); return nil })
+		s.api("GET /debug/pprof/profile", adminauth.Administer, func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Profile(w, r); return nil })
+		s.api("GET /debug/pprof/trace", adminauth.Administer, func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Trace(w, r); return nil })
 	}
 	if o.PolicyStatus != nil {
-		s.api("GET /api/v1/policy", func(w http.ResponseWriter, _ *http.Request, _ string) error {
+		s.api("GET /api/v1/policy", adminauth.Read, func(w http.ResponseWriter, _ *http.Request, _ string) error {
 			writeJSON(w, http.StatusOK, o.PolicyStatus())
 			return nil
 		})
 	}
 	if o.XDSStatus != nil {
-		s.api("GET /api/v1/xds", func(w http.ResponseWriter, _ *http.Request, _ string) error {
+		s.api("GET /api/v1/xds", adminauth.Read, func(w http.ResponseWriter, _ *http.Request, _ string) error {
 			writeJSON(w, http.StatusOK, o.XDSStatus())
 			return nil
 		})
@@ -167,19 +179,31 @@ func errStatus(status int, f string, a ...any) error {
 // maxBody bounds admin request bodies.
 const maxBody = 1 << 20
 
-func (s *Server) api(pattern string, fn apiFunc) {
+// api registers fn behind authentication and the permission it needs. The
+// principal is an admin token's, or (in process) the console's signed-in
+// user's; fn gets its name as the actor and finds the principal itself in
+// the request context (adminauth.FromContext) when it must check a scope.
+func (s *Server) api(pattern string, need adminauth.Permission, fn apiFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		tok, _ := bearer.Token(r.Header.Get("Authorization"))
-		if tok == "" || !handle.Equal(tok, s.o.TokenSum) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="warden-admin"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required"})
+		p, ok := adminauth.FromContext(r.Context())
+		if !ok {
+			tok, _ := bearer.Token(r.Header.Get("Authorization"))
+			if tok != "" {
+				p, ok = s.o.Tokens.Authenticate(handle.Sum(tok))
+			}
+			if !ok {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="warden-admin"`)
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required"})
+				return
+			}
+			r = r.WithContext(adminauth.WithPrincipal(r.Context(), p))
+		}
+		if !p.Can(need) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": fmt.Sprintf("%s (role %s) may not %s", p.Name, p.Role, need)})
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		actor := "admin"
-		if name := strings.TrimSpace(r.Header.Get("X-Warden-Actor")); name != "" {
-			actor = "admin:" + name
-		}
+		actor := p.Name
 		err := fn(w, r, actor)
 		if err == nil {
 			return
@@ -309,6 +333,9 @@ func (s *Server) addServer(w http.ResponseWriter, r *http.Request, actor string)
 	if err := decode(r, &spec); err != nil {
 		return err
 	}
+	if err := inScope(r, spec.Labels, "register server "+spec.Name); err != nil {
+		return err
+	}
 	sv, err := s.o.Registry.Add(r.Context(), actor, spec)
 	if err != nil {
 		return err
@@ -328,6 +355,12 @@ func (s *Server) updateServer(w http.ResponseWriter, r *http.Request, actor stri
 	if spec.Name != r.PathValue("name") {
 		return errStatus(http.StatusBadRequest, "name in body (%q) differs from the URL (%q); servers cannot be renamed", spec.Name, r.PathValue("name"))
 	}
+	if err := s.serverInScope(r, spec.Name, "change server "+spec.Name); err != nil {
+		return err
+	}
+	if err := inScope(r, spec.Labels, "give server "+spec.Name+" these labels"); err != nil {
+		return err
+	}
 	sv, err := s.o.Registry.Update(r.Context(), actor, spec)
 	if err != nil {
 		return err
@@ -337,10 +370,44 @@ func (s *Server) updateServer(w http.ResponseWriter, r *http.Request, actor stri
 }
 
 func (s *Server) removeServer(w http.ResponseWriter, r *http.Request, actor string) error {
+	if err := s.serverInScope(r, r.PathValue("name"), "remove server "+r.PathValue("name")); err != nil {
+		return err
+	}
 	if err := s.o.Registry.Remove(r.Context(), actor, r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// inScope refuses an operator a server with labels outside its scope.
+func inScope(r *http.Request, labels map[string]string, what string) error {
+	p, _ := adminauth.FromContext(r.Context())
+	if !p.CoversServer(labels) {
+		return errStatus(http.StatusForbidden, "%s (role %s) may not %s: outside its servers", p.Name, p.Role, what)
+	}
+	return nil
+}
+
+// serverInScope is inScope for a registered server; an unknown server is
+// refused the same way, so an operator learns nothing of servers outside
+// its scope.
+func (s *Server) serverInScope(r *http.Request, name, what string) error {
+	p, _ := adminauth.FromContext(r.Context())
+	if p.Role == adminauth.RoleAdmin {
+		return nil
+	}
+	sv, err := s.o.Registry.Get(r.Context(), name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return inScope(r, sv.Labels, what)
+}
+
+// whoami tells the caller who Warden takes it for.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, _ string) error {
+	p, _ := adminauth.FromContext(r.Context())
+	writeJSON(w, http.StatusOK, p)
 	return nil
 }
 
@@ -488,6 +555,16 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, actor string) er
 	var req RevokeRequest
 	if err := decode(r, &req); err != nil {
 		return err
+	}
+	if p, _ := adminauth.FromContext(r.Context()); p.Role != adminauth.RoleAdmin {
+		// An operator cuts access to its own servers only: the other
+		// targets reach servers outside its scope.
+		if req.Target != (grant.Target{Server: req.Server}) || req.Server == "" {
+			return errStatus(http.StatusForbidden, "%s (role %s) may revoke only access to a server of its own", p.Name, p.Role)
+		}
+		if err := s.serverInScope(r, req.Server, "revoke access to server "+req.Server); err != nil {
+			return err
+		}
 	}
 	res, err := s.o.Grants.Revoke(r.Context(), actor, req.Target, req.Reason)
 	if err != nil && len(res.Revoked)+len(res.Narrowed) == 0 {

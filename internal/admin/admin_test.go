@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/warden-mcp/warden/internal/admin"
+	"github.com/warden-mcp/warden/internal/adminauth"
 	"github.com/warden-mcp/warden/internal/audit"
 	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/handle"
@@ -25,7 +26,10 @@ import (
 type fixture struct {
 	url   string
 	token string
-	st    *store.Badger
+	// auditor and operator are tokens of those roles; the operator's
+	// scope is servers labelled team=hr.
+	auditor, operator string
+	st                *store.Badger
 }
 
 func setup(t *testing.T, mod func(*admin.Options)) fixture {
@@ -40,12 +44,19 @@ func setup(t *testing.T, mod func(*admin.Options)) fixture {
 	ring, _ := seal.New("k", map[string][]byte{"k": key})
 	reg := registry.New(st, trail, ring, nil)
 	tok, _ := handle.New(handle.PrefixAdmin)
+	aud, _ := handle.New(handle.PrefixAdmin)
+	op, _ := handle.New(handle.PrefixAdmin)
 	grants, err := grant.New(grant.Options{Store: st, Audit: trail})
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := admin.Options{
-		TokenSum: handle.Sum(tok), Store: st, Registry: reg, Grants: grants, Audit: trail,
+		Tokens: adminauth.Tokens{
+			{Name: "ops-alice", Sum: handle.Sum(tok), Role: adminauth.RoleAdmin},
+			{Name: "siem", Sum: handle.Sum(aud), Role: adminauth.RoleAuditor},
+			{Name: "hr-ci", Sum: handle.Sum(op), Role: adminauth.RoleOperator, ServerLabels: map[string]string{"team": "hr"}},
+		},
+		Store: st, Registry: reg, Grants: grants, Audit: trail,
 		ResourceURL: func(s string) string { return "https://mcp.example.com/mcp/" + s },
 		Gatherer:    prometheus.NewRegistry(),
 		Ready:       map[string]admin.Check{"store": func() error { return nil }},
@@ -59,7 +70,7 @@ func setup(t *testing.T, mod func(*admin.Options)) fixture {
 		_ = trail.Close(ctx)
 		_ = st.Close()
 	})
-	return fixture{url: srv.URL, token: tok, st: st}
+	return fixture{url: srv.URL, token: tok, auditor: aud, operator: op, st: st}
 }
 
 func (f fixture) do(t *testing.T, method, path, token string, body any) (int, map[string]any, []byte) {
@@ -77,7 +88,8 @@ func (f fixture) do(t *testing.T, method, path, token string, body any) (int, ma
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	req.Header.Set("X-Warden-Actor", "alice")
+	// A client-chosen actor name is ignored: the token says who it is.
+	req.Header.Set("X-Warden-Actor", "mallory")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -168,8 +180,8 @@ func TestServersAPI(t *testing.T) {
 		t.Fatalf("servers after the table: %s", raw)
 	}
 	evs, _ := f.st.ListAudit(context.Background(), 0, 0)
-	if len(evs) == 0 || evs[0].Actor != "admin:alice" {
-		t.Fatalf("admin changes not audited with the claimed actor: %+v", evs)
+	if len(evs) == 0 || evs[0].Actor != "token:ops-alice" {
+		t.Fatalf("admin changes not audited with the token's name: %+v", evs)
 	}
 }
 
@@ -219,7 +231,7 @@ func TestTokensAndRevocation(t *testing.T) {
 	if code != 200 || len(m["revoked"].([]any)) != 1 {
 		t.Fatalf("revoke: %d %v", code, m)
 	}
-	if _, g, _ := f.st.ResolveHandle(context.Background(), handle.Digest(raw)); !g.Revoked() || g.RevokedBy != "admin:alice" {
+	if _, g, _ := f.st.ResolveHandle(context.Background(), handle.Digest(raw)); !g.Revoked() || g.RevokedBy != "token:ops-alice" {
 		t.Fatalf("grant not revoked by the actor: %+v", g)
 	}
 	_, _, listRaw := f.do(t, "GET", "/api/v1/grants?user=agent&all=true", f.token, nil)

@@ -16,9 +16,6 @@ type Client struct {
 	// AdminToken is WARDEN_ADMIN_TOKEN; empty means read AdminTokenFile.
 	AdminToken     string
 	AdminTokenFile string
-	// Actor is WARDEN_ACTOR: who the operator says they are, recorded in
-	// the audit trail.
-	Actor string
 	// PostgresDSN is store.postgres.dsn (WARDEN_STORE_POSTGRES_DSN), for
 	// `warden store migrate`.
 	PostgresDSN string
@@ -41,7 +38,6 @@ func LoadClient(path string) (Client, error) {
 		AdminURL:       "http://" + addr,
 		AdminToken:     c.Keys.AdminToken,
 		AdminTokenFile: c.Keys.AdminTokenFile,
-		Actor:          os.Getenv("WARDEN_ACTOR"),
 		PostgresDSN:    c.Store.Postgres.DSN,
 	}
 	if v := os.Getenv("WARDEN_ADMIN_ADDR"); v != "" {

@@ -45,6 +45,7 @@ type Config struct {
 	OAuth     OAuth   `json:"oauth"`
 	XDS       XDS     `json:"xds"`
 	Debug     Debug   `json:"debug"`
+	Admin     Admin   `json:"admin"`
 	Runtime   Runtime `json:"runtime"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
@@ -252,6 +253,7 @@ func Default() Config {
 		OAuth:   defaultOAuth(),
 		XDS:     defaultXDS(),
 		Runtime: Runtime{GCPercent: 400, MemoryLimit: "192MiB"},
+		Admin:   defaultAdmin(),
 	}
 }
 
@@ -442,6 +444,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Store.validate()...)
 	errs = append(errs, c.OAuth.validate()...)
 	errs = append(errs, c.XDS.validate()...)
+	errs = append(errs, c.Admin.validate()...)
 	names := map[string]bool{}
 	for i, s := range c.Servers {
 		if names[s.Name] {

@@ -41,7 +41,9 @@ func reasonLabel(actor, reason string) string {
 	case ReasonServerRemoved:
 		return "server_removed"
 	}
-	if actor == "admin" || strings.HasPrefix(actor, "admin:") {
+	// Administrators act as "token:<name>" or "user:<subject>"
+	// (internal/adminauth); "admin" and "admin:" are older names.
+	if actor == "admin" || strings.HasPrefix(actor, "admin:") || strings.HasPrefix(actor, "token:") || strings.HasPrefix(actor, "user:") {
 		return "admin"
 	}
 	return "other"

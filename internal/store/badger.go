@@ -23,6 +23,7 @@ const (
 	pServer  = "server/"
 	pSession = "session/"
 	pConsent = "consent/"
+	pLastUse = "lastuse/"
 )
 
 // maxRetries bounds compare-and-swap retries under write conflicts.
@@ -457,7 +458,17 @@ func (b *Badger) UpdateGrant(_ context.Context, id string, fn func(Grant) (Grant
 
 func (b *Badger) DeleteGrant(_ context.Context, id string) error {
 	w := b.hot.beginWrite()
-	err := b.delete(pGrant + id)
+	err := b.retry(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(pGrant + id)); errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		if err := txn.Delete([]byte(pGrant + id)); err != nil {
+			return err
+		}
+		return deletePrefix(txn, lastUseKey(id, ""))
+	})
 	w.grant(id)
 	if err != nil {
 		return fmt.Errorf("delete grant %q: %w", id, err)
@@ -467,6 +478,68 @@ func (b *Badger) DeleteGrant(_ context.Context, id string) error {
 
 func (b *Badger) ListGrants(_ context.Context, f GrantFilter) ([]Grant, error) {
 	return list(b, pGrant, f.Match)
+}
+
+// ---- last use ----
+
+func lastUseKey(grantID, server string) string { return pLastUse + grantID + "/" + server }
+
+// deletePrefix deletes every key under prefix in txn.
+func deletePrefix(txn *badger.Txn, prefix string) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+	var keys [][]byte
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lastUseBatch bounds the uses written in one transaction (Badger refuses
+// transactions larger than a fraction of its memtable).
+const lastUseBatch = 500
+
+func (b *Badger) PutLastUse(_ context.Context, uses ...LastUse) error {
+	for len(uses) > 0 {
+		n := min(len(uses), lastUseBatch)
+		if err := b.putLastUse(uses[:n]); err != nil {
+			return fmt.Errorf("record last use: %w", err)
+		}
+		uses = uses[n:]
+	}
+	return nil
+}
+
+func (b *Badger) putLastUse(uses []LastUse) error {
+	return b.retry(func(txn *badger.Txn) error {
+		for _, u := range uses {
+			if u.GrantID == "" || u.Server == "" {
+				return errors.New("last use needs a grant id and a server")
+			}
+			key := lastUseKey(u.GrantID, u.Server)
+			cur, err := get[LastUse](txn, key)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if err == nil && !u.At.After(cur.At) {
+				continue
+			}
+			u.At = u.At.UTC()
+			if err := setJSON(txn, key, u, time.Time{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (b *Badger) ListLastUse(context.Context) ([]LastUse, error) {
+	return list[LastUse](b, pLastUse, nil)
 }
 
 // ---- handles ----

@@ -66,6 +66,12 @@ type Store interface {
 	GetConsent(ctx context.Context, subject, clientID string) (Consent, error)
 	DeleteConsents(ctx context.Context, subject, clientID string) (int, error)
 
+	// PutLastUse records uses of grants on servers; a stored time is only
+	// ever moved forward. DeleteGrant deletes the grant's uses.
+	PutLastUse(ctx context.Context, uses ...LastUse) error
+	// ListLastUse returns every recorded use.
+	ListLastUse(ctx context.Context) ([]LastUse, error)
+
 	// AppendAudit stores events whose Seq continue the chain exactly
 	// (Seq = last Seq + 1, in order); anything else is ErrConflict-like
 	// and returns ErrAlreadyExists.

@@ -204,3 +204,12 @@ type AuditEvent struct {
 	PrevHash  string         `json:"prev_hash"`
 	Hash      string         `json:"hash"`
 }
+
+// LastUse is when a grant was last used (an allowed Check) on a server.
+// Warden tracks uses in memory and writes them in batches, so a LastUse is
+// at most one flush interval old.
+type LastUse struct {
+	GrantID string    `json:"grant_id"`
+	Server  string    `json:"server"`
+	At      time.Time `json:"at"`
+}

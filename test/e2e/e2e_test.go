@@ -513,7 +513,7 @@ func (h *harness) checkAudit(t *testing.T, client *clientResult) {
 		story[ev.Type]++
 		switch ev.Type {
 		case "server_added":
-			if ev.Actor != "admin:e2e-operator" {
+			if ev.Actor != "token:admin" {
 				t.Errorf("server_added by %q", ev.Actor)
 			}
 		case "client_registered", "consent_granted", "code_issued", "token_refreshed":
@@ -521,7 +521,7 @@ func (h *harness) checkAudit(t *testing.T, client *clientResult) {
 				t.Errorf("%s for client %q, want %q", ev.Type, ev.ClientID, clientID)
 			}
 		case "grant_revoked":
-			if ev.Actor != "admin:e2e-operator" || ev.Subject != idp.Alice || ev.ClientID != clientID || ev.Reason != "e2e: user offboarded" {
+			if ev.Actor != "token:admin" || ev.Subject != idp.Alice || ev.ClientID != clientID || ev.Reason != "e2e: user offboarded" {
 				t.Errorf("grant_revoked: %+v", ev)
 			}
 		}

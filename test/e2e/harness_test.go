@@ -233,6 +233,8 @@ func (h *harness) tryCLI(t *testing.T, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, h.bin, append(args, "--admin-addr", h.admin, "--data-dir", h.dataDir)...)
+	// The actor recorded is the admin token's name ("token:admin"), not
+	// a name the client chooses: a WARDEN_ACTOR would change nothing.
 	cmd.Env = append(cleanEnv(), "WARDEN_ACTOR=e2e-operator")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -192,12 +193,17 @@ func TestConcurrentFirstOpenMigratesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	var applied int
-	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{schema, "warden_schema_version"}.Sanitize()+" WHERE version_id > 0").Scan(&applied); err != nil {
+	// Every embedded migration is recorded exactly once.
+	files, err := filepath.Glob(filepath.Join("migrations", "*.sql"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migrations: %v %v", files, err)
+	}
+	var applied, distinct int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*), count(DISTINCT version_id) FROM "+pgx.Identifier{schema, "warden_schema_version"}.Sanitize()+" WHERE version_id > 0").Scan(&applied, &distinct); err != nil {
 		t.Fatal(err)
 	}
-	if applied != 1 {
-		t.Fatalf("migration 1 recorded %d times", applied)
+	if applied != len(files) || distinct != len(files) {
+		t.Fatalf("%d migrations recorded (%d distinct), want each of the %d once", applied, distinct, len(files))
 	}
 }
 

@@ -385,6 +385,15 @@ func (s *Store) DeleteGrant(ctx context.Context, id string) error {
 	if err := remove(ctx, s, grants, id); err != nil {
 		return fmt.Errorf("delete grant %q: %w", id, err)
 	}
+	db, err := s.db()
+	if err != nil {
+		return err
+	}
+	// The uses of a deleted grant say nothing any more; left behind they
+	// would only take space (nothing lists uses without their grant).
+	if _, err := db.Exec(ctx, "DELETE FROM last_use WHERE grant_id = $1", id); err != nil {
+		return fmt.Errorf("delete last uses of grant %q: %w", id, err)
+	}
 	return nil
 }
 

@@ -39,6 +39,7 @@ func Run(t *testing.T, b Backend) {
 		{"Sessions", testSessions},
 		{"SessionTakeOnce", testSessionTakeOnce},
 		{"Consents", testConsents},
+		{"LastUse", testLastUse},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"UpdaterErrorAborts", testUpdaterErrorAborts},
 		{"Audit", testAudit},
@@ -329,6 +330,50 @@ func testConsents(t *testing.T, b Backend) {
 	if n != 1 {
 		t.Fatalf("deleted %d consents for alice, want 1", n)
 	}
+}
+
+// testLastUse: uses only move forward, a batch may name a key twice (the
+// later time wins), and deleting a grant deletes its uses.
+func testLastUse(t *testing.T, b Backend) {
+	s := b.Open(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, id := range []string{"g1", "g2"} {
+		must(t, s.CreateGrant(ctx, store.Grant{ID: id, Subject: "alice", ClientID: "c", Kind: store.KindUser, CreatedAt: t0}))
+	}
+	must(t, s.PutLastUse(ctx))
+	must(t, s.PutLastUse(ctx,
+		store.LastUse{GrantID: "g1", Server: "bi", At: t0},
+		store.LastUse{GrantID: "g1", Server: "hr", At: t0.Add(time.Minute)},
+		store.LastUse{GrantID: "g1", Server: "hr", At: t0.Add(2 * time.Minute)},
+		store.LastUse{GrantID: "g2", Server: "bi", At: t0.Add(3 * time.Minute)},
+	))
+	// An older time never replaces a newer one.
+	must(t, s.PutLastUse(ctx, store.LastUse{GrantID: "g1", Server: "bi", At: t0.Add(-time.Hour)}, store.LastUse{GrantID: "g2", Server: "bi", At: t0.Add(4 * time.Minute)}))
+	if err := s.PutLastUse(ctx, store.LastUse{GrantID: "", Server: "bi", At: t0}); err == nil {
+		t.Error("a use without a grant id was accepted")
+	}
+	got := map[string]time.Time{}
+	uses, err := s.ListLastUse(ctx)
+	must(t, err)
+	for _, u := range uses {
+		got[u.GrantID+"/"+u.Server] = u.At
+	}
+	want := map[string]time.Time{"g1/bi": t0, "g1/hr": t0.Add(2 * time.Minute), "g2/bi": t0.Add(4 * time.Minute)}
+	if len(got) != len(want) {
+		t.Fatalf("uses %v, want %v", got, want)
+	}
+	for k, w := range want {
+		if !got[k].Equal(w) {
+			t.Errorf("%s: %v, want %v", k, got[k], w)
+		}
+	}
+	must(t, s.DeleteGrant(ctx, "g1"))
+	uses, err = s.ListLastUse(ctx)
+	must(t, err)
+	if len(uses) != 1 || uses[0].GrantID != "g2" {
+		t.Errorf("after deleting g1: %+v", uses)
+	}
+	mustNotFound(t, "delete missing grant", s.DeleteGrant(ctx, "g1"))
 }
 
 func testConcurrentUpdates(t *testing.T, b Backend) {

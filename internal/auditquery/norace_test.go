@@ -1,0 +1,5 @@
+//go:build !race
+
+package auditquery
+
+const raceEnabled = false
