@@ -90,3 +90,16 @@ type Credentials interface {
 	// ListAccounts returns the accounts f selects, by provider then subject.
 	ListAccounts(ctx context.Context, f AccountFilter) ([]Account, error)
 }
+
+// What a "provider" server does with a request from a user who has not
+// connected an account (Server.Unconnected).
+const (
+	// UnconnectedElicit answers tools/call, resources/read and prompts/get
+	// with a URL elicitation naming the connect page; other requests
+	// (initialize, lists) pass with identity headers only.
+	UnconnectedElicit = ""
+	// UnconnectedElicitAll answers every request with the elicitation.
+	UnconnectedElicitAll = "elicit_all"
+	// UnconnectedPass passes every request with identity headers only.
+	UnconnectedPass = "pass"
+)
