@@ -125,9 +125,9 @@ type Options struct {
 	// Nil: provider servers fail closed (503).
 	Accounts Accounts
 	Connect  ConnectLinks
-	Metrics *Metrics
-	Logger  *slog.Logger
-	Now     func() time.Time
+	Metrics  *Metrics
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Service implements authv3.AuthorizationServer.

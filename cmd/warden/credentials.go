@@ -61,7 +61,9 @@ func brokerOptions(cfg config.Config, log *slog.Logger) upstream.Options {
 
 // providerCallbackURL is the one redirect URI of provider name.
 func providerCallbackURL(cfg config.Config) func(string) string {
-	return func(name string) string { return cfg.Issuer() + "/oauth/providers/" + url.PathEscape(name) + "/callback" }
+	return func(name string) string {
+		return cfg.Issuer() + "/oauth/providers/" + url.PathEscape(name) + "/callback"
+	}
 }
 
 func providerSpecs(ps []config.Provider) []upstream.ProviderSpec {
