@@ -28,15 +28,15 @@ func (a *lateOAuth) ConnectURL(ctx context.Context, subject, provider string) (s
 
 // IdPAccessToken adapts the authorization server's IdP tokens to the
 // broker: a refusal by the IdP is upstream.ErrRefused.
-func (a *lateOAuth) IdPAccessToken(ctx context.Context, g store.Grant) (string, error) {
-	tok, err := a.s.IdPAccessToken(ctx, g)
+func (a *lateOAuth) IdPAccessToken(ctx context.Context, g store.Grant) (string, time.Time, error) {
+	tok, exp, err := a.s.IdPAccessToken(ctx, g)
 	if errors.Is(err, connector.ErrRefused) {
-		return "", fmt.Errorf("%w: %w", upstream.ErrRefused, err)
+		return "", exp, fmt.Errorf("%w: %w", upstream.ErrRefused, err)
 	}
 	if errors.Is(err, oauth.ErrNoUpstreamToken) {
-		return "", fmt.Errorf("%w: %w", upstream.ErrUnsupported, err)
+		return "", exp, fmt.Errorf("%w: %w", upstream.ErrUnsupported, err)
 	}
-	return tok, err
+	return tok, exp, err
 }
 
 // accountRevoker is grant.Service's RevokeAccounts for one account.

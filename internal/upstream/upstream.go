@@ -60,7 +60,7 @@ type Auditor interface {
 // when it is about to expire (oauth.Server.IdPAccessToken). A refusal by
 // the IdP must come back wrapping ErrRefused (the grant is revoked by then).
 type IdP interface {
-	IdPAccessToken(ctx context.Context, g store.Grant) (string, error)
+	IdPAccessToken(ctx context.Context, g store.Grant) (token string, expiry time.Time, err error)
 }
 
 // AccountRevoker removes accounts (internal/grant's RevokeAccounts, the
@@ -224,7 +224,10 @@ func (b *Broker) idp(ctx context.Context, srv store.Server, g store.Grant) (Cred
 	if b.o.IdP == nil {
 		return Credential{}, fmt.Errorf("%w: no identity provider connector", ErrUnsupported)
 	}
-	v, err := b.once(ctx, "idp/"+g.ID, func() (any, error) { return b.o.IdP.IdPAccessToken(ctx, g) })
+	v, err := b.once(ctx, "idp/"+g.ID, func() (any, error) {
+		tok, exp, err := b.o.IdP.IdPAccessToken(ctx, g)
+		return Credential{Header: "authorization", Value: "Bearer " + tok, Expiry: exp}, err
+	})
 	if errors.Is(err, ErrRefused) {
 		_ = b.record(ctx, store.AuditEvent{Type: "credential_refresh_failed", Subject: g.Subject, ClientID: g.ClientID, GrantID: g.ID, Server: srv.Name,
 			Reason: "identity provider refused the refresh: the grant was revoked", Details: map[string]any{"mode": string(srv.Credential)}})
@@ -233,7 +236,7 @@ func (b *Broker) idp(ctx context.Context, srv store.Server, g store.Grant) (Cred
 	if err != nil {
 		return Credential{}, err
 	}
-	return Credential{Header: "authorization", Value: "Bearer " + v.(string)}, nil
+	return v.(Credential), nil
 }
 
 // Secret is the sealed plaintext of an account or a cached exchange.
