@@ -308,7 +308,9 @@ xds:
 	if _, err := connect(t, browser.Client, stale); err == nil || !strings.Contains(err.Error(), "expired or was already used") {
 		t.Fatalf("expired connect link: %v", err)
 	}
-	// Alice connects: IdP session, provider login, static callback.
+	// Alice connects with a fresh link: IdP session, provider login,
+	// static callback.
+	link = elicitedURL(t, call, "prov", "2025-11-25")
 	callback, err := connect(t, browser.Client, link)
 	if err != nil {
 		t.Fatalf("connect: %v", err)

@@ -132,7 +132,6 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
         .setIssuer(issuer).setSubject(subject.accountId).setAudience(audience)
         .setIssuedAt(now).setExpirationTime(now + ttl).setJti(crypto.randomUUID())
         .sign(privateKey);
-      count(TOKEN_EXCHANGE);
       ctx.body = { access_token: jwt, issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', token_type: 'Bearer', expires_in: ttl, scope: p.scope || undefined };
     }, params, []);
   }
