@@ -106,7 +106,8 @@ func TestUpstreamCredentials(t *testing.T) {
 	})
 	// The third-party provider: no DCR for Warden, one pre-registered
 	// client whose only redirect URI is Warden's static callback.
-	gh := idp.Start(t, idp.Options{Clients: []idp.Client{{ID: "warden-gh", Secret: ghSecret, RedirectURIs: []string{public + "/oauth/providers/gh/callback"}}}})
+	gh := idp.Start(t, idp.Options{Clients: []idp.Client{{ID: "warden-gh", Secret: ghSecret, RedirectURIs: []string{public + "/oauth/providers/gh/callback"}}},
+		AccessTokenTTL: idpTTL})
 
 	// Upstreams. exch verifies the exchanged JWT against the IdP's JWKS
 	// and checks aud; prov verifies the provider's token at the
@@ -331,42 +332,59 @@ xds:
 		t.Fatalf("grants list does not show the connected account:\n%s", out)
 	}
 
-	// ---- idp: 50 concurrent Checks, one refresh at the IdP ----
+	// ---- revocation of the account, and connecting again ----
+	if out := h.cli(t, "revoke", "--provider", "gh", "--user", idp.Alice); !strings.Contains(out, "revoked 1 connected account(s) at gh") {
+		t.Fatalf("revoke --provider: %s", out)
+	}
+	if _, err := connect(t, browser.Client, elicitedURL(t, call, "prov", "2025-11-25")); err != nil {
+		t.Fatalf("connect again: %v", err)
+	}
+	if status, body := call("prov", "2025-11-25", "tools/call"); status != 200 || !strings.Contains(body, "sub="+idp.Alice) {
+		t.Fatalf("provider call after connecting again: %d %s", status, body)
+	}
+
+	// ---- 50 concurrent Checks per mode with expired tokens: one
+	// refresh at the IdP and one at the provider ----
 	if status, body := call("idps", "2025-11-25", "tools/call"); status != 200 || !strings.Contains(body, "sub="+idp.Alice) {
 		t.Fatalf("idp call: %d %s", status, body)
 	}
-	before := ent.Counts(t)["refresh_token"]
-	time.Sleep(idpTTL) // the IdP token the grant holds has expired
+	entBefore, ghBefore := ent.Counts(t)["refresh_token"], gh.Counts(t)["refresh_token"]
+	time.Sleep(idpTTL) // the IdP's and the provider's tokens have expired
 	var wg sync.WaitGroup
-	statuses := make(chan int, 50)
+	statuses := make(chan string, 100)
 	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, _ := mcpCall(t, public, handle, "idps", "2025-11-25", "tools/call")
-			statuses <- s
-		}()
+		for _, srv := range []string{"idps", "prov"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, body := mcpCall(t, public, handle, srv, "2025-11-25", "tools/call")
+				if s != 200 || !strings.Contains(body, "sub="+idp.Alice) {
+					statuses <- fmt.Sprintf("%s: %d %s", srv, s, body)
+				}
+			}()
+		}
 	}
 	wg.Wait()
 	close(statuses)
 	for s := range statuses {
-		if s != 200 {
-			t.Fatalf("a concurrent idp call got %d", s)
-		}
+		t.Fatalf("a concurrent call failed: %s", s)
 	}
-	if n := ent.Counts(t)["refresh_token"] - before; n != 1 {
+	if n := ent.Counts(t)["refresh_token"] - entBefore; n != 1 {
 		t.Fatalf("%d refreshes at the IdP for 50 concurrent Checks, want exactly 1", n)
 	}
-
-	// ---- revocation of the account ----
-	if out := h.cli(t, "revoke", "--provider", "gh", "--user", idp.Alice); !strings.Contains(out, "revoked 1 connected account(s) at gh") {
-		t.Fatalf("revoke --provider: %s", out)
+	if n := gh.Counts(t)["refresh_token"] - ghBefore; n != 1 {
+		t.Fatalf("%d refreshes at the provider for 50 concurrent Checks, want exactly 1", n)
 	}
-	elicitedURL(t, call, "prov", "2025-11-25")
 
-	// ---- refresh refused: the grant's upstream access ends, 401 ----
+	// ---- refreshes refused: the provider's ends the account (the user
+	// is asked to connect again), the IdP's ends the grant (401) ----
+	gh.Disable(t, idp.Alice)
 	ent.Disable(t, idp.Alice)
 	time.Sleep(idpTTL)
+	elicitedURL(t, call, "prov", "2025-11-25")
+	if out := h.cli(t, "accounts", "list", "--user", idp.Alice); strings.Contains(out, "gh") {
+		t.Fatalf("the account survived its refused refresh:\n%s", out)
+	}
 	if status, body := call("idps", "2025-11-25", "tools/call"); status != 401 {
 		t.Fatalf("after the IdP refused the refresh: %d %s", status, body)
 	}
@@ -375,7 +393,7 @@ xds:
 	_, exchSubs := exchLog.all()
 	provAuthzs, provSubs := provLog.all()
 	idpAuthzs, _ := idpLog.all()
-	if len(exchSubs) != 2 || len(provSubs) != 2 {
+	if len(exchSubs) != 2 || len(provSubs) != 53 {
 		t.Fatalf("verified calls: exch %v prov %v", exchSubs, provSubs)
 	}
 	var secrets []string
@@ -401,7 +419,7 @@ xds:
 		t.Fatal(err)
 	}
 	for _, typ := range []string{"provider_added", "credential_exchanged", "credential_exchange_refused", "credential_connect_refused", "credential_connected",
-		"credential_revoked", "credential_refresh_failed", "idp_refresh_refused"} {
+		"credential_revoked", "credential_refreshed", "credential_refresh_failed", "idp_refresh_refused"} {
 		if !bytes.Contains(trail, []byte(`"type":"`+typ+`"`)) {
 			t.Errorf("audit trail has no %s event", typ)
 		}
