@@ -593,35 +593,35 @@ var (
 // or an error carrying the text of an error page.
 func get(client *http.Client, u string) (string, error) {
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
-	_, page, err := walk(client, req)
+	_, page, _, err := walk(client, req)
 	return page, err
 }
 
-// walk follows redirects one by one; it returns the last URL requested
-// and its page.
-func walk(client *http.Client, req *http.Request) (string, string, error) {
+// walk follows redirects one by one; it returns the last URL requested,
+// its page and its headers.
+func walk(client *http.Client, req *http.Request) (string, string, http.Header, error) {
 	for i := 0; i < 30; i++ {
 		resp, err := client.Do(req)
 		if err != nil {
-			return "", "", err
+			return "", "", nil, err
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if loc := resp.Header.Get("Location"); resp.StatusCode >= 300 && resp.StatusCode < 400 && loc != "" {
 			next, err := req.URL.Parse(loc)
 			if err != nil {
-				return "", "", err
+				return "", "", nil, err
 			}
 			req, _ = http.NewRequest(http.MethodGet, next.String(), nil)
 			continue
 		}
 		text := html.UnescapeString(tagRE.ReplaceAllString(string(raw), " "))
 		if resp.StatusCode != http.StatusOK {
-			return req.URL.String(), "", fmt.Errorf("%s answered %d: %s", req.URL.Path, resp.StatusCode, strings.Join(strings.Fields(text), " "))
+			return req.URL.String(), "", resp.Header, fmt.Errorf("%s answered %d: %s", req.URL.Path, resp.StatusCode, strings.Join(strings.Fields(text), " "))
 		}
-		return req.URL.String(), string(raw), nil
+		return req.URL.String(), string(raw), resp.Header, nil
 	}
-	return "", "", fmt.Errorf("too many redirects")
+	return "", "", nil, fmt.Errorf("too many redirects")
 }
 
 // connect opens a connect link in a browser (client with cookies) and
@@ -631,9 +631,14 @@ func connect(t *testing.T, client *http.Client, link string) (string, error) {
 	if client.Jar == nil {
 		client.Jar, _ = cookiejar.New(nil)
 	}
-	_, page, err := walk(client, mustGet(link))
+	_, page, hdr, err := walk(client, mustGet(link))
 	if err != nil {
 		return "", err
+	}
+	// The connect page: never framed, no script, not cached.
+	if csp := hdr.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+		hdr.Get("X-Frame-Options") != "DENY" || hdr.Get("Cache-Control") != "no-store" || strings.Contains(page, "<script") {
+		t.Errorf("connect page headers: %v", hdr)
 	}
 	form := url.Values{"action": {"connect"}}
 	for _, m := range hiddenField.FindAllStringSubmatch(page, -1) {
@@ -655,7 +660,7 @@ func connect(t *testing.T, client *http.Client, link string) (string, error) {
 	defer func() { client.CheckRedirect = orig }()
 	req, _ := http.NewRequest(http.MethodPost, html.UnescapeString(action[1]), strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	_, page, err = walk(client, req)
+	_, page, _, err = walk(client, req)
 	if err != nil {
 		return callback, err
 	}
