@@ -337,6 +337,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return config.Watch(gctx, cfgPath, 0, log, func(next config.Config) {
 				// Only the servers section applies live; the rest is read
 				// at start.
+				if err := providers.Reconcile(gctx, providerSpecs(next.Providers)); err != nil {
+					log.Error("config providers not fully applied", "err", err)
+				}
 				if err := servers.Reconcile(gctx, serverSpecs(next.Servers)); err != nil {
 					reloads.WithLabelValues("partial").Inc()
 					log.Error("config servers not fully applied", "err", err)

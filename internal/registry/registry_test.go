@@ -53,6 +53,7 @@ func TestAddValidates(t *testing.T) {
 		{"provider without provider", Spec{Name: "x", URL: "http://x", Credential: "provider"}, []string{"provider: required"}},
 		{"provider bad unconnected", Spec{Name: "x", URL: "http://x", Credential: "provider", Provider: "github", Unconnected: "sometimes"}, []string{"unconnected \"sometimes\""}},
 		{"provider settings on jwt", Spec{Name: "x", URL: "http://x", Provider: "github"}, []string{"only valid with the idp, exchange and provider"}},
+		{"audience on idp", Spec{Name: "x", URL: "http://x", Credential: "idp", IdPAudience: "api"}, []string{"use the exchange credential"}},
 		{"audience on provider", Spec{Name: "x", URL: "http://x", Credential: "provider", Provider: "github", IdPAudience: "api"}, []string{"only valid with the idp and exchange"}},
 		{"static without secret", Spec{Name: "x", URL: "http://x", Credential: "static"}, []string{"static_secret: required"}},
 		{"secret without static", Spec{Name: "x", URL: "http://x", StaticSecret: "s"}, []string{"only valid"}},

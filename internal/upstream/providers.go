@@ -2,10 +2,12 @@ package upstream
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -310,6 +312,8 @@ func (m *Providers) Reconcile(ctx context.Context, decl []ProviderSpec) error {
 			_, err = m.add(ctx, actor, spec, "config")
 		case cur.Source != "config":
 			err = fmt.Errorf("provider %q is managed through the API; the config file entry is ignored", spec.Name)
+		case m.unchanged(ctx, cur, spec):
+			continue
 		default:
 			err = m.update(ctx, actor, spec)
 		}
@@ -325,6 +329,26 @@ func (m *Providers) Reconcile(ctx context.Context, decl []ProviderSpec) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// unchanged reports whether spec would store what cur holds, the client
+// secret compared in the clear (sealing is randomised).
+func (m *Providers) unchanged(ctx context.Context, cur store.Provider, spec ProviderSpec) bool {
+	next, err := m.build(ctx, spec)
+	if err != nil {
+		return false // update reports it
+	}
+	secret := ""
+	if cur.ClientSecret != nil {
+		raw, err := m.ring.Open(*cur.ClientSecret, []byte(ProviderAAD(cur.Name)))
+		if err != nil {
+			return false
+		}
+		secret = string(raw)
+	}
+	return next.Kind == cur.Kind && next.Issuer == cur.Issuer && next.AuthorizeURL == cur.AuthorizeURL && next.TokenURL == cur.TokenURL &&
+		next.ClientID == cur.ClientID && slices.Equal(next.Scopes, cur.Scopes) && maps.Equal(next.AuthParams, cur.AuthParams) &&
+		next.Header == cur.Header && subtle.ConstantTimeCompare([]byte(secret), []byte(spec.ClientSecret)) == 1
 }
 
 func (m *Providers) record(ctx context.Context, actor, typ string, p store.Provider) error {
