@@ -43,7 +43,9 @@ func (b *Badger) GetProvider(_ context.Context, name string) (Provider, error) {
 func (b *Badger) UpdateProvider(_ context.Context, name string, fn func(Provider) (Provider, error)) error {
 	err := update(b, pProvider+name, nil, nil, func(p Provider) (Provider, error) {
 		n, err := fn(p)
-		n.Name = p.Name
+		// The version continues from the stored one whatever the updater
+		// returned, as in the PostgreSQL backend.
+		n.Name, n.Version = p.Name, p.Version
 		return n, err
 	}, func(p *Provider) { p.Version++ })
 	if err != nil {
@@ -97,7 +99,7 @@ func (b *Badger) GetAccount(_ context.Context, subject, provider string) (Accoun
 func (b *Badger) UpdateAccount(_ context.Context, subject, provider string, fn func(Account) (Account, error)) error {
 	err := update(b, accountKey(subject, provider), nil, nil, func(a Account) (Account, error) {
 		n, err := fn(a)
-		n.Subject, n.Provider = a.Subject, a.Provider
+		n.Subject, n.Provider, n.Version = a.Subject, a.Provider, a.Version
 		return n, err
 	}, func(a *Account) { a.Version++ })
 	if err != nil {

@@ -31,6 +31,13 @@ func testProviders(t *testing.T, b Backend) {
 	if len(got.Scopes) != 2 || got.Version != 2 || got.Name != "github" {
 		t.Fatalf("update: %+v", got)
 	}
+	// An updater returning a fresh record still continues the version.
+	must(t, s.UpdateProvider(ctx, "github", func(store.Provider) (store.Provider, error) {
+		return store.Provider{Kind: store.ProviderOAuth, ClientID: "cid2"}, nil
+	}))
+	if got, _ = s.GetProvider(ctx, "github"); got.Version != 3 || got.ClientID != "cid2" || got.Name != "github" {
+		t.Fatalf("update with a fresh record: %+v", got)
+	}
 	must(t, s.CreateProvider(ctx, store.Provider{Name: "apikeys", Kind: store.ProviderAPIKey, Header: "X-Api-Key"}))
 	list, err := s.ListProviders(ctx)
 	must(t, err)
