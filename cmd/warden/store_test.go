@@ -142,6 +142,19 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 	user := m[1]
 	access, revoked := fill(t, r, m[1], m[2])
 	r.stop(t)
+	// Upstream credentials: a provider and accounts (sealed secrets are
+	// opaque bytes to the copy).
+	{
+		b, err := store.OpenBadger(filepath.Join(dir, "store"), store.BadgerOptions{})
+		must(t, err)
+		sealed := store.Sealed{KeyID: "k", Nonce: []byte{1, 2}, Ciphertext: []byte{3, 4}}
+		must(t, b.CreateProvider(context.Background(), store.Provider{Name: "gh", Kind: store.ProviderOAuth, ClientID: "c", ClientSecret: &sealed,
+			AuthorizeURL: "https://gh.example/a", TokenURL: "https://gh.example/t", CreatedAt: time.Now().UTC()}))
+		for _, sub := range []string{user, "zed"} {
+			must(t, b.PutAccount(context.Background(), store.Account{Subject: sub, Provider: "gh", Secret: sealed, ConnectedAt: time.Now().UTC().Truncate(time.Microsecond)}))
+		}
+		must(t, b.Close())
+	}
 
 	migrate := func() (string, error) {
 		cmd := newRootCmd()
@@ -203,6 +216,14 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 			got, err := dst.GetConsent(ctx, rec.Consent.Subject, rec.Consent.ClientID)
 			must(t, err)
 			diff = cmp.Diff(*rec.Consent, got)
+		case rec.Provider != nil:
+			got, err := dst.GetProvider(ctx, rec.Provider.Name)
+			must(t, err)
+			diff = cmp.Diff(*rec.Provider, got)
+		case rec.Account != nil:
+			got, err := dst.GetAccount(ctx, rec.Account.Subject, rec.Account.Provider)
+			must(t, err)
+			diff = cmp.Diff(*rec.Account, got)
 		}
 		if diff != "" {
 			t.Errorf("record differs on PostgreSQL (-badger +postgres):\n%s", diff)
@@ -213,7 +234,7 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 	// Every kind was exercised: two service grants and the user's, their
 	// handles (access, rotated refresh, the new pair, the code), the DCR
 	// client, the consent, the pending sign-in.
-	if n.Clients < 1 || n.Grants < 2 || n.Handles < 4 || n.Servers != 1 || n.Sessions < 1 || n.Consents != 1 {
+	if n.Clients < 1 || n.Grants < 2 || n.Handles < 4 || n.Servers != 1 || n.Sessions < 1 || n.Consents != 1 || n.Providers != 1 || n.Accounts != 2 {
 		t.Fatalf("the filled store lacks a kind of record: %s", n)
 	}
 	pgN, err := store.Count(ctx, dst)
