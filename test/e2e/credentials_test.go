@@ -55,7 +55,7 @@ func (l *upstreamLog) all() ([]string, []string) {
 // fakeMCP is a minimal MCP endpoint: it answers tools/list without a
 // credential and tools/call only when verify accepts the Authorization it
 // got, reporting the verified subject in the result.
-func fakeMCP(log *upstreamLog, verify func(ctx context.Context, authz string) (string, error)) http.Handler {
+func fakeMCP(log *upstreamLog, verify func(ctx context.Context, authz string) (string, error), header ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			ID     json.RawMessage `json:"id"`
@@ -63,6 +63,16 @@ func fakeMCP(log *upstreamLog, verify func(ctx context.Context, authz string) (s
 		}
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		authz := r.Header.Get("Authorization")
+		if len(header) > 0 {
+			// An API-key upstream: the key's header, and Authorization
+			// must be gone.
+			if authz != "" {
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = fmt.Fprint(w, "the client's Authorization reached the upstream")
+				return
+			}
+			authz = r.Header.Get(header[0])
+		}
 		result := map[string]any{"resultType": "complete"}
 		switch req.Method {
 		case "tools/list":
@@ -180,6 +190,15 @@ func TestUpstreamCredentials(t *testing.T) {
 		return me.Sub, nil
 	}))
 	t.Cleanup(idpSrv.Close)
+	const pastedKey = "user-pasted-saas-key-0123456789"
+	saasLog := &upstreamLog{}
+	saasSrv := httptest.NewServer(fakeMCP(saasLog, func(_ context.Context, key string) (string, error) {
+		if key != pastedKey {
+			return "", fmt.Errorf("wrong api key")
+		}
+		return "key-holder", nil
+	}, "X-Api-Key"))
+	t.Cleanup(saasSrv.Close)
 
 	cfgPath := filepath.Join(t.TempDir(), "warden.yaml")
 	cfg := fmt.Sprintf(`data_dir: %[1]s
@@ -246,14 +265,16 @@ xds:
 	h.cli(t, "servers", "add", "denied", "--url", exchSrv.URL+"/mcp", "--credential", "exchange", "--idp-audience", "api://forbidden")
 	h.cli(t, "servers", "add", "prov", "--url", provSrv.URL+"/mcp", "--credential", "provider", "--provider", "gh")
 	h.cli(t, "servers", "add", "idps", "--url", idpSrv.URL+"/mcp", "--credential", "idp")
-	for _, s := range []string{"exch", "denied", "prov", "idps"} {
+	h.cli(t, "providers", "add", "keys", "--kind", "api_key", "--header", "X-Api-Key")
+	h.cli(t, "servers", "add", "saas", "--url", saasSrv.URL+"/mcp", "--credential", "provider", "--provider", "keys")
+	for _, s := range []string{"exch", "denied", "prov", "idps", "saas"} {
 		waitRoute(t, proxy, "/mcp/"+s, "mcp_"+s)
 	}
 
 	// The MCP client signs alice in (DCR, PKCE, one grant for the four
 	// servers) through the proxy.
 	browser := oauthtest.NewBrowser()
-	handle := signIn(t, public, browser, []string{"exch", "denied", "prov", "idps"})
+	handle := signIn(t, public, browser, []string{"exch", "denied", "prov", "idps", "saas"})
 
 	call := func(server, version, method string) (int, string) {
 		t.Helper()
@@ -330,6 +351,15 @@ xds:
 	}
 	if out := h.cli(t, "grants", "list", "--user", idp.Alice); !strings.Contains(out, `"accounts": [`) || !strings.Contains(out, `"gh"`) {
 		t.Fatalf("grants list does not show the connected account:\n%s", out)
+	}
+
+	// ---- an API key pasted on the connect page ----
+	keyLink := elicitedURL(t, call, "saas", "2026-07-28", "keys")
+	if err := pasteKey(t, browser.Client, keyLink, pastedKey); err != nil {
+		t.Fatalf("paste key: %v", err)
+	}
+	if status, body := call("saas", "2026-07-28", "tools/call"); status != 200 || !strings.Contains(body, "sub=key-holder") {
+		t.Fatalf("api key call: %d %s", status, body)
 	}
 
 	// ---- revocation of the account, and connecting again ----
@@ -410,7 +440,7 @@ xds:
 		t.Fatalf("upstream tokens seen: %d", len(secrets))
 	}
 	cb, _ := url.Parse(callback)
-	secrets = append(secrets, handle, ghSecret, idpClientSecret, strings.TrimPrefix(link, public+"/oauth/providers/gh/connect?id="), cb.Query().Get("code"))
+	secrets = append(secrets, handle, ghSecret, idpClientSecret, pastedKey, strings.TrimPrefix(link, public+"/oauth/providers/gh/connect?id="), cb.Query().Get("code"))
 
 	// ---- audit: every credential event, no secret anywhere ----
 	h.warden.stop()
@@ -538,8 +568,12 @@ func mcpCall(t *testing.T, public, handle, server, version, method string) (int,
 
 // elicitedURL makes a tools/call that must be answered with a URL
 // elicitation in the form of version and returns its URL.
-func elicitedURL(t *testing.T, call func(server, version, method string) (int, string), server, version string) string {
+func elicitedURL(t *testing.T, call func(server, version, method string) (int, string), server, version string, provider ...string) string {
 	t.Helper()
+	prov := "gh"
+	if len(provider) > 0 {
+		prov = provider[0]
+	}
 	status, body := call(server, version, "tools/call")
 	if status != 200 {
 		t.Fatalf("%s tools/call without an account (%s): %d %s", server, version, status, body)
@@ -571,7 +605,7 @@ func elicitedURL(t *testing.T, call func(server, version, method string) (int, s
 		t.Fatalf("elicitation body %s: %v", body, err)
 	}
 	if version == "2026-07-28" {
-		r := msg.Result.InputRequests["warden_connect_gh"]
+		r := msg.Result.InputRequests["warden_connect_"+prov]
 		if msg.Result.ResultType != "input_required" || r.Method != "elicitation/create" || r.Params.Mode != "url" || r.Params.URL == "" {
 			t.Fatalf("2026-07-28 elicitation: %s", body)
 		}
@@ -668,6 +702,36 @@ func connect(t *testing.T, client *http.Client, link string) (string, error) {
 		return callback, fmt.Errorf("after connecting: %s", tagRE.ReplaceAllString(page, " "))
 	}
 	return callback, nil
+}
+
+// pasteKey opens a connect link and saves an API key on the page.
+func pasteKey(t *testing.T, client *http.Client, link, key string) error {
+	t.Helper()
+	_, page, _, err := walk(client, mustGet(link))
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(page, `type="password" id="key" name="key"`) {
+		return fmt.Errorf("no key field on the connect page")
+	}
+	form := url.Values{"action": {"key"}, "key": {key}}
+	for _, m := range hiddenField.FindAllStringSubmatch(page, -1) {
+		form.Set(m[1], html.UnescapeString(m[2]))
+	}
+	action := postAction.FindStringSubmatch(page)
+	if action == nil {
+		return fmt.Errorf("no form on the connect page")
+	}
+	req, _ := http.NewRequest(http.MethodPost, html.UnescapeString(action[1]), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	_, page, _, err = walk(client, req)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(page, "Saved.") {
+		return fmt.Errorf("after saving: %s", tagRE.ReplaceAllString(page, " "))
+	}
+	return nil
 }
 
 func mustGet(u string) *http.Request {
