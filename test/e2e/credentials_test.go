@@ -426,6 +426,11 @@ xds:
 	if len(exchSubs) != 2 || len(provSubs) != 53 {
 		t.Fatalf("verified calls: exch %v prov %v", exchSubs, provSubs)
 	}
+	// The provider upstream got the one tools/list and the 53 verified
+	// calls: no elicited call ever reached it.
+	if len(provAuthzs) != 54 || provAuthzs[0] != "" {
+		t.Fatalf("the provider upstream got %d requests (want 54), the first with Authorization %q", len(provAuthzs), provAuthzs[0] != "")
+	}
 	var secrets []string
 	exchAuthzs, _ := exchLog.all()
 	for _, a := range append(append(provAuthzs, idpAuthzs...), exchAuthzs...) {
