@@ -9,8 +9,12 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jwt"
+
 	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/grant"
+	"github.com/warden-mcp/warden/internal/handle"
+	"github.com/warden-mcp/warden/internal/keys"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/internal/upstream"
 	"github.com/warden-mcp/warden/oauth"
@@ -45,6 +49,22 @@ type accountRevoker struct{ g *grant.Service }
 func (a accountRevoker) RevokeAccount(ctx context.Context, actor, subject, provider, reason string) error {
 	_, err := a.g.RevokeAccounts(ctx, actor, grant.AccountTarget{Provider: provider, Subject: subject}, reason)
 	return err
+}
+
+// actorTokens signs the actor_token of a token exchange: the MCP client,
+// as Warden vouches for it, for one minute and one token endpoint.
+func actorTokens(signer *keys.Signer, issuer string) func(store.Grant, string) (string, error) {
+	return func(g store.Grant, audience string) (string, error) {
+		now := time.Now()
+		jti, _ := handle.New("")
+		t, err := jwt.NewBuilder().Issuer(issuer).Subject(g.ClientID).Audience([]string{audience}).
+			IssuedAt(now).Expiration(now.Add(time.Minute)).JwtID(jti[:22]).Build()
+		if err != nil {
+			return "", err
+		}
+		raw, err := signer.Sign(t)
+		return string(raw), err
+	}
 }
 
 // brokerOptions maps the config file to the credential broker's options.

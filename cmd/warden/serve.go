@@ -160,6 +160,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	late := &lateOAuth{}
 	brokerOpts := brokerOptions(cfg, log)
 	brokerOpts.Store, brokerOpts.Keyring, brokerOpts.Audit, brokerOpts.IdP, brokerOpts.Revoker = st, ring, trail, late, accountRevoker{grants}
+	if cfg.Credentials.Exchange.ActorToken {
+		brokerOpts.Exchange.Actor = actorTokens(signer, cfg.Issuer())
+	}
 	broker, err := upstream.New(brokerOpts)
 	if err != nil {
 		return err

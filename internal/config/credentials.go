@@ -32,6 +32,10 @@ type TokenExchange struct {
 	Flavor string `json:"flavor,omitempty"`
 	// Resource also sends the audience as the RFC 8707 resource parameter.
 	Resource bool `json:"resource,omitempty"`
+	// ActorToken sends an actor_token (a JWT Warden signs, sub = the MCP
+	// client's id, verifiable at Warden's JWKS) so that the IdP can name
+	// the client in the act claim of the token it mints.
+	ActorToken bool `json:"actor_token,omitempty"`
 }
 
 // Provider declares a third-party credential provider in the file

@@ -19,6 +19,7 @@ const (
 	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 	grantJWTBearer     = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 	typeAccessToken    = "urn:ietf:params:oauth:token-type:access_token"
+	typeJWT            = "urn:ietf:params:oauth:token-type:jwt"
 )
 
 // exchangeKind is the session kind of cached exchanged tokens; the id is
@@ -45,7 +46,7 @@ func (b *Broker) exchange(ctx context.Context, srv store.Server, g store.Grant) 
 		if err != nil {
 			return nil, err
 		}
-		tok, err := b.postExchange(ctx, srv, strings.TrimPrefix(subject.Value, "Bearer "))
+		tok, err := b.postExchange(ctx, srv, g, strings.TrimPrefix(subject.Value, "Bearer "))
 		if err != nil {
 			var re *RefusedError
 			if errors.As(err, &re) {
@@ -94,7 +95,7 @@ func (b *Broker) cachedExchange(ctx context.Context, id, aad string) (Credential
 
 // postExchange makes the token request. Warden authenticates with
 // client_secret_basic (RFC 6749 2.3.1: both parts form-encoded first).
-func (b *Broker) postExchange(ctx context.Context, srv store.Server, subjectToken string) (Secret, error) {
+func (b *Broker) postExchange(ctx context.Context, srv store.Server, g store.Grant, subjectToken string) (Secret, error) {
 	x := b.o.Exchange
 	form := url.Values{}
 	scope := strings.Join(srv.IdPScopes, " ")
@@ -118,6 +119,14 @@ func (b *Broker) postExchange(ctx context.Context, srv store.Server, subjectToke
 			if x.Resource {
 				form.Set("resource", srv.IdPAudience)
 			}
+		}
+		if x.Actor != nil {
+			actor, err := x.Actor(g, x.TokenURL)
+			if err != nil {
+				return Secret{}, fmt.Errorf("actor token: %w", err)
+			}
+			form.Set("actor_token", actor)
+			form.Set("actor_token_type", typeJWT)
 		}
 	}
 	if scope != "" {

@@ -90,6 +90,10 @@ type ExchangeOptions struct {
 	// Resource also sends the audience as RFC 8707 resource (IdPs that
 	// read resource rather than audience).
 	Resource bool
+	// Actor, when set, makes the actor_token of an RFC 8693 exchange: a
+	// JWT Warden signs naming the MCP client (sub = client id), for IdPs
+	// that record the actor (act) in the token they mint.
+	Actor func(g store.Grant, audience string) (string, error)
 }
 
 // Options configure a Broker. Store, Keyring and Audit are required.

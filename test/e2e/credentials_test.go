@@ -113,6 +113,7 @@ func TestUpstreamCredentials(t *testing.T) {
 	ent := idp.Start(t, idp.Options{
 		Clients:        []idp.Client{{ID: "warden", Secret: idpClientSecret, RedirectURIs: []string{public + "/oauth/callback"}}},
 		AccessTokenTTL: idpTTL, TokenExchange: true, RefuseAudiences: []string{"api://forbidden"},
+		ActorJWKSURL: public + "/oauth/jwks", ActorIssuer: public,
 	})
 	// The third-party provider: no DCR for Warden, one pre-registered
 	// client whose only redirect URI is Warden's static callback.
@@ -129,6 +130,7 @@ func TestUpstreamCredentials(t *testing.T) {
 	}
 	exchVerifier := entOIDC.Verifier(&oidc.Config{ClientID: "api://exch"})
 	exchLog, provLog, idpLog := &upstreamLog{}, &upstreamLog{}, &upstreamLog{}
+	exchActors := make(chan string, 10)
 	bearerOf := func(a string) (string, error) {
 		tok, ok := strings.CutPrefix(a, "Bearer ")
 		if !ok || tok == "" {
@@ -145,6 +147,15 @@ func TestUpstreamCredentials(t *testing.T) {
 		if err != nil {
 			return "", err
 		}
+		var claims struct {
+			Act struct {
+				Sub string `json:"sub"`
+			} `json:"act"`
+		}
+		if err := idt.Claims(&claims); err != nil || claims.Act.Sub == "" {
+			return "", fmt.Errorf("exchanged token names no actor")
+		}
+		exchActors <- claims.Act.Sub
 		return idt.Subject, nil
 	}))
 	t.Cleanup(exchSrv.Close)
@@ -231,6 +242,7 @@ credentials:
   connect_ttl: 3s
   exchange:
     token_url: %[8]s/token
+    actor_token: true
 xds:
   node_ids: [%[9]s]
   warden_authz_address: 127.0.0.1:%[4]s
@@ -274,7 +286,7 @@ xds:
 	// The MCP client signs alice in (DCR, PKCE, one grant for the four
 	// servers) through the proxy.
 	browser := oauthtest.NewBrowser()
-	handle := signIn(t, public, browser, []string{"exch", "denied", "prov", "idps", "saas"})
+	handle, clientID := signIn(t, public, browser, []string{"exch", "denied", "prov", "idps", "saas"})
 
 	call := func(server, version, method string) (int, string) {
 		t.Helper()
@@ -291,6 +303,10 @@ xds:
 	}
 	if n := ent.Counts(t)["urn:ietf:params:oauth:grant-type:token-exchange"]; n != 1 {
 		t.Fatalf("%d exchanges at the IdP for two calls, want 1 (cached sealed per grant and server)", n)
+	}
+	// The IdP verified Warden's actor token and named the MCP client.
+	if actor := <-exchActors; actor != clientID {
+		t.Fatalf("act.sub of the exchanged token is %q, want the MCP client %q", actor, clientID)
 	}
 	// Refused by the IdP: a clear 403 with the reason, nothing cached.
 	for i := 0; i < 2; i++ {
@@ -487,7 +503,7 @@ func (h *harness) cliEnv(t *testing.T, env []string, args ...string) string {
 
 // signIn registers a public client, walks the authorization code flow in
 // browser and returns the access handle for servers.
-func signIn(t *testing.T, public string, browser *oauthtest.Browser, servers []string) string {
+func signIn(t *testing.T, public string, browser *oauthtest.Browser, servers []string) (string, string) {
 	t.Helper()
 	const redirect = "http://127.0.0.1:9/cb"
 	reg, _ := json.Marshal(map[string]any{"redirect_uris": []string{redirect}, "token_endpoint_auth_method": "none",
@@ -534,7 +550,7 @@ func signIn(t *testing.T, public string, browser *oauthtest.Browser, servers []s
 	if json.Unmarshal(raw, &tok) != nil || tok.AccessToken == "" {
 		t.Fatalf("token: %d %s", resp.StatusCode, raw)
 	}
-	return tok.AccessToken
+	return tok.AccessToken, client.ID
 }
 
 // mcpCall sends one JSON-RPC request the way an MCP client of that

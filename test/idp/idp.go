@@ -71,6 +71,9 @@ type Options struct {
 	// audiences in RefuseAudiences are refused with invalid_target.
 	TokenExchange   bool
 	RefuseAudiences []string
+	// ActorJWKSURL and ActorIssuer: whose actor tokens the exchange
+	// accepts (Warden's JWKS and issuer).
+	ActorJWKSURL, ActorIssuer string
 }
 
 // Provider is a running oidc-provider.
@@ -104,6 +107,7 @@ func Start(t testing.TB, o Options) *Provider {
 	if o.TokenExchange {
 		cfg["token_exchange"] = true
 		cfg["refuse_audiences"] = o.RefuseAudiences
+		cfg["actor_jwks_url"], cfg["actor_issuer"] = o.ActorJWKSURL, o.ActorIssuer
 	}
 	raw, _ := json.Marshal(cfg)
 	p := &Provider{}

@@ -23,11 +23,13 @@
 // subject_token must be a live access token this provider issued, and the
 // answer is a JWT for the requested audience (aud), signed with the key in
 // the provider's JWKS, with act naming the exchanging client. Audiences in
-// "refuse_audiences" are refused with invalid_target.
+// "refuse_audiences" are refused with invalid_target. With "actor_jwks_url"
+// and "actor_issuer" an actor_token (a JWT of that issuer, aud = this token
+// endpoint) is verified and its sub becomes act.sub.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
-import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import { SignJWT, exportJWK, generateKeyPair, createRemoteJWKSet, jwtVerify } from 'jose';
 
 const cfg = JSON.parse(process.argv[2] || '{}');
 
@@ -49,6 +51,7 @@ function readJSON(req) {
 }
 
 const counts = {};
+let actorJWKS;
 const count = (k) => { counts[k] = (counts[k] || 0) + 1; };
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
@@ -125,9 +128,26 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
         count('exchange_refused');
         throw new errors.InvalidTarget('the requested audience is not allowed for this client');
       }
+      // The actor (RFC 8693 4.1): a JWT from the trusted actor issuer
+      // (Warden) naming the client; without one, the exchanging client.
+      let actor = ctx.oidc.client.clientId;
+      if (p.actor_token) {
+        if (!cfg.actor_jwks_url || p.actor_token_type !== 'urn:ietf:params:oauth:token-type:jwt') {
+          count('exchange_refused');
+          throw new errors.InvalidRequest('unsupported actor_token');
+        }
+        try {
+          actorJWKS ||= createRemoteJWKSet(new URL(cfg.actor_jwks_url));
+          const { payload } = await jwtVerify(p.actor_token, actorJWKS, { issuer: cfg.actor_issuer, audience: `${issuer}/token` });
+          actor = payload.sub;
+        } catch (e) {
+          count('exchange_refused');
+          throw new errors.InvalidGrant(`actor_token is invalid: ${e.code || 'unverified'}`);
+        }
+      }
       const ttl = cfg.exchanged_token_ttl || 300;
       const now = Math.floor(Date.now() / 1000);
-      const jwt = await new SignJWT({ scope: p.scope || '', client_id: ctx.oidc.client.clientId, act: { sub: ctx.oidc.client.clientId } })
+      const jwt = await new SignJWT({ scope: p.scope || '', client_id: ctx.oidc.client.clientId, act: { sub: actor } })
         .setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: 'at+jwt' })
         .setIssuer(issuer).setSubject(subject.accountId).setAudience(audience)
         .setIssuedAt(now).setExpirationTime(now + ttl).setJti(crypto.randomUUID())
