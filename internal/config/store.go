@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Store backends.
@@ -29,6 +30,11 @@ type Postgres struct {
 	// MaxConns bounds the connection pool; 0 keeps the driver's default
 	// (4, or the number of CPUs if more).
 	MaxConns int `json:"max_conns"`
+	// ReplicaLease is how long a replica's hot cache stays usable without
+	// renewing its lease in the database: the longest a revocation waits
+	// for a replica that stopped answering, and the longest a replica cut
+	// off from PostgreSQL answers from its cache. 0 means 10s.
+	ReplicaLease Duration `json:"replica_lease"`
 }
 
 func defaultStore() Store { return Store{Backend: BackendBadger} }
@@ -43,6 +49,9 @@ func (s Store) validate() []error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("store.backend: must be badger or postgres, got %q", s.Backend))
+	}
+	if s.Postgres.ReplicaLease < 0 || (s.Postgres.ReplicaLease > 0 && s.Postgres.ReplicaLease.D() < 500*time.Millisecond) {
+		errs = append(errs, fmt.Errorf("store.postgres.replica_lease: must be at least 500ms"))
 	}
 	if s.Postgres.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("store.postgres.max_conns: must not be negative"))
