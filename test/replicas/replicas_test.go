@@ -111,7 +111,11 @@ type lockedWriter struct {
 	b  *bytes.Buffer
 }
 
-func (w lockedWriter) Write(p []byte) (int, error) { w.mu.Lock(); defer w.mu.Unlock(); return w.b.Write(p) }
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
 
 func startReplica(t *testing.T, bin, name, dsn, sealing, pdir string) *replica {
 	dir := t.TempDir()
@@ -465,4 +469,3 @@ func httpAddr(t *testing.T, r *replica) string {
 	t.Fatal("no http address")
 	return ""
 }
-
