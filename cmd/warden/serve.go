@@ -102,7 +102,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log)
+	st, err := openServeStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -118,6 +118,14 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	if created {
 		log.Info("generated signing key", "file", cfg.Keys.SigningFile, "kid", signer.KeyID())
+	}
+	// On PostgreSQL the keys every replica uses live in the store.
+	shared, err := shareKeys(ctx, st, ring, signer, log)
+	if err != nil {
+		return err
+	}
+	if shared != nil {
+		ring, signer = shared.ring.Keyring, shared.signer
 	}
 	adminToken, created, err := admin.LoadOrCreateToken(cfg.Keys.AdminTokenFile)
 	if err != nil {
@@ -226,6 +234,12 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return signer.KeyID(), nil
 		},
 		RotateSealing: func() (string, error) {
+			if shared != nil {
+				if err := shared.ring.Rotate(context.Background()); err != nil {
+					return "", err
+				}
+				return shared.ring.Primary(), nil
+			}
 			if ringFromEnv {
 				return "", errors.New("the keyring comes from WARDEN_SEALING_KEYS: put a new key first in it and restart")
 			}
@@ -263,6 +277,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	oauthOpts.Store, oauthOpts.Grants, oauthOpts.Signer, oauthOpts.Keyring, oauthOpts.Auditor = st, grants, signer, ring, trail
 	oauthOpts.Logger, oauthOpts.Registerer = log, reg
+	oauthOpts.SharedLimits = sharedLimits(st)
 	authServer, err := oauth.New(oauthOpts)
 	if err != nil {
 		return err
@@ -310,6 +325,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	g.Go(func() error { maintain(gctx, st, log); return nil })
 	g.Go(func() error { lastUse.Run(gctx); return nil })
+	if shared != nil {
+		g.Go(func() error { shared.watch(gctx, servers); return nil })
+	}
 	if cfgPath != "" {
 		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_config_reloads_total", Help: "Config file changes seen, by result."}, []string{"result"})
 		reg.MustRegister(reloads)

@@ -56,6 +56,9 @@ type Options struct {
 	Now    func() time.Time
 	// OnWriteError is called for each failed store write (metrics).
 	OnWriteError func(error)
+	// OnRechain is called when a batch had to be chained again because
+	// another writer appended first (replicas sharing one trail).
+	OnRechain func()
 }
 
 // Trail appends events to the hash chain.
@@ -234,19 +237,24 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 	if t.opts.Sink != nil || ls != nil {
 		lines = make([]byte, 0, 512*len(batch))
 	}
-	h := prev
-	for i, p := range batch {
-		ev := p.ev
-		ev.Seq = seq + uint64(i) + 1
-		ev.PrevHash = h
-		var line []byte
-		ev.Hash, line = hashAndEncode(ev)
-		h = ev.Hash
-		events[i] = ev
-		if lines != nil {
-			lines = append(append(lines, line...), '\n')
+	var h string
+	chain := func() {
+		lines = lines[:0]
+		h = prev
+		for i, p := range batch {
+			ev := p.ev
+			ev.Seq = seq + uint64(i) + 1
+			ev.PrevHash = h
+			var line []byte
+			ev.Hash, line = hashAndEncode(ev)
+			h = ev.Hash
+			events[i] = ev
+			if lines != nil {
+				lines = append(append(lines, line...), '\n')
+			}
 		}
 	}
+	chain()
 	backoff := 10 * time.Millisecond
 	for {
 		var err error
@@ -256,6 +264,28 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			err = t.st.AppendAudit(context.Background(), events...)
 		}
 		if err == nil {
+			break
+		}
+		if errors.Is(err, store.ErrAlreadyExists) && t.landed(events) {
+			// An earlier attempt of this very batch committed although
+			// its write reported an error.
+			break
+		}
+		if errors.Is(err, store.ErrAlreadyExists) {
+			// Another writer (a replica on the same PostgreSQL schema)
+			// appended since this trail last did: continue the chain after
+			// its events, re-chaining this batch onto the new head.
+			if head, herr := t.st.LastAudit(context.Background()); herr == nil && head.Seq >= seq+1 {
+				seq, prev = head.Seq, head.Hash
+				chain()
+				if t.opts.OnRechain != nil {
+					t.opts.OnRechain()
+				}
+				continue
+			}
+		} else if t.landed(events) {
+			// The write failed to report but committed (a connection lost
+			// after COMMIT): writing it again would store it twice.
 			break
 		}
 		if t.opts.OnWriteError != nil {
@@ -298,6 +328,24 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		}
 	}
 	return events[len(events)-1].Seq, h
+}
+
+// landed reports whether events, whose write returned an error, are
+// stored all the same: the stored event at the first seq has the first
+// event's hash (which covers its seq, content and link), and so on.
+func (t *Trail) landed(events []store.AuditEvent) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := t.st.ListAudit(ctx, events[0].Seq, len(events))
+	if err != nil || len(got) != len(events) {
+		return false
+	}
+	for i := range got {
+		if got[i].Hash != events[i].Hash {
+			return false
+		}
+	}
+	return true
 }
 
 // Hash is the chain hash of ev: SHA-256 over the event's JSON encoding with

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Store backends.
@@ -50,6 +51,11 @@ type Postgres struct {
 	// MaxConns bounds the connection pool; 0 keeps the driver's default
 	// (4, or the number of CPUs if more).
 	MaxConns int `json:"max_conns"`
+	// ReplicaLease is how long a replica's hot cache stays usable without
+	// renewing its lease in the database: the longest a revocation waits
+	// for a replica that stopped answering, and the longest a replica cut
+	// off from PostgreSQL answers from its cache. 0 means 10s.
+	ReplicaLease Duration `json:"replica_lease"`
 }
 
 func defaultStore() Store { return Store{Backend: BackendBadger} }
@@ -67,6 +73,9 @@ func (s Store) validate() []error {
 	}
 	if _, err := ParseBytes(s.Badger.DiskReserve); err != nil {
 		errs = append(errs, fmt.Errorf("store.badger.disk_reserve: %w", err))
+	}
+	if s.Postgres.ReplicaLease < 0 || (s.Postgres.ReplicaLease > 0 && s.Postgres.ReplicaLease.D() < 500*time.Millisecond) {
+		errs = append(errs, fmt.Errorf("store.postgres.replica_lease: must be at least 500ms"))
 	}
 	if s.Postgres.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("store.postgres.max_conns: must not be negative"))

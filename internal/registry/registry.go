@@ -410,3 +410,8 @@ func (r *Registry) notify() {
 		}
 	}
 }
+
+// Changed runs the change hooks and signals as after a change made here,
+// for a change another replica made in the shared store (the PostgreSQL
+// store notifies it).
+func (r *Registry) Changed() { r.notify() }
