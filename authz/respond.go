@@ -33,9 +33,12 @@ type outcome struct {
 	body    string
 	// failure names the internal failure when status is 503.
 	failure failureClass
+	// answered marks a 200 that Warden answers itself, for the upstream
+	// (a URL elicitation): a denied response as far as Envoy is concerned.
+	answered bool
 }
 
-func (o outcome) allowed() bool { return o.status == http.StatusOK }
+func (o outcome) allowed() bool { return o.status == http.StatusOK && !o.answered }
 
 // failureClass names why Warden could not decide; each is a label value of
 // warden_authz_failures_total.

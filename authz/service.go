@@ -120,9 +120,14 @@ type Options struct {
 	Tasks TaskOrigins
 	// LastUse, when set, is told of every allow.
 	LastUse UseRecorder
-	Metrics *Metrics
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Accounts and Connect serve "provider" servers: whether the user has
+	// connected an account, and the connect link of a URL elicitation.
+	// Nil: provider servers fail closed (503).
+	Accounts Accounts
+	Connect  ConnectLinks
+	Metrics  *Metrics
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Service implements authv3.AuthorizationServer.
@@ -140,6 +145,7 @@ type callerKey struct {
 	digest                      string
 	handleVer, grantVer, srvVer uint64
 	server                      string
+	connected                   bool
 }
 
 // callersMax bounds cached policy callers (one per live handle and server).

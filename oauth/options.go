@@ -82,6 +82,13 @@ type Options struct {
 	// HTTPClient is used for Client ID Metadata Document fetches (behind
 	// an SSRF guard); defaults to a client with a 10s timeout.
 	HTTPClient *http.Client
+
+	// ConnectTTL is the lifetime of a connect URL handed to an MCP client
+	// (single use, bound to the user; default 10m).
+	ConnectTTL time.Duration
+	// ProviderClient makes the token requests to third-party providers;
+	// defaults to a client with a 15s timeout.
+	ProviderClient *http.Client
 }
 
 // RegistrationMode is the Dynamic Client Registration policy.
@@ -191,6 +198,10 @@ func (o *Options) defaults() {
 	}
 	setD(&o.UpstreamRefreshMargin, time.Minute)
 	setD(&o.LoginTTL, 10*time.Minute)
+	setD(&o.ConnectTTL, 10*time.Minute)
+	if o.ProviderClient == nil {
+		o.ProviderClient = &http.Client{Timeout: 15 * time.Second}
+	}
 	if o.Registration.Mode == "" {
 		o.Registration.Mode = RegistrationOpen
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/warden-mcp/warden/internal/registry"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/upstream"
 	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
@@ -157,6 +158,20 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
+	providers := upstream.NewProviders(st, ring, trail, nil, func(ctx context.Context, actor, name string) error {
+		_, err := grants.RevokeAccounts(ctx, actor, grant.AccountTarget{Provider: name}, grant.ReasonProviderRemoved)
+		return err
+	})
+	if err := providers.Reconcile(ctx, providerSpecs(cfg.Providers)); err != nil {
+		log.Error("config providers not fully applied", "err", err)
+	}
+	late := &lateOAuth{}
+	brokerOpts := brokerOptions(cfg, log)
+	brokerOpts.Store, brokerOpts.Keyring, brokerOpts.Audit, brokerOpts.IdP, brokerOpts.Revoker = st, ring, trail, late, accountRevoker{grants}
+	broker, err := upstream.New(brokerOpts)
+	if err != nil {
+		return err
+	}
 	servers := registry.New(st, trail, ring, nil)
 	// Removing a server revokes its grants like revoke --server.
 	servers.OnRemove(func(ctx context.Context, actor, name string) error {
@@ -177,6 +192,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	attacher, err := authz.NewAttacher(authz.AttacherOptions{
 		Signer: signer, Opener: ring, Issuer: cfg.Issuer(), ResourceURL: cfg.ResourceURL, TTL: cfg.Authz.JWTTTL.D(),
 		SubjectHeader: cfg.Authz.Identity.Subject, ClientHeader: cfg.Authz.Identity.Client,
+		Credentials: broker, RenewBefore: cfg.Credentials.RefreshMargin.D(),
 	})
 	if err != nil {
 		return err
@@ -189,6 +205,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
 		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
+		Accounts: st, Connect: late,
 	})
 	if err != nil {
 		return err
@@ -227,6 +244,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		Tokens: tokens, Store: st, Registry: servers, Grants: grants, Audit: trail, Usage: lastUse,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
 		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
+		Providers: providers, ProviderCallbackURL: providerCallbackURL(cfg),
 		RotateSigning: func() (string, error) {
 			if err := signer.Rotate(); err != nil {
 				return "", err
@@ -278,10 +296,12 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	oauthOpts.Store, oauthOpts.Grants, oauthOpts.Signer, oauthOpts.Keyring, oauthOpts.Auditor = st, grants, signer, ring, trail
 	oauthOpts.Logger, oauthOpts.Registerer = log, reg
 	oauthOpts.SharedLimits = sharedLimits(st)
+	oauthOpts.ConnectTTL = cfg.Credentials.ConnectTTL.D()
 	authServer, err := oauth.New(oauthOpts)
 	if err != nil {
 		return err
 	}
+	late.s = authServer
 	if err := showBootstrap(boot, stderr, cfg.DataDir, log); err != nil {
 		return err
 	}

@@ -49,6 +49,10 @@ type Config struct {
 	Runtime   Runtime `json:"runtime"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
+	// Credentials configures the idp, exchange and provider modes;
+	// Providers are the third-party providers declared in the file.
+	Credentials Credentials `json:"credentials"`
+	Providers   []Provider  `json:"providers,omitempty"`
 }
 
 // Debug holds diagnostics that are off by default.
@@ -445,6 +449,8 @@ func (c Config) Validate() error {
 	errs = append(errs, c.OAuth.validate()...)
 	errs = append(errs, c.XDS.validate()...)
 	errs = append(errs, c.Admin.validate()...)
+	errs = append(errs, c.Credentials.validate()...)
+	errs = append(errs, validateProviders(c.Providers)...)
 	names := map[string]bool{}
 	for i, s := range c.Servers {
 		if names[s.Name] {

@@ -81,6 +81,9 @@ type Store interface {
 	// LastAudit returns the newest event, or ErrNotFound on an empty trail.
 	LastAudit(ctx context.Context) (AuditEvent, error)
 
+	// Credentials: third-party providers and users' connected accounts.
+	Credentials
+
 	Close() error
 }
 

@@ -154,6 +154,16 @@ type Server struct {
 	ConnectTimeout time.Duration `json:"connect_timeout,omitempty"`
 	IdleTimeout    time.Duration `json:"idle_timeout,omitempty"`
 	RequestTimeout time.Duration `json:"request_timeout,omitempty"`
+	// IdPAudience and IdPScopes are what an "exchange" server's token is
+	// requested for at the IdP (RFC 8693 audience and scope).
+	IdPAudience string   `json:"idp_audience,omitempty"`
+	IdPScopes   []string `json:"idp_scopes,omitempty"`
+	// Provider names the provider of a "provider" server.
+	Provider string `json:"provider,omitempty"`
+	// Unconnected is what a "provider" server does with a request from a
+	// user who has not connected an account: UnconnectedElicit (the
+	// default), UnconnectedElicitAll or UnconnectedPass.
+	Unconnected string `json:"unconnected,omitempty"`
 	// Source is "api" for servers managed through the admin API and
 	// "config" for servers reconciled from the config file.
 	Source    string    `json:"source,omitempty"`

@@ -44,6 +44,9 @@ func Run(t *testing.T, b Backend) {
 		{"UpdaterErrorAborts", testUpdaterErrorAborts},
 		{"Audit", testAudit},
 		{"Durability", testDurability},
+		{"Providers", testProviders},
+		{"Accounts", testAccounts},
+		{"ConcurrentAccountUpdates", testConcurrentAccountUpdates},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, b) })
