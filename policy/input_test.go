@@ -136,7 +136,7 @@ func TestInputJSONNames(t *testing.T) {
 	for _, k := range obj.Keys() {
 		keys = append(keys, string(k.Value.(ast.String)))
 	}
-	want := []string{"client", "grant", "mcp", "request", "server", "subject", "version"}
+	want := []string{"client", "grant", "mcp", "request", "server", "subject", "tool", "version"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Fatalf("top-level keys %v want %v", keys, want)
 	}
