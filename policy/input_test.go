@@ -106,7 +106,8 @@ func TestInputValueEmptyHasEveryField(t *testing.T) {
 			"task": {"id": "", "method": ""},
 			"subscriptions": {"tools_list_changed": false, "prompts_list_changed": false, "resources_list_changed": false, "resources": [], "tasks": []}},
 		"request": {"id": "", "method": "", "path": "", "host": "", "headers": {}, "time": ""},
-		"grant": {"id": "", "scopes": [], "servers": []}
+		"grant": {"id": "", "scopes": [], "servers": []},
+		"tool": {"pinned": false, "changed": false}
 	}`).Value
 	if got.Compare(want) != 0 {
 		t.Fatalf("\n got %v\nwant %v", got, want)
