@@ -39,7 +39,7 @@ func serverSpecs(servers []config.Server) []registry.Spec {
 	for _, s := range servers {
 		out = append(out, registry.Spec{
 			Name: s.Name, URL: s.URL, Credential: s.Credential, Scopes: s.Scopes, StepUpScopes: s.StepUpScopes,
-			Labels: s.Labels, Description: s.Description,
+			Labels: s.Labels, Description: s.Description, Pinning: s.Pinning, PinNewTools: s.PinNewTools,
 		})
 	}
 	return out
