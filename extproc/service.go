@@ -306,4 +306,3 @@ func (s *Service) responseBody(ctx context.Context, ex *exchange, b *extprocv3.H
 	ex.pending = append([]byte(nil), ex.pending...)
 	return bodyResponse(out, true)
 }
-
