@@ -39,7 +39,7 @@ import (
 const publicURL = "https://mcp.example.com"
 
 func resourceURL(s string) string { return publicURL + "/mcp/" + s }
-func prmURL(s string) string       { return publicURL + "/.well-known/oauth-protected-resource/mcp/" + s }
+func prmURL(s string) string      { return publicURL + "/.well-known/oauth-protected-resource/mcp/" + s }
 
 // testPolicy: staff may call the tools in data.staff_tools, admins every
 // tool; prompts and resources under file:///public/ are for everyone;
