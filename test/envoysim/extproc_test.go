@@ -104,7 +104,7 @@ const (
 func withExtProc(t *testing.T, tweak func(*extprocv3.ExternalProcessor)) func(*resources) {
 	return func(r *resources) {
 		ep := &extprocv3.ExternalProcessor{
-			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "warden_authz"}}},
+			GrpcService:       &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "warden_authz"}}},
 			ProcessingMode:    mode(skip, send, extprocv3.ProcessingMode_NONE),
 			MessageTimeout:    durationpb.New(5 * time.Second),
 			AllowModeOverride: true,
@@ -383,13 +383,22 @@ func TestExtProcPerRoute(t *testing.T) {
 // silently ignored.
 func TestExtProcUnsupportedIsRefused(t *testing.T) {
 	for name, tweak := range map[string]func(*extprocv3.ExternalProcessor){
-		"request body":    func(ep *extprocv3.ExternalProcessor) { ep.ProcessingMode.RequestBodyMode = extprocv3.ProcessingMode_BUFFERED },
-		"full duplex":     func(ep *extprocv3.ExternalProcessor) { ep.ProcessingMode.ResponseBodyMode = extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED },
-		"observability":   func(ep *extprocv3.ExternalProcessor) { ep.ObservabilityMode = true },
-		"trailers":        func(ep *extprocv3.ExternalProcessor) { ep.ProcessingMode.ResponseTrailerMode = send },
-		"receiving ns":    func(ep *extprocv3.ExternalProcessor) { ep.MetadataOptions.ReceivingNamespaces = &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{"x"}} },
-		"attributes":      func(ep *extprocv3.ExternalProcessor) { ep.ResponseAttributes = []string{"response.code"} },
-		"no grpc service": func(ep *extprocv3.ExternalProcessor) { ep.GrpcService = nil; ep.HttpService = &extprocv3.ExtProcHttpService{} },
+		"request body": func(ep *extprocv3.ExternalProcessor) {
+			ep.ProcessingMode.RequestBodyMode = extprocv3.ProcessingMode_BUFFERED
+		},
+		"full duplex": func(ep *extprocv3.ExternalProcessor) {
+			ep.ProcessingMode.ResponseBodyMode = extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+		},
+		"observability": func(ep *extprocv3.ExternalProcessor) { ep.ObservabilityMode = true },
+		"trailers":      func(ep *extprocv3.ExternalProcessor) { ep.ProcessingMode.ResponseTrailerMode = send },
+		"receiving ns": func(ep *extprocv3.ExternalProcessor) {
+			ep.MetadataOptions.ReceivingNamespaces = &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{"x"}}
+		},
+		"attributes": func(ep *extprocv3.ExternalProcessor) { ep.ResponseAttributes = []string{"response.code"} },
+		"no grpc service": func(ep *extprocv3.ExternalProcessor) {
+			ep.GrpcService = nil
+			ep.HttpService = &extprocv3.ExtProcHttpService{}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := &resources{}
