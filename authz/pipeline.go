@@ -288,6 +288,9 @@ func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
 
 // decideOne asks policy about message i as in describes it.
 func (s *Service) decideOne(ctx context.Context, c *check, in *policy.Input, i int) (outcome, bool) {
+	if o, done := s.pinned(ctx, c, in, i); done {
+		return o, true
+	}
 	d, err := s.o.Policy.Decide(ctx, in)
 	if err != nil {
 		if ctx.Err() != nil {

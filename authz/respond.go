@@ -265,7 +265,11 @@ func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.Check
 		s.o.LastUse.Used(c.grant.ID, c.server, c.start)
 	}
 	s.o.Metrics.observe(o, s.o.Now().Sub(c.start))
-	return respond(o)
+	resp := respond(o)
+	if o.allowed() {
+		resp.DynamicMetadata = s.responseMetadata(c)
+	}
+	return resp
 }
 
 // respond builds the CheckResponse of an outcome.

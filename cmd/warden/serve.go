@@ -198,6 +198,10 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		return err
 	}
 	tasks := taskStore(st)
+	pins, err := toolPins(st, trail, catalog, reg, log)
+	if err != nil {
+		return err
+	}
 	lastUse := usage.New(usage.Options{Store: st, Logger: log})
 	svc, err := authz.New(authz.Options{
 		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: attacher, Tasks: tasks,
@@ -206,6 +210,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
 		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
 		Accounts: st, Connect: late,
+		ToolHeaders: pins, Pins: pins,
 	})
 	if err != nil {
 		return err
@@ -221,6 +226,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	grpcSrv := grpc.NewServer(authzOpts...)
 	authv3.RegisterAuthorizationServer(grpcSrv, svc)
+	if err := registerExtProc(grpcSrv, svc, engine, pins, tasks, reg, log); err != nil {
+		return err
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, hs)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

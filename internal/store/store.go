@@ -72,6 +72,9 @@ type Store interface {
 	// ListLastUse returns every recorded use.
 	ListLastUse(ctx context.Context) ([]LastUse, error)
 
+	// Tool pins (tool pinning on the response path).
+	ToolPins
+
 	// AppendAudit stores events whose Seq continue the chain exactly
 	// (Seq = last Seq + 1, in order); anything else is ErrConflict-like
 	// and returns ErrAlreadyExists.

@@ -145,6 +145,11 @@ type Server struct {
 	StepUpScopes []string          `json:"step_up_scopes,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"`
 	Description  string            `json:"description,omitempty"`
+	// Pinning is the tool pinning mode, "warn" (or empty) or "block";
+	// PinNewTools what block mode does with a new tool, "approve" (or
+	// empty) or "wait" (internal/toolpin).
+	Pinning     string `json:"pinning,omitempty"`
+	PinNewTools string `json:"pin_new_tools,omitempty"`
 	// StaticHeader and StaticSecret carry the credential for "static" mode:
 	// the header name and its sealed value.
 	StaticHeader string  `json:"static_header,omitempty"`
