@@ -318,6 +318,9 @@ func (l *auditLog) list(from uint64, limit int) ([]AuditEvent, error) {
 // read appends the events of seg with from <= Seq <= last to out.
 func (l *auditLog) read(seg *segment, from, last uint64, limit int, out *[]AuditEvent) error {
 	f, err := os.Open(seg.path)
+	if errors.Is(err, os.ErrNotExist) && seg.first <= l.pruned() {
+		return nil // pruned since the listing began
+	}
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

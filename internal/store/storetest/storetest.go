@@ -43,6 +43,7 @@ func Run(t *testing.T, b Backend) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"UpdaterErrorAborts", testUpdaterErrorAborts},
 		{"Audit", testAudit},
+		{"AuditRetention", testAuditRetention},
 		{"Durability", testDurability},
 	}
 	for _, tc := range tests {
