@@ -148,7 +148,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		return err
 	}
 	defer closeSink()
-	trail, err := audit.Open(ctx, st, audit.Options{Sink: sink, Logger: log, OnWriteError: func(error) { auditErrors.Inc() }})
+	trail, err := audit.Open(ctx, st, auditOptions(cfg.Audit, sink, log, reg, func(error) { auditErrors.Inc() }))
 	if err != nil {
 		return err
 	}
@@ -204,7 +204,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	lastUse := usage.New(usage.Options{Store: st, Logger: log})
 	svc, err := authz.New(authz.Options{
-		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: attacher, Tasks: tasks,
+		Resolver: st, Servers: catalog, Policy: engine, Audit: trail.Decisions(), Attacher: attacher, Tasks: tasks,
 		ResourceURL: cfg.ResourceURL, ResourceMetadataURL: cfg.ResourceMetadataURL,
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/warden-mcp/warden/internal/store"
 )
 
@@ -59,6 +61,16 @@ type Options struct {
 	// OnRechain is called when a batch had to be chained again because
 	// another writer appended first (replicas sharing one trail).
 	OnRechain func()
+	// Durability says when a decision is answered (durability.go): Sync
+	// (the default) waits for the event's group commit, made durable on
+	// disk (one fsync per batch); Async queues it.
+	Durability Durability
+	// OnFull is what an Async decision does when the queue is full:
+	// wait up to its deadline (the default), or drop the event, counted
+	// and marked in the chain by an audit_gap event.
+	OnFull OnFull
+	// Registerer, when set, receives the trail's metrics.
+	Registerer prometheus.Registerer
 }
 
 // Trail appends events to the hash chain.
@@ -74,6 +86,12 @@ type Trail struct {
 	// retrying a store that will not come back.
 	abandonOnce sync.Once
 	abandon     chan struct{}
+
+	// gaps counts decision events dropped since the last audit_gap
+	// marker (OnFull: Drop); gapSignal wakes the writer to write one.
+	gaps      gapCounter
+	gapSignal chan struct{}
+	m         *metrics
 }
 
 type pending struct {
@@ -102,7 +120,16 @@ func Open(ctx context.Context, st Store, o Options) (*Trail, error) {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("open audit trail: %w", err)
 	}
-	t := &Trail{st: st, opts: o, q: make(chan pending, o.QueueSize), done: make(chan struct{}), closing: make(chan struct{}), abandon: make(chan struct{})}
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("open audit trail: %w", err)
+	}
+	t := &Trail{st: st, opts: o, q: make(chan pending, o.QueueSize), done: make(chan struct{}), closing: make(chan struct{}), abandon: make(chan struct{}), gapSignal: make(chan struct{}, 1)}
+	t.m = newMetrics(t)
+	if o.Registerer != nil {
+		if err := t.m.register(o.Registerer); err != nil {
+			return nil, fmt.Errorf("open audit trail: %w", err)
+		}
+	}
 	go t.run(head.Seq, head.Hash)
 	return t, nil
 }
@@ -181,6 +208,9 @@ func (t *Trail) run(seq uint64, prev string) {
 		select {
 		case p := <-t.q:
 			batch = append(batch, p)
+		case <-t.gapSignal:
+			// Events were dropped while nothing else is queued: the
+			// marker is written on its own (write adds it).
 		case <-t.closing:
 			// Drain whatever was queued before Close.
 			for {
@@ -192,7 +222,7 @@ func (t *Trail) run(seq uint64, prev string) {
 					}
 				default:
 				}
-				if len(batch) == 0 {
+				if len(batch) == 0 && t.gaps.pending() == 0 {
 					return
 				}
 				seq, prev = t.write(batch, seq, prev)
@@ -231,6 +261,16 @@ func (t *Trail) run(seq uint64, prev string) {
 // takes it: an event once accepted is never dropped, unless Close gave up
 // on a store that stays broken (then the loss is logged and waiters fail).
 func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string) {
+	if gap, ok := t.gaps.take(t.opts.Now()); ok {
+		// The marker leads the batch written after the drops, so the
+		// chain says where the trail is incomplete and by how much.
+		batch = append([]pending{{ev: gap}}, batch...)
+		t.m.gaps.Inc()
+	}
+	if len(batch) == 0 {
+		return seq, prev
+	}
+	start := time.Now()
 	events := make([]store.AuditEvent, len(batch))
 	ls, _ := t.st.(LineStore)
 	var lines []byte
@@ -317,6 +357,24 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
+	if t.opts.Durability == Sync {
+		if err := t.syncStore(); err != nil {
+			// The events are written (the chain goes on from them) but
+			// their durability is not known: no caller is told they are
+			// stored, so allows waiting on them become 503s.
+			if t.opts.OnWriteError != nil {
+				t.opts.OnWriteError(err)
+			}
+			t.opts.Logger.Error("audit sync failed", "err", err, "events", len(events))
+			for _, p := range batch {
+				if p.done != nil {
+					p.done <- fmt.Errorf("audit not durable: %w", err)
+				}
+			}
+			return events[len(events)-1].Seq, h
+		}
+	}
+	t.m.committed(len(events), time.Since(start))
 	if t.opts.Sink != nil {
 		if _, err := t.opts.Sink.Write(lines); err != nil {
 			t.opts.Logger.Error("audit sink write failed", "err", err)

@@ -228,3 +228,16 @@ type LastUse struct {
 	Server  string    `json:"server"`
 	At      time.Time `json:"at"`
 }
+
+// AuditCheckpoint vouches for the chain up to Seq: the event at Seq had
+// Hash, and Count events (Seq 1 to Seq) came before and with it. JWS is
+// the same statement signed with Warden's signing key (a compact JWT,
+// internal/audit), so a verifier can start from it once the events it
+// covers are pruned.
+type AuditCheckpoint struct {
+	Seq   uint64    `json:"seq"`
+	Hash  string    `json:"hash"`
+	Count uint64    `json:"count"`
+	Time  time.Time `json:"time"`
+	JWS   string    `json:"jws"`
+}

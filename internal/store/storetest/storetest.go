@@ -45,6 +45,7 @@ func Run(t *testing.T, b Backend) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"UpdaterErrorAborts", testUpdaterErrorAborts},
 		{"Audit", testAudit},
+		{"AuditRetention", testAuditRetention},
 		{"Durability", testDurability},
 		{"Providers", testProviders},
 		{"Accounts", testAccounts},
