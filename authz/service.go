@@ -120,6 +120,9 @@ type Options struct {
 	Tasks TaskOrigins
 	// LastUse, when set, is told of every allow.
 	LastUse UseRecorder
+	// Redact names the tool arguments the decision inputs recorded in the
+	// audit trail leave out; nil keeps them all.
+	Redact  *policy.Redaction
 	Metrics *Metrics
 	Logger  *slog.Logger
 	Now     func() time.Time

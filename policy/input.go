@@ -230,6 +230,10 @@ var (
 // concurrent use.
 type Caller struct {
 	subject, client, server, grant *ast.Term
+	// json is the same part of the audit record (AppendRecord), for the
+	// server named serverName.
+	json       []byte
+	serverName string
 }
 
 // NewCaller converts subject, client, server and grant once for many
@@ -240,7 +244,11 @@ func NewCaller(s Subject, c Client, srv Server, g Grant) (*Caller, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Caller{subject: subject, client: b.client(&c), server: b.server(&srv), grant: b.grant(&g)}, nil
+	rec, err := callerJSON(&s, &c, &srv, &g)
+	if err != nil {
+		return nil, err
+	}
+	return &Caller{subject: subject, client: b.client(&c), server: b.server(&srv), grant: b.grant(&g), json: rec, serverName: srv.Name}, nil
 }
 
 // Value builds the input document as an OPA value. It is written out field

@@ -44,9 +44,13 @@ type loaded struct {
 type source struct {
 	fsys fs.FS
 	dir  string
+	name string // of an fsys other than the default
 }
 
 func (s source) String() string {
+	if s.name != "" {
+		return s.name
+	}
 	if s.fsys != nil {
 		return "embedded default policy"
 	}
