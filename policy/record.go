@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -211,7 +210,13 @@ func (in *Input) AppendRecord(dst []byte, r *Redaction) ([]byte, []string, error
 	dst = append(dst, `,"host":`...)
 	dst = appendString(dst, q.Host)
 	dst = append(dst, `,"headers":{`...)
-	for i, k := range slices.Sorted(maps.Keys(q.Headers)) {
+	var kbuf [16]string // the selected headers fit: no allocation
+	keys := kbuf[:0]
+	for k := range q.Headers {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
@@ -241,17 +246,18 @@ func appendArguments(dst []byte, m *MCP, server string, r *Redaction) ([]byte, [
 		raw = b
 	}
 	if !r.any(server) && raw[0] == '{' && utf8.Valid(raw) {
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, raw); err != nil {
+		n := len(dst)
+		buf := bytes.NewBuffer(dst) // compacts in place after dst
+		if err := json.Compact(buf, raw); err != nil {
 			return dst, nil, err
 		}
-		b := buf.Bytes()
-		if bytes.ContainsAny(b, "<>&\u2028\u2029") {
+		dst = buf.Bytes()
+		if bytes.ContainsAny(dst[n:], "<>&\u2028\u2029") {
 			var esc bytes.Buffer
-			json.HTMLEscape(&esc, b)
-			b = esc.Bytes()
+			json.HTMLEscape(&esc, dst[n:])
+			dst = append(dst[:n], esc.Bytes()...)
 		}
-		return append(dst, b...), nil, nil
+		return dst, nil, nil
 	}
 	// Decoded and encoded again: invalid UTF-8 is replaced (as it would be
 	// when the trail is read back), numbers are kept as written.
