@@ -35,6 +35,7 @@ import (
 	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
+	"github.com/warden-mcp/warden/policy/replay"
 	"github.com/warden-mcp/warden/xds"
 )
 
@@ -181,6 +182,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
 		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
+		Redact: redaction(cfg.Audit.Redact),
 	})
 	if err != nil {
 		return err
@@ -235,6 +237,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return ring.Primary(), nil
 		}, XDSStatus: func() any { return xdsSrv.Status() },
 		PolicyStatus: func() any { return engine.Status() },
+		Replay:       replay.New(replay.Options{Store: st}),
 		Warnings: map[string]admin.Check{
 			// A failed reload leaves the last good policy serving: Warden
 			// stays ready, and the operator sees why the files on disk are

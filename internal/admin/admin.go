@@ -97,6 +97,9 @@ type Options struct {
 	// key-encryption key (POST /api/v1/keys/rotate); nil means unsupported.
 	RotateSigning func() (string, error)
 	RotateSealing func() (string, error)
+	// Replay runs policy replays (POST /api/v1/policy/replay); nil: no
+	// such route.
+	Replay Replayer
 }
 
 // Server is the admin API.
@@ -149,6 +152,9 @@ func New(o Options) *Server {
 			writeJSON(w, http.StatusOK, o.PolicyStatus())
 			return nil
 		})
+	}
+	if o.Replay != nil {
+		s.api("POST /api/v1/policy/replay", adminauth.Read, s.replayPolicy)
 	}
 	if o.XDSStatus != nil {
 		s.api("GET /api/v1/xds", adminauth.Read, func(w http.ResponseWriter, _ *http.Request, _ string) error {

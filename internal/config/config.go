@@ -198,6 +198,8 @@ type Policy struct {
 type Audit struct {
 	// Sink is "stdout", "stderr", "none", or a file path for JSON lines.
 	Sink string `json:"sink"`
+	// Redact leaves tool arguments out of the recorded decision inputs.
+	Redact []AuditRedact `json:"redact,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1m30s" in YAML.
@@ -445,6 +447,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.OAuth.validate()...)
 	errs = append(errs, c.XDS.validate()...)
 	errs = append(errs, c.Admin.validate()...)
+	errs = append(errs, validateRedact(c.Audit.Redact)...)
 	names := map[string]bool{}
 	for i, s := range c.Servers {
 		if names[s.Name] {
