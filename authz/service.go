@@ -134,9 +134,12 @@ type Options struct {
 	// Nil: provider servers fail closed (503).
 	Accounts Accounts
 	Connect  ConnectLinks
-	Metrics  *Metrics
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Redact names the tool arguments the decision inputs recorded in the
+	// audit trail leave out; nil keeps them all.
+	Redact  *policy.Redaction
+	Metrics *Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Service implements authv3.AuthorizationServer.

@@ -260,6 +260,10 @@ var (
 // concurrent use.
 type Caller struct {
 	subject, client, server, grant, credential *ast.Term
+	// json is the same part of the audit record (AppendRecord), for the
+	// server named serverName.
+	json       []byte
+	serverName string
 }
 
 // NewCaller converts subject, client, server and grant once for many
@@ -270,7 +274,11 @@ func NewCaller(s Subject, c Client, srv Server, g Grant, cr Credential) (*Caller
 	if err != nil {
 		return nil, err
 	}
-	return &Caller{subject: subject, client: b.client(&c), server: b.server(&srv), grant: b.grant(&g), credential: b.credential(&cr)}, nil
+	rec, err := callerJSON(&s, &c, &srv, &g, &cr)
+	if err != nil {
+		return nil, err
+	}
+	return &Caller{subject: subject, client: b.client(&c), server: b.server(&srv), grant: b.grant(&g), credential: b.credential(&cr), json: rec, serverName: srv.Name}, nil
 }
 
 // Value builds the input document as an OPA value. It is written out field

@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/registry"
+	"github.com/warden-mcp/warden/policy"
 	"github.com/warden-mcp/warden/xds/translate"
 )
 
@@ -45,4 +46,14 @@ func serverSpecs(servers []config.Server) []registry.Spec {
 		})
 	}
 	return out
+}
+
+// redaction maps audit.redact to the rules the recorded decision inputs
+// follow.
+func redaction(rules []config.AuditRedact) *policy.Redaction {
+	out := make([]policy.RedactRule, len(rules))
+	for i, r := range rules {
+		out[i] = policy.RedactRule{Server: r.Server, Arguments: r.Arguments}
+	}
+	return policy.NewRedaction(out)
 }

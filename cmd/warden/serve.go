@@ -36,6 +36,7 @@ import (
 	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
+	"github.com/warden-mcp/warden/policy/replay"
 	"github.com/warden-mcp/warden/xds"
 )
 
@@ -211,6 +212,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
 		Accounts: st, Connect: late,
 		ToolHeaders: pins, Pins: pins,
+		Redact: redaction(cfg.Audit.Redact),
 	})
 	if err != nil {
 		return err
@@ -275,6 +277,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return ring.Primary(), nil
 		}, XDSStatus: func() any { return xdsSrv.Status() },
 		PolicyStatus: func() any { return engine.Status() },
+		Replay:       replay.New(replay.Options{Store: st}),
 		Warnings: map[string]admin.Check{
 			// A failed reload leaves the last good policy serving: Warden
 			// stays ready, and the operator sees why the files on disk are

@@ -210,6 +210,8 @@ type Audit struct {
 	// OnFull is what an async Check does on a full queue: wait (up to its
 	// deadline, then 503) or drop (counted, marked by an audit_gap event).
 	OnFull string `json:"on_full"`
+	// Redact leaves tool arguments out of the recorded decision inputs.
+	Redact []AuditRedact `json:"redact,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1m30s" in YAML.
@@ -460,6 +462,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Credentials.validate()...)
 	errs = append(errs, validateProviders(c.Providers)...)
 	errs = append(errs, c.Audit.validate()...)
+	errs = append(errs, validateRedact(c.Audit.Redact)...)
 	names := map[string]bool{}
 	for i, s := range c.Servers {
 		if names[s.Name] {

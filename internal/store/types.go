@@ -1,6 +1,9 @@
 package store
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Client is a registered OAuth client: dynamically registered (RFC 7591),
 // resolved from a Client ID Metadata Document, or created by an operator.
@@ -197,6 +200,11 @@ type Consent struct {
 
 // AuditEvent is one link of the tamper-evident trail. Hash covers PrevHash
 // and the event's canonical encoding (computed by internal/audit).
+//
+// Input is, for a decision the policy made, the JSON array of the input
+// documents it decided on (one per evaluation, in order; a denial's last
+// is the denied one), for policy replay; Redacted names the tool arguments
+// replaced in them (policy.AppendRecord).
 type AuditEvent struct {
 	Seq       uint64         `json:"seq"`
 	Time      time.Time      `json:"time"`
@@ -216,9 +224,14 @@ type AuditEvent struct {
 	LatencyUS int64          `json:"latency_us,omitempty"`
 	GrantID   string         `json:"grant_id,omitempty"`
 	Details   map[string]any `json:"details,omitempty"`
+	Redacted  []string       `json:"redacted,omitempty"` // arguments redacted in Input
+	Input     RawJSON        `json:"input,omitempty"`    // decision inputs, see below; must stay before PrevHash
 	PrevHash  string         `json:"prev_hash"`
 	Hash      string         `json:"hash"`
 }
+
+// RawJSON is JSON kept as encoded (json.RawMessage).
+type RawJSON = json.RawMessage
 
 // LastUse is when a grant was last used (an allowed Check) on a server.
 // Warden tracks uses in memory and writes them in batches, so a LastUse is
