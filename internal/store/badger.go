@@ -250,8 +250,11 @@ func (b *Badger) roomToWrite() error {
 	free, err := b.freeSpace(b.dir)
 	switch {
 	case err != nil:
-		// Not knowing is not room: fail closed, and read again soon.
-		b.space.err = fmt.Errorf("%w: %w: cannot read free space: %w", ErrUnavailable, ErrLowSpace, err)
+		// The volume cannot even be asked (the directory was removed, an
+		// I/O error): the writes would fail the same way, so the store
+		// fails as it does on a write Badger could not do.
+		b.fail(fmt.Errorf("cannot read the data volume's free space: %w", err))
+		b.space.err = b.Err()
 	case free < uint64(b.reserve):
 		b.space.err = fmt.Errorf("%w: %w: %d bytes free, reserve %d", ErrUnavailable, ErrLowSpace, free, b.reserve)
 	default:

@@ -68,15 +68,19 @@ func TestBadgerRefusesWritesBelowTheReserve(t *testing.T) {
 		t.Errorf("the audit trail did not resume: %v", err)
 	}
 
-	// Not knowing the free space is not room.
+	// A volume that cannot be asked fails the store, reads included (as a
+	// write Badger cannot do does).
 	broken := store.BadgerOptions{FreeSpace: func(string) (uint64, error) { return 0, errors.New("statfs: input/output error") }}
 	st2, err := store.OpenBadger(t.TempDir(), broken)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st2.Close() })
-	if err := st2.CreateClient(ctx, store.Client{ID: "c1", CreatedAt: now}); !errors.Is(err, store.ErrLowSpace) {
-		t.Errorf("write with an unreadable free space: %v, want refused", err)
+	if err := st2.CreateClient(ctx, store.Client{ID: "c1", CreatedAt: now}); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("write with an unreadable free space: %v, want ErrUnavailable", err)
+	}
+	if _, err := st2.GetClient(ctx, "c1"); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("read after the store failed: %v, want ErrUnavailable", err)
 	}
 }
 
