@@ -63,6 +63,12 @@ type check struct {
 	policyRev string
 	// credential: the upstream credential's mode and state
 	cred credState
+	// inputs is the JSON array of the input documents decided on, in
+	// order, for the audit event (recorded.go); redacted the argument
+	// names left out of them.
+	inputs   []byte
+	redacted []string
+	reqRec   *policy.Request // the whole request part, built once
 }
 
 func (s *Service) run(ctx context.Context, c *check, req *authv3.CheckRequest) outcome {
@@ -288,6 +294,14 @@ func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
 
 // decideOne asks policy about message i as in describes it.
 func (s *Service) decideOne(ctx context.Context, c *check, in *policy.Input, i int) (outcome, bool) {
+	if o, done := s.pinned(ctx, c, in, i); done {
+		return o, true
+	}
+	// Recorded after pinning, which sets in.Tool: a replay sees what the
+	// policy saw.
+	if err := s.recordInput(c, in, &c.req.Messages[i]); err != nil {
+		return s.failed(c, failPolicy, err), true
+	}
 	d, err := s.o.Policy.Decide(ctx, in)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -300,7 +314,9 @@ func (s *Service) decideOne(ctx context.Context, c *check, in *policy.Input, i i
 	}
 	if !d.Allow {
 		c.decisive = i
-		return s.denied(c, i, d), true
+		o := s.denied(c, i, d)
+		o.byPolicy = true
+		return o, true
 	}
 	return outcome{}, false
 }
@@ -441,15 +457,20 @@ func (s *Service) input(c *check) (*policy.Input, error) {
 		Omitted: policy.Needs{Request: !c.needs.Request, ID: !c.needs.ID, Arguments: !c.needs.Arguments},
 	}
 	if c.needs.Request {
-		hdrs := make(map[string]string, 4)
-		for _, k := range selectedHeaders {
-			if v, ok := c.headers[k]; ok {
-				hdrs[k] = v
-			}
-		}
-		in.Request = policy.Request{ID: c.requestID, Method: c.http.GetMethod(), Path: c.http.GetPath(), Host: c.http.GetHost(), Headers: hdrs, Time: c.start.UTC().Format(time.RFC3339Nano)}
+		in.Request = c.request()
 	}
 	return in, nil
+}
+
+// request is the input's request part.
+func (c *check) request() policy.Request {
+	hdrs := make(map[string]string, 4)
+	for _, k := range selectedHeaders {
+		if v, ok := c.headers[k]; ok {
+			hdrs[k] = v
+		}
+	}
+	return policy.Request{ID: c.requestID, Method: c.http.GetMethod(), Path: c.http.GetPath(), Host: c.http.GetHost(), Headers: hdrs, Time: c.start.UTC().Format(time.RFC3339Nano)}
 }
 
 func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request, withID bool) {

@@ -36,6 +36,9 @@ type outcome struct {
 	// answered marks a 200 that Warden answers itself, for the upstream
 	// (a URL elicitation): a denied response as far as Envoy is concerned.
 	answered bool
+	// byPolicy marks a denial the policy decided (its inputs are
+	// recorded for replay, as an allow's are).
+	byPolicy bool
 }
 
 func (o outcome) allowed() bool { return o.status == http.StatusOK && !o.answered }
@@ -265,7 +268,11 @@ func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.Check
 		s.o.LastUse.Used(c.grant.ID, c.server, c.start)
 	}
 	s.o.Metrics.observe(o, s.o.Now().Sub(c.start))
-	return respond(o)
+	resp := respond(o)
+	if o.allowed() {
+		resp.DynamicMetadata = s.responseMetadata(c)
+	}
+	return resp
 }
 
 // respond builds the CheckResponse of an outcome.
@@ -324,6 +331,11 @@ func (s *Service) event(c *check, o outcome) store.AuditEvent {
 	}
 	if o.allowed() {
 		ev.Decision = "allow"
+	}
+	if o.allowed() || o.byPolicy {
+		// What the policy decided on, for replay: only when the outcome is
+		// the policy's (not a failure after it, nor a refusal before it).
+		ev.Input, ev.Redacted = c.inputs, c.redacted
 	}
 	if c.req != nil && len(c.req.Messages) > 0 {
 		m := &c.req.Messages[c.decisive]

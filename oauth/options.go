@@ -64,6 +64,10 @@ type Options struct {
 	// Clients are pre-registered clients, reconciled at start.
 	Clients   []Client
 	RateLimit RateLimit
+	// SharedLimits, when set, counts the registration and token limits
+	// for the whole deployment (the PostgreSQL store, shared by replicas)
+	// instead of in this process.
+	SharedLimits SharedLimiter
 	// TrustedProxies are the peers (Envoy) whose X-Forwarded-For is
 	// believed for the client address of rate limits and audit events.
 	// Nil means loopback only; an empty non-nil list trusts no one.

@@ -44,6 +44,9 @@ type Input struct {
 	Grant   Grant   `json:"grant"`
 	// Credential is how Warden authenticates upstream for this server.
 	Credential Credential `json:"credential"`
+	// Tool is what Warden's tool pinning knows of mcp.tool (tools/call)
+	// or, when deciding what a list shows, of the listed tool.
+	Tool ToolState `json:"tool"`
 
 	// Caller, when set, replaces Subject, Client, Server, Grant and
 	// Credential with a
@@ -153,6 +156,15 @@ func (s *Subscriptions) zero() bool {
 	return !s.ToolsListChanged && !s.PromptsListChanged && !s.ResourcesListChanged && len(s.Resources) == 0 && len(s.Tasks) == 0
 }
 
+// ToolState is what tool pinning knows of a tool on its server: Pinned
+// when Warden has an approved definition of it (its digest recorded),
+// Changed when the definition the server now shows differs from the
+// approved one. A tool Warden has never seen listed is neither.
+type ToolState struct {
+	Pinned  bool `json:"pinned"`
+	Changed bool `json:"changed"`
+}
+
 // Request is the HTTP request as Envoy reported it.
 type Request struct {
 	ID     string `json:"id"` // x-request-id
@@ -234,6 +246,9 @@ var (
 	kCredential = ast.StringTerm("credential")
 	kMode       = ast.StringTerm("mode")
 	kConnected  = ast.StringTerm("connected")
+	kToolState  = ast.StringTerm("tool")
+	kPinned     = ast.StringTerm("pinned")
+	kChanged    = ast.StringTerm("changed")
 )
 
 // Caller is the part of the input that stays the same for every request a
@@ -245,6 +260,10 @@ var (
 // concurrent use.
 type Caller struct {
 	subject, client, server, grant, credential *ast.Term
+	// json is the same part of the audit record (AppendRecord), for the
+	// server named serverName.
+	json       []byte
+	serverName string
 }
 
 // NewCaller converts subject, client, server and grant once for many
@@ -255,7 +274,11 @@ func NewCaller(s Subject, c Client, srv Server, g Grant, cr Credential) (*Caller
 	if err != nil {
 		return nil, err
 	}
-	return &Caller{subject: subject, client: b.client(&c), server: b.server(&srv), grant: b.grant(&g), credential: b.credential(&cr)}, nil
+	rec, err := callerJSON(&s, &c, &srv, &g, &cr)
+	if err != nil {
+		return nil, err
+	}
+	return &Caller{subject: subject, client: b.client(&c), server: b.server(&srv), grant: b.grant(&g), credential: b.credential(&cr), json: rec, serverName: srv.Name}, nil
 }
 
 // Value builds the input document as an OPA value. It is written out field
@@ -324,8 +347,23 @@ func (in *Input) Value() (ast.Value, error) {
 		[2]*ast.Term{kRequest, request},
 		[2]*ast.Term{kGrant, grant},
 		[2]*ast.Term{kCredential, credential},
+		[2]*ast.Term{kToolState, toolStateTerms[in.Tool]},
 	), nil
 }
+
+// toolStateTerms are the four possible input.tool documents, shared.
+var toolStateTerms = func() map[ToolState]*ast.Term {
+	m := map[ToolState]*ast.Term{}
+	for _, p := range []bool{false, true} {
+		for _, c := range []bool{false, true} {
+			m[ToolState{Pinned: p, Changed: c}] = ast.ObjectTerm(
+				[2]*ast.Term{kPinned, ast.InternedTerm(p)},
+				[2]*ast.Term{kChanged, ast.InternedTerm(c)},
+			)
+		}
+	}
+	return m
+}()
 
 // knownTerms are shared terms for the values most requests carry (message
 // kinds, MCP methods, HTTP methods, protocol versions): a lookup here is

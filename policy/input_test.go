@@ -107,7 +107,8 @@ func TestInputValueEmptyHasEveryField(t *testing.T) {
 			"subscriptions": {"tools_list_changed": false, "prompts_list_changed": false, "resources_list_changed": false, "resources": [], "tasks": []}},
 		"request": {"id": "", "method": "", "path": "", "host": "", "headers": {}, "time": ""},
 		"grant": {"id": "", "scopes": [], "servers": []},
-		"credential": {"mode": "", "connected": false}
+		"credential": {"mode": "", "connected": false},
+		"tool": {"pinned": false, "changed": false}
 	}`).Value
 	if got.Compare(want) != 0 {
 		t.Fatalf("\n got %v\nwant %v", got, want)
@@ -137,7 +138,7 @@ func TestInputJSONNames(t *testing.T) {
 	for _, k := range obj.Keys() {
 		keys = append(keys, string(k.Value.(ast.String)))
 	}
-	want := []string{"client", "credential", "grant", "mcp", "request", "server", "subject", "version"}
+	want := []string{"client", "credential", "grant", "mcp", "request", "server", "subject", "tool", "version"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Fatalf("top-level keys %v want %v", keys, want)
 	}

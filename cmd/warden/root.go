@@ -14,7 +14,7 @@ func newRootCmd() *cobra.Command {
 	for _, c := range clients {
 		af.register(c)
 	}
-	root.AddCommand(newServeCmd(), newPolicyCmd(), newEnvoyCmd(), newStoreCmd())
+	root.AddCommand(newServeCmd(), newPolicyCmd(af), newEnvoyCmd(), newStoreCmd())
 	root.AddCommand(clients...)
 	return root
 }

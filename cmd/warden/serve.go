@@ -36,6 +36,7 @@ import (
 	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
+	"github.com/warden-mcp/warden/policy/replay"
 	"github.com/warden-mcp/warden/xds"
 )
 
@@ -103,7 +104,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log)
+	st, err := openServeStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -119,6 +120,14 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	if created {
 		log.Info("generated signing key", "file", cfg.Keys.SigningFile, "kid", signer.KeyID())
+	}
+	// On PostgreSQL the keys every replica uses live in the store.
+	shared, err := shareKeys(ctx, st, ring, signer, log)
+	if err != nil {
+		return err
+	}
+	if shared != nil {
+		ring, signer = shared.ring.Keyring, shared.signer
 	}
 	adminToken, created, err := admin.LoadOrCreateToken(cfg.Keys.AdminTokenFile)
 	if err != nil {
@@ -140,7 +149,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		return err
 	}
 	defer closeSink()
-	trail, err := audit.Open(ctx, st, audit.Options{Sink: sink, Logger: log, OnWriteError: func(error) { auditErrors.Inc() }})
+	trail, err := audit.Open(ctx, st, auditOptions(cfg.Audit, sink, log, reg, func(error) { auditErrors.Inc() }))
 	if err != nil {
 		return err
 	}
@@ -193,14 +202,20 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		return err
 	}
 	tasks := taskStore(st)
+	pins, err := toolPins(st, trail, catalog, reg, log)
+	if err != nil {
+		return err
+	}
 	lastUse := usage.New(usage.Options{Store: st, Logger: log})
 	svc, err := authz.New(authz.Options{
-		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: attacher, Tasks: tasks,
+		Resolver: st, Servers: catalog, Policy: engine, Audit: trail.Decisions(), Attacher: attacher, Tasks: tasks,
 		ResourceURL: cfg.ResourceURL, ResourceMetadataURL: cfg.ResourceMetadataURL,
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
 		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
 		Accounts: st, Connect: late,
+		ToolHeaders: pins, Pins: pins,
+		Redact: redaction(cfg.Audit.Redact),
 	})
 	if err != nil {
 		return err
@@ -216,6 +231,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	grpcSrv := grpc.NewServer(authzOpts...)
 	authv3.RegisterAuthorizationServer(grpcSrv, svc)
+	if err := registerExtProc(grpcSrv, svc, engine, pins, tasks, reg, log); err != nil {
+		return err
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, hs)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -247,6 +265,12 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return signer.KeyID(), nil
 		},
 		RotateSealing: func() (string, error) {
+			if shared != nil {
+				if err := shared.ring.Rotate(context.Background()); err != nil {
+					return "", err
+				}
+				return shared.ring.Primary(), nil
+			}
 			if ringFromEnv {
 				return "", errors.New("the keyring comes from WARDEN_SEALING_KEYS: put a new key first in it and restart")
 			}
@@ -256,6 +280,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return ring.Primary(), nil
 		}, XDSStatus: func() any { return xdsSrv.Status() },
 		PolicyStatus: func() any { return engine.Status() },
+		Replay:       replay.New(replay.Options{Store: st}),
 		Warnings: map[string]admin.Check{
 			// A failed reload leaves the last good policy serving: Warden
 			// stays ready, and the operator sees why the files on disk are
@@ -284,6 +309,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	oauthOpts.Store, oauthOpts.Grants, oauthOpts.Signer, oauthOpts.Keyring, oauthOpts.Auditor = st, grants, signer, ring, trail
 	oauthOpts.Logger, oauthOpts.Registerer = log, reg
+	oauthOpts.SharedLimits = sharedLimits(st)
 	oauthOpts.ConnectTTL = cfg.Credentials.ConnectTTL.D()
 	authServer, err := oauth.New(oauthOpts)
 	if err != nil {
@@ -333,6 +359,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	g.Go(func() error { maintain(gctx, st, log); return nil })
 	g.Go(func() error { lastUse.Run(gctx); return nil })
+	if shared != nil {
+		g.Go(func() error { shared.watch(gctx, servers); return nil })
+	}
 	if cfgPath != "" {
 		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_config_reloads_total", Help: "Config file changes seen, by result."}, []string{"result"})
 		reg.MustRegister(reloads)

@@ -102,6 +102,9 @@ type Options struct {
 	Providers Providers
 	// ProviderCallbackURL is the redirect URI to register at a provider.
 	ProviderCallbackURL func(name string) string
+	// Replay runs policy replays (POST /api/v1/policy/replay); nil: no
+	// such route.
+	Replay Replayer
 }
 
 // Server is the admin API.
@@ -155,6 +158,9 @@ func New(o Options) *Server {
 			writeJSON(w, http.StatusOK, o.PolicyStatus())
 			return nil
 		})
+	}
+	if o.Replay != nil {
+		s.api("POST /api/v1/policy/replay", adminauth.Read, s.replayPolicy)
 	}
 	if o.XDSStatus != nil {
 		s.api("GET /api/v1/xds", adminauth.Read, func(w http.ResponseWriter, _ *http.Request, _ string) error {

@@ -23,6 +23,10 @@ type Server struct {
 	IdPScopes   []string `json:"idp_scopes,omitempty"`
 	Provider    string   `json:"provider,omitempty"`
 	Unconnected string   `json:"unconnected,omitempty"`
+	// Pinning ("warn", the default, or "block") and PinNewTools
+	// ("approve", the default, or "wait") set tool pinning.
+	Pinning     string `json:"pinning,omitempty"`
+	PinNewTools string `json:"pin_new_tools,omitempty"`
 }
 
 // ServerNamePattern is serverspec.NamePattern, kept here for the callers

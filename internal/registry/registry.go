@@ -17,6 +17,7 @@ import (
 
 	"github.com/warden-mcp/warden/internal/serverspec"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/toolpin"
 )
 
 // Store is the part of the store the registry uses.
@@ -52,6 +53,10 @@ type Spec struct {
 	StepUpScopes []string          `json:"step_up_scopes,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"`
 	Description  string            `json:"description,omitempty"`
+	// Pinning ("warn" or "block") and PinNewTools ("approve" or "wait")
+	// set tool pinning (internal/toolpin); empty: warn, approve.
+	Pinning     string `json:"pinning,omitempty"`
+	PinNewTools string `json:"pin_new_tools,omitempty"`
 	// StaticHeader and StaticSecret configure the "static" credential. The
 	// secret is sealed on arrival and never returned.
 	StaticHeader   string `json:"static_header,omitempty"`
@@ -165,6 +170,10 @@ func (r *Registry) build(spec Spec, prev *store.Server) (store.Server, error) {
 	s.StepUpScopes = slices.Compact(s.StepUpScopes)
 	s.Labels = spec.Labels
 	s.Description = spec.Description
+	if _, err := toolpin.ParseSetting(spec.Pinning, spec.PinNewTools); err != nil {
+		bad("%v", err)
+	}
+	s.Pinning, s.PinNewTools = spec.Pinning, spec.PinNewTools
 	s.HTTP2 = spec.HTTP2
 	dur := func(field, v string, dst *time.Duration) {
 		if v == "" {
@@ -355,6 +364,7 @@ func (r *Registry) unchanged(cur store.Server, spec Spec) bool {
 	}
 	return next.URL == cur.URL && next.Credential == cur.Credential && slices.Equal(next.Scopes, cur.Scopes) && slices.Equal(next.StepUpScopes, cur.StepUpScopes) &&
 		maps.Equal(next.Labels, cur.Labels) && next.Description == cur.Description &&
+		next.Pinning == cur.Pinning && next.PinNewTools == cur.PinNewTools &&
 		next.StaticHeader == cur.StaticHeader && next.HTTP2 == cur.HTTP2 &&
 		next.ConnectTimeout == cur.ConnectTimeout && next.IdleTimeout == cur.IdleTimeout &&
 		next.RequestTimeout == cur.RequestTimeout &&
@@ -423,3 +433,8 @@ func (r *Registry) notify() {
 		}
 	}
 }
+
+// Changed runs the change hooks and signals as after a change made here,
+// for a change another replica made in the shared store (the PostgreSQL
+// store notifies it).
+func (r *Registry) Changed() { r.notify() }
