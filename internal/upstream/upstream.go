@@ -196,19 +196,26 @@ func (b *Broker) Credential(ctx context.Context, srv store.Server, g store.Grant
 	return Credential{}, fmt.Errorf("%w: %q", ErrUnsupported, srv.Credential)
 }
 
-// once runs fn once at a time per key: across replicas under the store's
-// lock when it has one, else in this process. fn must re-read the state
-// it acts on, since the caller before it may have done the work.
+// once runs fn once at a time per key: in this process through
+// singleflight (concurrent callers share the one result), and across
+// replicas under the store's lock when it has one, taken by the one
+// caller per process, so that a burst of Checks holds one store
+// connection, not one each. fn must re-read the state it acts on, since
+// the caller before it (here or on another replica) may have done the
+// work.
 func (b *Broker) once(ctx context.Context, key string, fn func() (any, error)) (any, error) {
-	if l, ok := b.o.Store.(Locker); ok {
+	v, err, _ := b.flight.Do(key, func() (any, error) {
+		l, ok := b.o.Store.(Locker)
+		if !ok {
+			return fn()
+		}
 		unlock, err := l.Lock(ctx, "upstream/"+key)
 		if err != nil {
 			return nil, fmt.Errorf("lock %s: %w", key, err)
 		}
 		defer unlock()
 		return fn()
-	}
-	v, err, _ := b.flight.Do(key, fn)
+	})
 	return v, err
 }
 

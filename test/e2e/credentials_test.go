@@ -25,6 +25,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 
+	"github.com/warden-mcp/warden/internal/store/postgres/pgtest"
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/envoysim"
 	"github.com/warden-mcp/warden/test/idp"
@@ -99,7 +100,16 @@ func fakeMCP(log *upstreamLog, verify func(ctx context.Context, authz string) (s
 // connected through the URL elicitation and the static callback) and idp
 // (the user's IdP token, refreshed single flight), with the negative cases
 // and the no-secret-in-logs check.
-func TestUpstreamCredentials(t *testing.T) {
+func TestUpstreamCredentials(t *testing.T) { runUpstreamCredentials(t, "") }
+
+// TestUpstreamCredentialsPostgres runs the same on PostgreSQL, whose store
+// offers Lock: the single flights go through its advisory locks.
+func TestUpstreamCredentialsPostgres(t *testing.T) {
+	dsn, _ := pgtest.Schema(t)
+	runUpstreamCredentials(t, fmt.Sprintf("store:\n  backend: postgres\n  postgres:\n    dsn: %q\n", dsn))
+}
+
+func runUpstreamCredentials(t *testing.T, storeYAML string) {
 	bin := wardenBinary(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	proxyPort, httpPort, authzPort, adminPort, xdsPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
@@ -247,7 +257,7 @@ xds:
   node_ids: [%[9]s]
   warden_authz_address: 127.0.0.1:%[4]s
   warden_http_address: 127.0.0.1:%[3]s
-`, dataDir, public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), ent.Issuer, nodeID)
+%[10]s`, dataDir, public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), ent.Issuer, nodeID, storeYAML)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
