@@ -97,6 +97,9 @@ type Options struct {
 	// key-encryption key (POST /api/v1/keys/rotate); nil means unsupported.
 	RotateSigning func() (string, error)
 	RotateSealing func() (string, error)
+	// Tools is tool pinning (GET /api/v1/servers/{name}/tools, POST
+	// .../tools/{tool}/approve); nil leaves the routes out.
+	Tools Tools
 }
 
 // Server is the admin API.
@@ -149,6 +152,10 @@ func New(o Options) *Server {
 			writeJSON(w, http.StatusOK, o.PolicyStatus())
 			return nil
 		})
+	}
+	if o.Tools != nil {
+		s.api("GET /api/v1/servers/{name}/tools", adminauth.Read, s.listTools)
+		s.api("POST /api/v1/servers/{name}/tools/{tool}/approve", adminauth.ManageServers, s.approveTool)
 	}
 	if o.XDSStatus != nil {
 		s.api("GET /api/v1/xds", adminauth.Read, func(w http.ResponseWriter, _ *http.Request, _ string) error {
