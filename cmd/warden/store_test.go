@@ -142,6 +142,16 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 	user := m[1]
 	access, revoked := fill(t, r, m[1], m[2])
 	r.stop(t)
+	// A tool pin whose listed definition changed since its approval: the
+	// copy must keep it changed (re-pinning would approve the change).
+	func() {
+		b, err := store.OpenBadger(filepath.Join(dir, "store"), store.BadgerOptions{})
+		must(t, err)
+		defer b.Close()
+		now := time.Now().UTC()
+		must(t, b.CreateToolPin(context.Background(), store.ToolPin{Server: "bi", Tool: "run_sql", Approved: "sha256:aa", ApprovedDefinition: []byte(`{"name":"run_sql"}`),
+			Seen: "sha256:bb", SeenDefinition: []byte(`{"description":"x","name":"run_sql"}`), FirstSeen: now, SeenAt: now, ApprovedAt: now, ApprovedBy: "pinning:first-seen"}))
+	}()
 
 	migrate := func() (string, error) {
 		cmd := newRootCmd()
@@ -203,6 +213,10 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 			got, err := dst.GetConsent(ctx, rec.Consent.Subject, rec.Consent.ClientID)
 			must(t, err)
 			diff = cmp.Diff(*rec.Consent, got)
+		case rec.ToolPin != nil:
+			got, err := dst.GetToolPin(ctx, rec.ToolPin.Server, rec.ToolPin.Tool)
+			must(t, err)
+			diff = cmp.Diff(*rec.ToolPin, got)
 		}
 		if diff != "" {
 			t.Errorf("record differs on PostgreSQL (-badger +postgres):\n%s", diff)
@@ -213,7 +227,7 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 	// Every kind was exercised: two service grants and the user's, their
 	// handles (access, rotated refresh, the new pair, the code), the DCR
 	// client, the consent, the pending sign-in.
-	if n.Clients < 1 || n.Grants < 2 || n.Handles < 4 || n.Servers != 1 || n.Sessions < 1 || n.Consents != 1 {
+	if n.Clients < 1 || n.Grants < 2 || n.Handles < 4 || n.Servers != 1 || n.Sessions < 1 || n.Consents != 1 || n.ToolPins != 1 {
 		t.Fatalf("the filled store lacks a kind of record: %s", n)
 	}
 	pgN, err := store.Count(ctx, dst)

@@ -79,6 +79,10 @@ func (s *Store) Walk(ctx context.Context, fn func(store.Record) error) error {
 				r.Consent = new(store.Consent)
 				return json.Unmarshal(raw, r.Consent)
 			})},
+			{toolPins.listSQL, nil, data("tool pin", func(raw []byte, r *store.Record) error {
+				r.ToolPin = new(store.ToolPin)
+				return json.Unmarshal(raw, r.ToolPin)
+			})},
 		}
 		for _, st := range steps {
 			if err := each(st.query, st.args, st.decode); err != nil {
@@ -116,13 +120,13 @@ func (s *Store) Restore(ctx context.Context, src Source) (store.Counts, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Writers wait until the copy commits; readers see the empty store
 		// until then.
-		if _, err := tx.Exec(ctx, "LOCK TABLE clients, grants, handles, servers, sessions, consents, audit_events, audit_head IN EXCLUSIVE MODE"); err != nil {
+		if _, err := tx.Exec(ctx, "LOCK TABLE clients, grants, handles, servers, sessions, consents, tool_pins, audit_events, audit_head IN EXCLUSIVE MODE"); err != nil {
 			return err
 		}
 		var used bool
 		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM grants) OR EXISTS (SELECT 1 FROM handles)
 			OR EXISTS (SELECT 1 FROM servers) OR EXISTS (SELECT 1 FROM sessions) OR EXISTS (SELECT 1 FROM consents)
-			OR EXISTS (SELECT 1 FROM audit_events) OR (SELECT seq FROM audit_head) > 0`).Scan(&used)
+			OR EXISTS (SELECT 1 FROM tool_pins) OR EXISTS (SELECT 1 FROM audit_events) OR (SELECT seq FROM audit_head) > 0`).Scan(&used)
 		if err != nil {
 			return err
 		}
@@ -193,6 +197,9 @@ func restoreRow(r store.Record) (string, []any, error) {
 	case r.Consent != nil:
 		raw, err := json.Marshal(r.Consent)
 		return "INSERT INTO consents (subject, client_id, data) VALUES ($1, $2, $3)", []any{r.Consent.Subject, r.Consent.ClientID, raw}, err
+	case r.ToolPin != nil:
+		args, err = toolPins.row(*r.ToolPin)
+		return toolPins.restoreSQL, args, err
 	}
 	return "", nil, errors.New("empty record")
 }
