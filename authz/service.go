@@ -129,6 +129,14 @@ type Options struct {
 	Pins ToolPins
 	// LastUse, when set, is told of every allow.
 	LastUse UseRecorder
+	// Accounts and Connect serve "provider" servers: whether the user has
+	// connected an account, and the connect link of a URL elicitation.
+	// Nil: provider servers fail closed (503).
+	Accounts Accounts
+	Connect  ConnectLinks
+	// Redact names the tool arguments the decision inputs recorded in the
+	// audit trail leave out; nil keeps them all.
+	Redact  *policy.Redaction
 	Metrics *Metrics
 	Logger  *slog.Logger
 	Now     func() time.Time
@@ -149,6 +157,7 @@ type callerKey struct {
 	digest                      string
 	handleVer, grantVer, srvVer uint64
 	server                      string
+	connected                   bool
 }
 
 // callersMax bounds cached policy callers (one per live handle and server).

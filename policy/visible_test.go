@@ -10,7 +10,7 @@ import (
 func visibleCaller(t testing.TB, groups ...string) *Caller {
 	t.Helper()
 	c, err := NewCaller(Subject{Sub: "alice", Groups: groups}, Client{ID: "c1", Kind: ClientUser},
-		Server{Name: "bi"}, Grant{ID: "g1", Servers: []string{"bi"}})
+		Server{Name: "bi"}, Grant{ID: "g1", Servers: []string{"bi"}}, Credential{})
 	if err != nil {
 		t.Fatal(err)
 	}

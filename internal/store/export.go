@@ -17,7 +17,10 @@ type Record struct {
 	Server  *Server
 	Session *SessionRecord
 	Consent *Consent
-	ToolPin *ToolPin
+	// Provider and Account: upstream credentials (credentials.go).
+	Provider *Provider
+	Account  *Account
+	ToolPin  *ToolPin
 }
 
 // SessionRecord is a stored session with its key and absolute expiry.
@@ -45,6 +48,8 @@ type Counts struct {
 	Consents    int `json:"consents"`
 	ToolPins    int `json:"tool_pins"`
 	AuditEvents int `json:"audit_events"`
+	Providers   int `json:"providers,omitempty"`
+	Accounts    int `json:"accounts,omitempty"`
 }
 
 // Add counts r.
@@ -62,6 +67,10 @@ func (c *Counts) Add(r Record) {
 		c.Sessions++
 	case r.Consent != nil:
 		c.Consents++
+	case r.Provider != nil:
+		c.Providers++
+	case r.Account != nil:
+		c.Accounts++
 	case r.ToolPin != nil:
 		c.ToolPins++
 	}
@@ -123,6 +132,10 @@ func describe(r Record) string {
 		return "a handle of grant " + r.Handle.GrantID
 	case r.Server != nil:
 		return "server " + r.Server.Name
+	case r.Provider != nil:
+		return "provider " + r.Provider.Name
+	case r.Account != nil:
+		return "an account at provider " + r.Account.Provider
 	case r.Session != nil:
 		return "a session of kind " + r.Session.Kind
 	case r.Consent != nil:

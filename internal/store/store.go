@@ -83,6 +83,18 @@ type Store interface {
 	ListAudit(ctx context.Context, from uint64, limit int) ([]AuditEvent, error)
 	// LastAudit returns the newest event, or ErrNotFound on an empty trail.
 	LastAudit(ctx context.Context) (AuditEvent, error)
+	// PutAuditCheckpoint stores a signed checkpoint of the chain (written
+	// before the events it covers are pruned); one per Seq.
+	PutAuditCheckpoint(ctx context.Context, c AuditCheckpoint) error
+	// ListAuditCheckpoints returns every stored checkpoint, newest first.
+	ListAuditCheckpoints(ctx context.Context) ([]AuditCheckpoint, error)
+	// PruneAudit deletes events with Seq <= through, never the newest
+	// event, and returns how many it deleted. A backend may delete less
+	// (Badger deletes whole segment files only).
+	PruneAudit(ctx context.Context, through uint64) (int, error)
+
+	// Credentials: third-party providers and users' connected accounts.
+	Credentials
 
 	Close() error
 }

@@ -45,7 +45,11 @@ func Run(t *testing.T, b Backend) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"UpdaterErrorAborts", testUpdaterErrorAborts},
 		{"Audit", testAudit},
+		{"AuditRetention", testAuditRetention},
 		{"Durability", testDurability},
+		{"Providers", testProviders},
+		{"Accounts", testAccounts},
+		{"ConcurrentAccountUpdates", testConcurrentAccountUpdates},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, b) })
