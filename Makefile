@@ -49,6 +49,7 @@ bench: build ## Benchmarks: in-process Check, the gRPC load generator at 1/4/16 
 	$(GO) run ./test/loadgen -warden $(BIN)
 	$(GO) run ./test/loadgen -warden $(BIN) -distinct 20000
 	$(GO) run ./test/loadgen -warden $(BIN) -distinct 20000 -policy args
+	$(GO) run ./test/loadgen -warden $(BIN) -extproc
 	@if [ -n "$(PLUGIN)" ]; then $(MAKE) --no-print-directory bench-anchor PLUGIN=$(PLUGIN); fi
 
 .PHONY: bench-anchor

@@ -33,6 +33,9 @@ const maxMetadataArguments = 64 << 10
 var responseMethods = map[string]bool{
 	"tools/list": true, "prompts/list": true, "resources/list": true, "resources/templates/list": true,
 	"tools/call": true,
+	// A subscriptions/listen stream outlives its Check: the response path
+	// checks on its chunks that the caller is still live.
+	"subscriptions/listen": true,
 }
 
 // ResponseMethod tells whether the response path reads results of method.

@@ -6,8 +6,13 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/warden-mcp/warden/internal/mcp"
 	"github.com/warden-mcp/warden/internal/registry"
@@ -268,5 +273,54 @@ func TestParamHeadersFromRecordedTools(t *testing.T) {
 	}
 	if c := call("us"); c == 0 {
 		t.Errorf("mismatched Mcp-Param-Region allowed")
+	}
+}
+
+// A subscriptions/listen stream is streamed through the response path,
+// which checks its caller again on each chunk: once the grant is revoked
+// the exchange ends with an error, and Envoy resets the stream.
+func TestListenStreamEndsWhenRevoked(t *testing.T) {
+	e := newEnv(t)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi.internal:8080/mcp"})
+	staff, grantID := e.mint("alice", "staff")
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+	resp := e.check(staff, `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{`+meta+`,"notifications":{"toolsListChanged":true}}}`,
+		map[string]string{"mcp-protocol-version": "2026-07-28", "mcp-method": "subscriptions/listen"})
+	if resp.GetStatus().GetCode() != 0 {
+		t.Fatalf("listen denied: %v", resp.GetStatus())
+	}
+	md := metadataContext(resp)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := e.proc.Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hm := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":status", RawValue: []byte("200")}, {Key: "content-type", RawValue: []byte("text/event-stream")}}}
+	if err := stream.Send(&extprocv3.ProcessingRequest{MetadataContext: md, Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: hm}}}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := stream.Recv()
+	if err != nil || h.GetModeOverride().GetResponseBodyMode() != filterv3.ProcessingMode_STREAMED {
+		t.Fatalf("listen headers: %v %v", h, err)
+	}
+	chunk := func(s string) error {
+		if err := stream.Send(&extprocv3.ProcessingRequest{MetadataContext: md, Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: []byte(s)}}}); err != nil {
+			return err
+		}
+		_, err := stream.Recv()
+		return err
+	}
+	if err := chunk(": keep-alive\n\n"); err != nil {
+		t.Fatalf("a live caller's chunk: %v", err)
+	}
+	if err := e.st.UpdateGrant(context.Background(), grantID, func(g store.Grant) (store.Grant, error) {
+		g.RevokedAt = g.CreatedAt
+		return g, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chunk(": keep-alive\n\n"); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("after revocation: %v, want the stream ended with PermissionDenied", err)
 	}
 }

@@ -60,7 +60,7 @@ decision := {"allow": true} if {
 	"admins" in input.subject.groups
 }
 
-decision := {"allow": true} if input.mcp.method in {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "prompts/get"}
+decision := {"allow": true} if input.mcp.method in {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "prompts/get", "subscriptions/listen"}
 
 decision := {"allow": true} if {
 	input.mcp.method == "resources/read"
@@ -157,7 +157,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := extproc.New(extproc.Options{Callers: svc, Policy: engine, Pins: pins, Tasks: tasks, Registerer: metrics, Logger: log})
+	ep, err := extproc.New(extproc.Options{Callers: svc, Policy: engine, Pins: pins, Tasks: tasks, Registerer: metrics, Logger: log, LiveEvery: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

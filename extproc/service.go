@@ -30,6 +30,8 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/warden-mcp/warden/authz"
 	"github.com/warden-mcp/warden/internal/mcptask"
@@ -40,6 +42,9 @@ import (
 // Callers finds a Check's caller again (authz.Service.Caller).
 type Callers interface {
 	Caller(ctx context.Context, digest, server string) (authz.ResponseCaller, error)
+	// Live reports authz.ErrNotLive once the caller may no longer reach
+	// server (revoked, expired, narrowed).
+	Live(ctx context.Context, digest, server string) error
 }
 
 // Visibility decides which list items a caller sees (policy.Engine).
@@ -67,7 +72,11 @@ type Options struct {
 	Tasks Tasks
 	// Timeout bounds the work on one message; 0: only the stream's
 	// context. Envoy's message_timeout should be larger.
-	Timeout    time.Duration
+	Timeout time.Duration
+	// LiveEvery is how often a subscriptions/listen stream's caller is
+	// checked again (on the next chunk after this long: servers send
+	// keep-alives); 1s when zero, every chunk when negative.
+	LiveEvery  time.Duration
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -86,6 +95,9 @@ func New(o Options) (*Service, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.LiveEvery == 0 {
+		o.LiveEvery = time.Second
 	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
@@ -123,6 +135,12 @@ func (s *Service) Process(stream extprocv3.ExternalProcessor_ProcessServer) erro
 			ex, resp = s.responseHeaders(ctx, req, r.ResponseHeaders)
 		case *extprocv3.ProcessingRequest_ResponseBody:
 			s.m.messages.WithLabelValues("response_body").Inc()
+			if err := s.stillLive(ctx, ex); err != nil {
+				// Ending the exchange with an error makes Envoy reset the
+				// stream (failure_mode_allow is false): a revoked caller's
+				// listen stream ends at its next chunk.
+				return err
+			}
 			resp = s.responseBody(ctx, ex, r.ResponseBody)
 		case *extprocv3.ProcessingRequest_ResponseTrailers:
 			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
@@ -150,6 +168,30 @@ type exchange struct {
 	calls            map[string]call // by normalized JSON-RPC id
 	sse              bool
 	pending          []byte // SSE: bytes of an event not yet complete
+	// listen: a subscriptions/listen stream, whose caller (digest) is
+	// checked again at most every LiveEvery, last at checked.
+	listen  bool
+	digest  string
+	checked time.Time
+}
+
+// stillLive checks a listen stream's caller again when LiveEvery has
+// passed since the last check.
+func (s *Service) stillLive(ctx context.Context, ex *exchange) error {
+	if ex == nil || !ex.listen || (s.o.LiveEvery > 0 && time.Since(ex.checked) < s.o.LiveEvery) {
+		return nil
+	}
+	ex.checked = time.Now()
+	err := s.o.Callers.Live(ctx, ex.digest, ex.server)
+	if err == nil {
+		return nil
+	}
+	s.m.failures.WithLabelValues("not_live").Inc()
+	s.o.Logger.Info("extproc: ending a stream whose caller is no longer live", "server", ex.server, "err", err)
+	if errors.Is(err, authz.ErrNotLive) {
+		return status.Error(codes.PermissionDenied, "the caller may no longer use this server")
+	}
+	return status.Error(codes.Unavailable, "authorization temporarily unavailable")
 }
 
 func passHeaders() *extprocv3.ProcessingResponse {
@@ -187,13 +229,18 @@ func (s *Service) responseHeaders(ctx context.Context, req *extprocv3.Processing
 		if a, ok := cf["arguments"]; ok {
 			c.arguments, c.hasArgs = []byte(a.GetStringValue()), true
 		}
+		if c.method == "subscriptions/listen" {
+			ex.listen = true
+			continue
+		}
 		if id, ok := normalID([]byte(cf["id"].GetStringValue())); ok {
 			ex.calls[id] = c
 		}
 	}
-	if len(ex.calls) == 0 {
+	if len(ex.calls) == 0 && !(ex.listen && ex.sse) {
 		return nil, passHeaders()
 	}
+	ex.digest, ex.checked = f["caller"].GetStringValue(), time.Now()
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	caller, err := s.o.Callers.Caller(ctx, f["caller"].GetStringValue(), ex.server)

@@ -255,7 +255,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	adminAPI := admin.New(admin.Options{
 		Tokens: tokens, Store: st, Registry: servers, Grants: grants, Audit: trail, Usage: lastUse,
-		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
+		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log, Tools: pins,
 		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
 		Providers: providers, ProviderCallbackURL: providerCallbackURL(cfg),
 		RotateSigning: func() (string, error) {

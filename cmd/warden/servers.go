@@ -29,6 +29,8 @@ func newServersCmd(af *adminFlags) *cobra.Command {
 		c.Flags().StringSliceVar(&s.StepUpScopes, "step-up-scope", nil, "scope this server's policy may ask a call for (repeatable; grantable, never required)")
 		c.Flags().StringSliceVar(labels, "label", nil, "label key=value (repeatable)")
 		c.Flags().StringVar(&s.Description, "description", "", "human description")
+		c.Flags().StringVar(&s.Pinning, "pinning", "", "tool pinning: warn (default: audit and count changed tool definitions) or block (hide and refuse them until approved)")
+		c.Flags().StringVar(&s.PinNewTools, "pin-new-tools", "", "in block mode, new tools: approve (default) or wait for an admin")
 		c.Flags().StringVar(&s.StaticHeader, "static-header", "", "header carrying the static credential (default Authorization)")
 		c.Flags().BoolVar(&s.HTTP2, "http2", false, "speak HTTP/2 to the upstream")
 		c.Flags().StringVar(&s.ConnectTimeout, "connect-timeout", "", "upstream connect timeout, e.g. 5s")

@@ -155,6 +155,16 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 		}
 		must(t, b.Close())
 	}
+	// A tool pin whose listed definition changed since its approval: the
+	// copy must keep it changed (re-pinning would approve the change).
+	func() {
+		b, err := store.OpenBadger(filepath.Join(dir, "store"), store.BadgerOptions{})
+		must(t, err)
+		defer b.Close()
+		now := time.Now().UTC()
+		must(t, b.CreateToolPin(context.Background(), store.ToolPin{Server: "bi", Tool: "run_sql", Approved: "sha256:aa", ApprovedDefinition: []byte(`{"name":"run_sql"}`),
+			Seen: "sha256:bb", SeenDefinition: []byte(`{"description":"x","name":"run_sql"}`), FirstSeen: now, SeenAt: now, ApprovedAt: now, ApprovedBy: "pinning:first-seen"}))
+	}()
 
 	migrate := func() (string, error) {
 		cmd := newRootCmd()
@@ -224,6 +234,10 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 			got, err := dst.GetAccount(ctx, rec.Account.Subject, rec.Account.Provider)
 			must(t, err)
 			diff = cmp.Diff(*rec.Account, got)
+		case rec.ToolPin != nil:
+			got, err := dst.GetToolPin(ctx, rec.ToolPin.Server, rec.ToolPin.Tool)
+			must(t, err)
+			diff = cmp.Diff(*rec.ToolPin, got)
 		}
 		if diff != "" {
 			t.Errorf("record differs on PostgreSQL (-badger +postgres):\n%s", diff)
@@ -234,7 +248,7 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 	// Every kind was exercised: two service grants and the user's, their
 	// handles (access, rotated refresh, the new pair, the code), the DCR
 	// client, the consent, the pending sign-in.
-	if n.Clients < 1 || n.Grants < 2 || n.Handles < 4 || n.Servers != 1 || n.Sessions < 1 || n.Consents != 1 || n.Providers != 1 || n.Accounts != 2 {
+	if n.Clients < 1 || n.Grants < 2 || n.Handles < 4 || n.Servers != 1 || n.Sessions < 1 || n.Consents != 1 || n.Providers != 1 || n.Accounts != 2 || n.ToolPins != 1 {
 		t.Fatalf("the filled store lacks a kind of record: %s", n)
 	}
 	pgN, err := store.Count(ctx, dst)

@@ -105,6 +105,9 @@ type Options struct {
 	// Replay runs policy replays (POST /api/v1/policy/replay); nil: no
 	// such route.
 	Replay Replayer
+	// Tools is tool pinning (GET /api/v1/servers/{name}/tools, POST
+	// .../tools/{tool}/approve); nil leaves the routes out.
+	Tools Tools
 }
 
 // Server is the admin API.
@@ -161,6 +164,10 @@ func New(o Options) *Server {
 	}
 	if o.Replay != nil {
 		s.api("POST /api/v1/policy/replay", adminauth.Read, s.replayPolicy)
+	}
+	if o.Tools != nil {
+		s.api("GET /api/v1/servers/{name}/tools", adminauth.Read, s.listTools)
+		s.api("POST /api/v1/servers/{name}/tools/{tool}/approve", adminauth.ManageServers, s.approveTool)
 	}
 	if o.XDSStatus != nil {
 		s.api("GET /api/v1/xds", adminauth.Read, func(w http.ResponseWriter, _ *http.Request, _ string) error {

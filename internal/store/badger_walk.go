@@ -88,6 +88,11 @@ func (b *Badger) Walk(ctx context.Context, fn func(Record) error) error {
 				err := json.Unmarshal(raw, &c)
 				return Record{Consent: &c}, true, err
 			}},
+			{pToolPin, func(_ string, raw []byte) (Record, bool, error) {
+				var p ToolPin
+				err := json.Unmarshal(raw, &p)
+				return Record{ToolPin: &p}, true, err
+			}},
 		}
 		for _, s := range steps {
 			if err := each(s.prefix, s.decode); err != nil {

@@ -20,6 +20,7 @@ type Record struct {
 	// Provider and Account: upstream credentials (credentials.go).
 	Provider *Provider
 	Account  *Account
+	ToolPin  *ToolPin
 }
 
 // SessionRecord is a stored session with its key and absolute expiry.
@@ -45,6 +46,7 @@ type Counts struct {
 	Servers     int `json:"servers"`
 	Sessions    int `json:"sessions"`
 	Consents    int `json:"consents"`
+	ToolPins    int `json:"tool_pins"`
 	AuditEvents int `json:"audit_events"`
 	Providers   int `json:"providers,omitempty"`
 	Accounts    int `json:"accounts,omitempty"`
@@ -69,12 +71,14 @@ func (c *Counts) Add(r Record) {
 		c.Providers++
 	case r.Account != nil:
 		c.Accounts++
+	case r.ToolPin != nil:
+		c.ToolPins++
 	}
 }
 
 func (c Counts) String() string {
-	return fmt.Sprintf("%d clients, %d grants, %d handles, %d servers, %d sessions, %d consents, %d audit events",
-		c.Clients, c.Grants, c.Handles, c.Servers, c.Sessions, c.Consents, c.AuditEvents)
+	return fmt.Sprintf("%d clients, %d grants, %d handles, %d servers, %d sessions, %d consents, %d tool pins, %d audit events",
+		c.Clients, c.Grants, c.Handles, c.Servers, c.Sessions, c.Consents, c.ToolPins, c.AuditEvents)
 }
 
 // Count walks w and tallies what it holds, audit events aside.
@@ -136,6 +140,8 @@ func describe(r Record) string {
 		return "a session of kind " + r.Session.Kind
 	case r.Consent != nil:
 		return "consent of " + r.Consent.Subject + " for " + r.Consent.ClientID
+	case r.ToolPin != nil:
+		return "tool pin of " + r.ToolPin.Tool + " on " + r.ToolPin.Server
 	}
 	return "empty record"
 }

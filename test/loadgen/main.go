@@ -84,10 +84,13 @@ func main() {
 	floor := flag.String("floor", "", "instead of warden, drive this allow-everything server (go build ./test/loadgen/floor) to measure grpc-go's own cost")
 	plugin := flag.String("anchor", "", "measure warden side by side with this opa-envoy-plugin binary (built outside the repository), interleaved, on the issue-12 mix")
 	flag.IntVar(&s.rounds, "rounds", 3, "with -anchor: interleaved rounds per concurrency level")
+	extproc := flag.Bool("extproc", false, "measure the response path instead: ext_proc filtering of a 50-tool tools/list")
 	flag.Parse()
 	var err error
 	if s.levels, err = load.ParseLevels(*levels); err == nil {
 		switch {
+		case *extproc:
+			err = runExtProc(*bin, s)
 		case *plugin != "":
 			err = runAnchor(*bin, *plugin, s)
 		case *floor != "":

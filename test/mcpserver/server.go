@@ -34,7 +34,10 @@ type Options struct {
 	// Stateless serves MCP 2026-07-28 (stateless, no sessions; the go-sdk
 	// serves that revision only in this mode) beside the 2025 revisions.
 	Stateless bool
-	Logger    *slog.Logger
+	// JSONResponse answers POSTs with application/json instead of an SSE
+	// stream.
+	JSONResponse bool
+	Logger       *slog.Logger
 }
 
 // Seen is one verified request's identity.
@@ -53,6 +56,16 @@ type Server struct {
 	mu      sync.Mutex
 	seen    []Seen
 	rejects int
+	srv     *mcp.Server
+}
+
+// SetToolDescription changes the description of a tool the server lists
+// (the "rug pull" tool pinning catches): the tool is added again under
+// its name, which replaces it.
+func (s *Server) SetToolDescription(name, description string) {
+	mcp.AddTool(s.srv, &mcp.Tool{Name: name, Description: description}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + " done"}}}, nil, nil
+	})
 }
 
 // Seen returns the identities verified so far.
@@ -158,6 +171,11 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	}}, func(ctx context.Context, _ *mcp.CallToolRequest, in regionIn) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "region " + in.Region}}}, nil, nil
 	})
+	// admin_reset is for admins only (the e2e policy refuses it to others,
+	// and the response path hides it from their lists).
+	mcp.AddTool(srv, &mcp.Tool{Name: "admin_reset", Description: "Reset the server's state (admins only)"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "reset"}}}, nil, nil
+	})
 	srv.AddResource(&mcp.Resource{URI: "file:///teams/data/readme.md", Name: "readme", MIMEType: "text/markdown"},
 		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/markdown", Text: "# data team"}}}, nil
@@ -166,7 +184,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello"}}}}, nil
 	})
 
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Logger: o.Logger, DisableLocalhostProtection: true, Stateless: o.Stateless})
+	s.srv = srv
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Logger: o.Logger, DisableLocalhostProtection: true, Stateless: o.Stateless, JSONResponse: o.JSONResponse})
 	s.Handler = auth.RequireBearerToken(verifier, nil)(h)
 	return s, nil
 }

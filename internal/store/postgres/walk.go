@@ -79,6 +79,11 @@ func (s *Store) Walk(ctx context.Context, fn func(store.Record) error) error {
 				r.Consent = new(store.Consent)
 				return json.Unmarshal(raw, r.Consent)
 			})},
+			// In Badger's walk order: tool pins before providers and accounts.
+			{toolPins.listSQL, nil, data("tool pin", func(raw []byte, r *store.Record) error {
+				r.ToolPin = new(store.ToolPin)
+				return json.Unmarshal(raw, r.ToolPin)
+			})},
 			{providers.listSQL, nil, data("provider", func(raw []byte, r *store.Record) error {
 				r.Provider = new(store.Provider)
 				return json.Unmarshal(raw, r.Provider)
@@ -124,13 +129,13 @@ func (s *Store) Restore(ctx context.Context, src Source) (store.Counts, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Writers wait until the copy commits; readers see the empty store
 		// until then.
-		if _, err := tx.Exec(ctx, "LOCK TABLE clients, grants, handles, servers, sessions, consents, providers, accounts, audit_events, audit_head IN EXCLUSIVE MODE"); err != nil {
+		if _, err := tx.Exec(ctx, "LOCK TABLE clients, grants, handles, servers, sessions, consents, providers, accounts, tool_pins, audit_events, audit_head IN EXCLUSIVE MODE"); err != nil {
 			return err
 		}
 		var used bool
 		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM grants) OR EXISTS (SELECT 1 FROM handles)
 			OR EXISTS (SELECT 1 FROM servers) OR EXISTS (SELECT 1 FROM sessions) OR EXISTS (SELECT 1 FROM consents)
-			OR EXISTS (SELECT 1 FROM providers) OR EXISTS (SELECT 1 FROM accounts) OR EXISTS (SELECT 1 FROM audit_events) OR (SELECT seq FROM audit_head) > 0`).Scan(&used)
+			OR EXISTS (SELECT 1 FROM providers) OR EXISTS (SELECT 1 FROM accounts) OR EXISTS (SELECT 1 FROM tool_pins) OR EXISTS (SELECT 1 FROM audit_events) OR (SELECT seq FROM audit_head) > 0`).Scan(&used)
 		if err != nil {
 			return err
 		}
@@ -208,6 +213,9 @@ func restoreRow(r store.Record) (string, []any, error) {
 		a := r.Account
 		raw, err := json.Marshal(a)
 		return "INSERT INTO accounts (provider, subject, version, data) VALUES ($1, $2, $3, $4)", []any{a.Provider, a.Subject, int64(a.Version), raw}, err
+	case r.ToolPin != nil:
+		args, err = toolPins.row(*r.ToolPin)
+		return toolPins.restoreSQL, args, err
 	}
 	return "", nil, errors.New("empty record")
 }

@@ -27,6 +27,12 @@ deny contains msg if {
 	msg := sprintf("the grant does not cover server %q", [input.server.name])
 }
 
+deny contains "admin_reset is for admins only" if {
+	input.mcp.method == "tools/call"
+	input.mcp.tool == "admin_reset"
+	not "admins" in input.subject.groups
+}
+
 deny contains "run_sql: DROP statements are not allowed" if {
 	input.mcp.method == "tools/call"
 	input.mcp.tool == "run_sql"
