@@ -60,6 +60,10 @@ type Client struct {
 	ID           string   `json:"client_id"`
 	Secret       string   `json:"client_secret,omitempty"`
 	RedirectURIs []string `json:"redirect_uris"`
+	// BackchannelLogoutURI receives the provider's logout tokens, with sid
+	// (backchannel_logout_session_required).
+	BackchannelLogoutURI             string `json:"backchannel_logout_uri,omitempty"`
+	BackchannelLogoutSessionRequired bool   `json:"backchannel_logout_session_required,omitempty"`
 }
 
 // Options configure the provider.
@@ -169,6 +173,13 @@ func (p *Provider) LoginAs(t testing.TB, sub string) { p.control(t, "login-as", 
 // tokens with invalid_grant, as an IdP does for a disabled user.
 func (p *Provider) Disable(t testing.TB, sub string) { p.control(t, "disable", sub) }
 
+// BackchannelLogout has the provider end sub's newest session: it signs a
+// logout token and posts it to the client's backchannel_logout_uri, and
+// fails the test unless the client answered 200.
+func (p *Provider) BackchannelLogout(t testing.TB, sub string) {
+	p.control(t, "backchannel-logout", sub)
+}
+
 func (p *Provider) control(t testing.TB, op, sub string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"sub": sub})
@@ -176,9 +187,10 @@ func (p *Provider) control(t testing.TB, op, sub string) {
 	if err != nil {
 		t.Fatalf("idp %s: %v", op, err)
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("idp %s: status %d", op, resp.StatusCode)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		t.Fatalf("idp %s: status %d: %s", op, resp.StatusCode, msg)
 	}
 }
 
