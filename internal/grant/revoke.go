@@ -160,6 +160,9 @@ func (s *Service) Revoke(ctx context.Context, actor string, t Target, reason str
 		if err := s.audit.RecordSync(ctx, ev); err != nil {
 			errs = append(errs, fmt.Errorf("audit revocation of %s: %w", g.ID, err))
 		}
+		if !narrowed {
+			s.revoked(g)
+		}
 	}
 	n, err := s.forgetConsents(ctx, t, grants)
 	res.ConsentsRemoved = n

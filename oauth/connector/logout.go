@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -71,4 +75,51 @@ func (o *OIDC) VerifyLogoutToken(ctx context.Context, raw string) (Logout, error
 		return Logout{}, fmt.Errorf("%w: expired", ErrInvalidLogoutToken)
 	}
 	return Logout{Issuer: tok.Issuer, Subject: tok.Subject, SessionID: c.Sid, JTI: c.JTI, IssuedAt: tok.IssuedAt}, nil
+}
+
+// ErrNoRevocationEndpoint: the IdP's discovery document advertises no
+// revocation_endpoint (RFC 7009), so its tokens cannot be revoked there.
+var ErrNoRevocationEndpoint = errors.New("identity provider advertises no revocation_endpoint")
+
+// RevokeRefreshToken revokes an IdP refresh token at the IdP's RFC 7009
+// revocation endpoint, authenticating as Warden's client
+// (client_secret_basic). x/oauth2 has no revocation call. Errors never
+// carry the token or the IdP's response body.
+func (o *OIDC) RevokeRefreshToken(ctx context.Context, token string) error {
+	_, _, p, err := o.discover(ctx)
+	if err != nil {
+		return err
+	}
+	var meta struct {
+		RevocationEndpoint string `json:"revocation_endpoint"`
+	}
+	if err := p.Claims(&meta); err != nil {
+		return fmt.Errorf("read discovery document: %w", err)
+	}
+	if meta.RevocationEndpoint == "" {
+		return ErrNoRevocationEndpoint
+	}
+	form := url.Values{"token": {token}, "token_type_hint": {"refresh_token"}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, meta.RevocationEndpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return fmt.Errorf("revocation request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	// RFC 6749 section 2.3.1: form-encode the credentials before Basic.
+	req.SetBasicAuth(url.QueryEscape(o.cfg.ClientID), url.QueryEscape(o.cfg.ClientSecret))
+	resp, err := o.client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is the IdP's; the token is in the body, not in it
+		}
+		return fmt.Errorf("revoke at identity provider: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	// RFC 7009 section 2.2: 200 whether or not the token was valid.
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("revoke at identity provider: status %d", resp.StatusCode)
+	}
+	return nil
 }
