@@ -78,10 +78,11 @@ type Provider struct {
 	Issuer string
 	Port   int
 
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	mu     sync.Mutex
-	stderr bytes.Buffer
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser
+	stopOnce sync.Once
+	mu       sync.Mutex
+	stderr   bytes.Buffer
 }
 
 // Users the provider knows: alice (groups engineering, mcp-users), bob
@@ -116,7 +117,7 @@ func Start(t testing.TB, o Options) *Provider {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start oidc-provider: %v", err)
 	}
-	t.Cleanup(p.stop)
+	t.Cleanup(p.Stop)
 	ready := make(chan error, 1)
 	go func() {
 		line, err := bufio.NewReader(stdout).ReadString('\n')
@@ -146,6 +147,9 @@ func Start(t testing.TB, o Options) *Provider {
 	}
 	return p
 }
+
+// Stop ends the provider before the test does: an IdP that is down.
+func (p *Provider) Stop() { p.stopOnce.Do(p.stop) }
 
 func (p *Provider) stop() {
 	_ = p.stdin.Close()
