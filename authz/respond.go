@@ -33,12 +33,15 @@ type outcome struct {
 	body    string
 	// failure names the internal failure when status is 503.
 	failure failureClass
+	// answered marks a 200 that Warden answers itself, for the upstream
+	// (a URL elicitation): a denied response as far as Envoy is concerned.
+	answered bool
 	// byPolicy marks a denial the policy decided (its inputs are
 	// recorded for replay, as an allow's are).
 	byPolicy bool
 }
 
-func (o outcome) allowed() bool { return o.status == http.StatusOK }
+func (o outcome) allowed() bool { return o.status == http.StatusOK && !o.answered }
 
 // failureClass names why Warden could not decide; each is a label value of
 // warden_authz_failures_total.
@@ -265,7 +268,11 @@ func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.Check
 		s.o.LastUse.Used(c.grant.ID, c.server, c.start)
 	}
 	s.o.Metrics.observe(o, s.o.Now().Sub(c.start))
-	return respond(o)
+	resp := respond(o)
+	if o.allowed() {
+		resp.DynamicMetadata = s.responseMetadata(c)
+	}
+	return resp
 }
 
 // respond builds the CheckResponse of an outcome.

@@ -169,6 +169,8 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle(p+BackchannelLogoutPath, s.jsonEndpoint(s.serveBackchannelLogout))
 	}
 	mux.Handle(p+"/oauth/jwks", cors(s.signer))
+	mux.Handle(p+"/oauth/providers/{name}/connect", s.pageEndpoint(s.serveConnect))
+	mux.Handle(p+"/oauth/providers/{name}/callback", s.pageEndpoint(s.serveProviderCallback))
 	mux.Handle("/", s.pageEndpoint(func(http.ResponseWriter, *http.Request) error {
 		return pageError(http.StatusNotFound, "Not found", "There is no OAuth endpoint at this address.")
 	}))

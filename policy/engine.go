@@ -288,12 +288,6 @@ func (c *compiled) decide(ctx context.Context, in *Input) (Decision, error) {
 	if in == nil {
 		return Decision{}, errors.New("no input")
 	}
-	v, err := in.Value()
-	if err != nil {
-		return Decision{}, fmt.Errorf("input: %w", err)
-	}
-	input := ast.NewTerm(v)
-
 	// OPA would watch the context with a goroutine per query; a context
 	// callback costs much less, and nothing when the context cannot end.
 	cancel := neverCancelled
@@ -306,6 +300,16 @@ func (c *compiled) decide(ctx context.Context, in *Input) (Decision, error) {
 		defer stop()
 		cancel = cn
 	}
+	return c.decideWith(ctx, in, cancel)
+}
+
+// decideWith evaluates the decision (or allow) query for in.
+func (c *compiled) decideWith(ctx context.Context, in *Input, cancel topdown.Cancel) (Decision, error) {
+	v, err := in.Value()
+	if err != nil {
+		return Decision{}, fmt.Errorf("input: %w", err)
+	}
+	input := ast.NewTerm(v)
 
 	if c.decision != nil {
 		t, err := c.eval(ctx, c.decision, input, cancel)

@@ -25,11 +25,16 @@ const (
 	PackagePath  = "data.warden.authz"
 	DecisionPath = PackagePath + ".decision"
 	AllowPath    = PackagePath + ".allow"
+	// VisiblePath, when the policy defines it, decides which items of a
+	// list result (tools/list, prompts/list, resources/list,
+	// resources/templates/list) the caller sees; see Engine.Visible.
+	VisiblePath = PackagePath + ".visible"
 )
 
 var (
 	decisionRef = ast.MustParseRef(DecisionPath)
 	allowRef    = ast.MustParseRef(AllowPath)
+	visibleRef  = ast.MustParseRef(VisiblePath)
 )
 
 // loaded is what one read of the policy source produced, before compiling.
@@ -142,6 +147,8 @@ type compiled struct {
 	// allow when it defines data.warden.authz.allow; at least one is.
 	decision *query
 	allow    *query
+	// visible is set when the policy defines data.warden.authz.visible.
+	visible *query
 	// memo remembers decisions when the policy qualifies (see memo.go);
 	// nil otherwise. It belongs to this revision and goes with it.
 	memo       *memo
@@ -209,6 +216,11 @@ func compile(ctx context.Context, l *loaded) (*compiled, error) {
 	}
 	if c.decision == nil && c.allow == nil {
 		return nil, errNoDecisionRule
+	}
+	if len(compiler.GetRules(visibleRef)) > 0 {
+		if c.visible, err = prepare(VisiblePath); err != nil {
+			return nil, err
+		}
 	}
 	fields, ok, why := memoizable(compiler)
 	if ok {

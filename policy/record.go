@@ -91,15 +91,16 @@ func (r *Redaction) any(server string) bool {
 }
 
 // callerJSON encodes the caller's part of the record:
-// "subject":{...},"client":{...},"server":{...},"grant":{...}
-func callerJSON(s *Subject, c *Client, srv *Server, g *Grant) ([]byte, error) {
+// "subject":{...},"client":{...},"server":{...},"grant":{...},"credential":{...}
+func callerJSON(s *Subject, c *Client, srv *Server, g *Grant, cr *Credential) ([]byte, error) {
 	type doc struct {
-		Subject Subject `json:"subject"`
-		Client  Client  `json:"client"`
-		Server  Server  `json:"server"`
-		Grant   Grant   `json:"grant"`
+		Subject    Subject    `json:"subject"`
+		Client     Client     `json:"client"`
+		Server     Server     `json:"server"`
+		Grant      Grant      `json:"grant"`
+		Credential Credential `json:"credential"`
 	}
-	d := doc{Subject: *s, Client: *c, Server: *srv, Grant: *g}
+	d := doc{Subject: *s, Client: *c, Server: *srv, Grant: *g, Credential: *cr}
 	// The policy sees [] and {} for absent lists and maps: so does the
 	// record.
 	d.Subject.Groups = orEmpty(d.Subject.Groups)
@@ -136,7 +137,7 @@ func (in *Input) AppendRecord(dst []byte, r *Redaction) ([]byte, []string, error
 		dst = append(dst, c.json...)
 		server = c.serverName
 	} else {
-		part, err := callerJSON(&in.Subject, &in.Client, &in.Server, &in.Grant)
+		part, err := callerJSON(&in.Subject, &in.Client, &in.Server, &in.Grant, &in.Credential)
 		if err != nil {
 			return dst, nil, fmt.Errorf("record input: %w", err)
 		}
@@ -226,6 +227,10 @@ func (in *Input) AppendRecord(dst []byte, r *Redaction) ([]byte, []string, error
 	}
 	dst = append(dst, `},"time":`...)
 	dst = appendString(dst, q.Time)
+	dst = append(dst, `},"tool":{"pinned":`...)
+	dst = strconv.AppendBool(dst, in.Tool.Pinned)
+	dst = append(dst, `,"changed":`...)
+	dst = strconv.AppendBool(dst, in.Tool.Changed)
 	dst = append(dst, `}}`...)
 	return dst, redacted, nil
 }

@@ -101,7 +101,7 @@ func TestRecordWithCallerEqualsWithout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewCaller(in.Subject, in.Client, in.Server, in.Grant)
+	c, err := NewCaller(in.Subject, in.Client, in.Server, in.Grant, in.Credential)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,8 @@ func serverSpecs(servers []config.Server) []registry.Spec {
 		out = append(out, registry.Spec{
 			Name: s.Name, URL: s.URL, Credential: s.Credential, Scopes: s.Scopes, StepUpScopes: s.StepUpScopes,
 			Labels: s.Labels, Description: s.Description,
+			IdPAudience: s.IdPAudience, IdPScopes: s.IdPScopes, Provider: s.Provider, Unconnected: s.Unconnected,
+			Pinning: s.Pinning, PinNewTools: s.PinNewTools,
 		})
 	}
 	return out

@@ -10,7 +10,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	af := &adminFlags{}
-	clients := []*cobra.Command{newServersCmd(af), newTokensCmd(af), newRevokeCmd(af), newGrantsCmd(af), newAuditCmd(af), newKeysCmd(af), newAccessCmd(af)}
+	clients := []*cobra.Command{newServersCmd(af), newTokensCmd(af), newRevokeCmd(af), newGrantsCmd(af), newAuditCmd(af), newKeysCmd(af), newAccessCmd(af), newProvidersCmd(af), newAccountsCmd(af)}
 	for _, c := range clients {
 		af.register(c)
 	}

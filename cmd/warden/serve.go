@@ -32,6 +32,7 @@ import (
 	"github.com/warden-mcp/warden/internal/registry"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/upstream"
 	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
@@ -103,7 +104,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log)
+	st, err := openServeStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -119,6 +120,14 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	if created {
 		log.Info("generated signing key", "file", cfg.Keys.SigningFile, "kid", signer.KeyID())
+	}
+	// On PostgreSQL the keys every replica uses live in the store.
+	shared, err := shareKeys(ctx, st, ring, signer, log)
+	if err != nil {
+		return err
+	}
+	if shared != nil {
+		ring, signer = shared.ring.Keyring, shared.signer
 	}
 	adminToken, created, err := admin.LoadOrCreateToken(cfg.Keys.AdminTokenFile)
 	if err != nil {
@@ -140,13 +149,27 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		return err
 	}
 	defer closeSink()
-	trail, err := audit.Open(ctx, st, audit.Options{Sink: sink, Logger: log, OnWriteError: func(error) { auditErrors.Inc() }})
+	trail, err := audit.Open(ctx, st, auditOptions(cfg.Audit, sink, log, reg, func(error) { auditErrors.Inc() }))
 	if err != nil {
 		return err
 	}
 
 	grants, err := grant.New(grant.Options{Store: st, Audit: trail, Registerer: reg,
 		AccessTTL: cfg.OAuth.AccessTokenTTL.D(), RefreshTTL: cfg.OAuth.RefreshTokenTTL.D(), CodeTTL: cfg.OAuth.CodeTTL.D()})
+	if err != nil {
+		return err
+	}
+	providers := upstream.NewProviders(st, ring, trail, nil, func(ctx context.Context, actor, name string) error {
+		_, err := grants.RevokeAccounts(ctx, actor, grant.AccountTarget{Provider: name}, grant.ReasonProviderRemoved)
+		return err
+	})
+	if err := providers.Reconcile(ctx, providerSpecs(cfg.Providers)); err != nil {
+		log.Error("config providers not fully applied", "err", err)
+	}
+	late := &lateOAuth{}
+	brokerOpts := brokerOptions(cfg, log)
+	brokerOpts.Store, brokerOpts.Keyring, brokerOpts.Audit, brokerOpts.IdP, brokerOpts.Revoker = st, ring, trail, late, accountRevoker{grants}
+	broker, err := upstream.New(brokerOpts)
 	if err != nil {
 		return err
 	}
@@ -170,18 +193,25 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	attacher, err := authz.NewAttacher(authz.AttacherOptions{
 		Signer: signer, Opener: ring, Issuer: cfg.Issuer(), ResourceURL: cfg.ResourceURL, TTL: cfg.Authz.JWTTTL.D(),
 		SubjectHeader: cfg.Authz.Identity.Subject, ClientHeader: cfg.Authz.Identity.Client,
+		Credentials: broker, RenewBefore: cfg.Credentials.RefreshMargin.D(),
 	})
 	if err != nil {
 		return err
 	}
 	tasks := taskStore(st)
+	pins, err := toolPins(st, trail, catalog, reg, log)
+	if err != nil {
+		return err
+	}
 	lastUse := usage.New(usage.Options{Store: st, Logger: log})
 	svc, err := authz.New(authz.Options{
-		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: attacher, Tasks: tasks,
+		Resolver: st, Servers: catalog, Policy: engine, Audit: trail.Decisions(), Attacher: attacher, Tasks: tasks,
 		ResourceURL: cfg.ResourceURL, ResourceMetadataURL: cfg.ResourceMetadataURL,
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
 		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
+		Accounts: st, Connect: late,
+		ToolHeaders: pins, Pins: pins,
 		Redact: redaction(cfg.Audit.Redact),
 	})
 	if err != nil {
@@ -198,6 +228,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	grpcSrv := grpc.NewServer(authzOpts...)
 	authv3.RegisterAuthorizationServer(grpcSrv, svc)
+	if err := registerExtProc(grpcSrv, svc, engine, pins, tasks, reg, log); err != nil {
+		return err
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, hs)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -221,6 +254,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		Tokens: tokens, Store: st, Registry: servers, Grants: grants, Audit: trail, Usage: lastUse,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
 		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
+		Providers: providers, ProviderCallbackURL: providerCallbackURL(cfg),
 		RotateSigning: func() (string, error) {
 			if err := signer.Rotate(); err != nil {
 				return "", err
@@ -228,6 +262,12 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return signer.KeyID(), nil
 		},
 		RotateSealing: func() (string, error) {
+			if shared != nil {
+				if err := shared.ring.Rotate(context.Background()); err != nil {
+					return "", err
+				}
+				return shared.ring.Primary(), nil
+			}
 			if ringFromEnv {
 				return "", errors.New("the keyring comes from WARDEN_SEALING_KEYS: put a new key first in it and restart")
 			}
@@ -266,6 +306,8 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	oauthOpts.Store, oauthOpts.Grants, oauthOpts.Signer, oauthOpts.Keyring, oauthOpts.Auditor = st, grants, signer, ring, trail
 	oauthOpts.Logger, oauthOpts.Registerer = log, reg
+	oauthOpts.SharedLimits = sharedLimits(st)
+	oauthOpts.ConnectTTL = cfg.Credentials.ConnectTTL.D()
 	authServer, err := oauth.New(oauthOpts)
 	if err != nil {
 		return err
@@ -273,6 +315,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	// Every revocation also revokes the grant's IdP refresh token at the
 	// IdP (RFC 7009), in the background.
 	grants.OnRevoke(authServer.RevokeAtIdP)
+	late.s = authServer
 	if err := showBootstrap(boot, stderr, cfg.DataDir, log); err != nil {
 		return err
 	}
@@ -316,6 +359,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	g.Go(func() error { maintain(gctx, st, log); return nil })
 	g.Go(func() error { lastUse.Run(gctx); return nil })
+	if shared != nil {
+		g.Go(func() error { shared.watch(gctx, servers); return nil })
+	}
 	if cfgPath != "" {
 		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_config_reloads_total", Help: "Config file changes seen, by result."}, []string{"result"})
 		reg.MustRegister(reloads)

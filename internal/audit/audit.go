@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/warden-mcp/warden/internal/store"
 )
 
@@ -56,6 +58,19 @@ type Options struct {
 	Now    func() time.Time
 	// OnWriteError is called for each failed store write (metrics).
 	OnWriteError func(error)
+	// OnRechain is called when a batch had to be chained again because
+	// another writer appended first (replicas sharing one trail).
+	OnRechain func()
+	// Durability says when a decision is answered (durability.go): Sync
+	// (the default) waits for the event's group commit, made durable on
+	// disk (one fsync per batch); Async queues it.
+	Durability Durability
+	// OnFull is what an Async decision does when the queue is full:
+	// wait up to its deadline (the default), or drop the event, counted
+	// and marked in the chain by an audit_gap event.
+	OnFull OnFull
+	// Registerer, when set, receives the trail's metrics.
+	Registerer prometheus.Registerer
 }
 
 // Trail appends events to the hash chain.
@@ -71,6 +86,12 @@ type Trail struct {
 	// retrying a store that will not come back.
 	abandonOnce sync.Once
 	abandon     chan struct{}
+
+	// gaps counts decision events dropped since the last audit_gap
+	// marker (OnFull: Drop); gapSignal wakes the writer to write one.
+	gaps      gapCounter
+	gapSignal chan struct{}
+	m         *metrics
 }
 
 type pending struct {
@@ -99,7 +120,16 @@ func Open(ctx context.Context, st Store, o Options) (*Trail, error) {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("open audit trail: %w", err)
 	}
-	t := &Trail{st: st, opts: o, q: make(chan pending, o.QueueSize), done: make(chan struct{}), closing: make(chan struct{}), abandon: make(chan struct{})}
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("open audit trail: %w", err)
+	}
+	t := &Trail{st: st, opts: o, q: make(chan pending, o.QueueSize), done: make(chan struct{}), closing: make(chan struct{}), abandon: make(chan struct{}), gapSignal: make(chan struct{}, 1)}
+	t.m = newMetrics(t)
+	if o.Registerer != nil {
+		if err := t.m.register(o.Registerer); err != nil {
+			return nil, fmt.Errorf("open audit trail: %w", err)
+		}
+	}
 	go t.run(head.Seq, head.Hash)
 	return t, nil
 }
@@ -178,6 +208,9 @@ func (t *Trail) run(seq uint64, prev string) {
 		select {
 		case p := <-t.q:
 			batch = append(batch, p)
+		case <-t.gapSignal:
+			// Events were dropped while nothing else is queued: the
+			// marker is written on its own (write adds it).
 		case <-t.closing:
 			// Drain whatever was queued before Close.
 			for {
@@ -189,7 +222,7 @@ func (t *Trail) run(seq uint64, prev string) {
 					}
 				default:
 				}
-				if len(batch) == 0 {
+				if len(batch) == 0 && t.gaps.pending() == 0 {
 					return
 				}
 				seq, prev = t.write(batch, seq, prev)
@@ -228,25 +261,40 @@ func (t *Trail) run(seq uint64, prev string) {
 // takes it: an event once accepted is never dropped, unless Close gave up
 // on a store that stays broken (then the loss is logged and waiters fail).
 func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string) {
+	if gap, ok := t.gaps.take(t.opts.Now()); ok {
+		// The marker leads the batch written after the drops, so the
+		// chain says where the trail is incomplete and by how much.
+		batch = append([]pending{{ev: gap}}, batch...)
+		t.m.gaps.Inc()
+	}
+	if len(batch) == 0 {
+		return seq, prev
+	}
+	start := time.Now()
 	events := make([]store.AuditEvent, len(batch))
 	ls, _ := t.st.(LineStore)
 	var lines []byte
 	if t.opts.Sink != nil || ls != nil {
 		lines = make([]byte, 0, 512*len(batch))
 	}
-	h := prev
-	for i, p := range batch {
-		ev := p.ev
-		ev.Seq = seq + uint64(i) + 1
-		ev.PrevHash = h
-		var line []byte
-		ev.Hash, line = hashAndEncode(ev)
-		h = ev.Hash
-		events[i] = ev
-		if lines != nil {
-			lines = append(append(lines, line...), '\n')
+	var h string
+	chain := func() {
+		lines = lines[:0]
+		h = prev
+		for i, p := range batch {
+			ev := p.ev
+			ev.Seq = seq + uint64(i) + 1
+			ev.PrevHash = h
+			var line []byte
+			ev.Hash, line = hashAndEncode(ev)
+			h = ev.Hash
+			events[i] = ev
+			if lines != nil {
+				lines = append(append(lines, line...), '\n')
+			}
 		}
 	}
+	chain()
 	backoff := 10 * time.Millisecond
 	for {
 		var err error
@@ -256,6 +304,28 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			err = t.st.AppendAudit(context.Background(), events...)
 		}
 		if err == nil {
+			break
+		}
+		if errors.Is(err, store.ErrAlreadyExists) && t.landed(events) {
+			// An earlier attempt of this very batch committed although
+			// its write reported an error.
+			break
+		}
+		if errors.Is(err, store.ErrAlreadyExists) {
+			// Another writer (a replica on the same PostgreSQL schema)
+			// appended since this trail last did: continue the chain after
+			// its events, re-chaining this batch onto the new head.
+			if head, herr := t.st.LastAudit(context.Background()); herr == nil && head.Seq >= seq+1 {
+				seq, prev = head.Seq, head.Hash
+				chain()
+				if t.opts.OnRechain != nil {
+					t.opts.OnRechain()
+				}
+				continue
+			}
+		} else if t.landed(events) {
+			// The write failed to report but committed (a connection lost
+			// after COMMIT): writing it again would store it twice.
 			break
 		}
 		if t.opts.OnWriteError != nil {
@@ -287,6 +357,24 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
+	if t.opts.Durability == Sync {
+		if err := t.syncStore(); err != nil {
+			// The events are written (the chain goes on from them) but
+			// their durability is not known: no caller is told they are
+			// stored, so allows waiting on them become 503s.
+			if t.opts.OnWriteError != nil {
+				t.opts.OnWriteError(err)
+			}
+			t.opts.Logger.Error("audit sync failed", "err", err, "events", len(events))
+			for _, p := range batch {
+				if p.done != nil {
+					p.done <- fmt.Errorf("audit not durable: %w", err)
+				}
+			}
+			return events[len(events)-1].Seq, h
+		}
+	}
+	t.m.committed(len(events), time.Since(start))
 	if t.opts.Sink != nil {
 		if _, err := t.opts.Sink.Write(lines); err != nil {
 			t.opts.Logger.Error("audit sink write failed", "err", err)
@@ -298,6 +386,24 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		}
 	}
 	return events[len(events)-1].Seq, h
+}
+
+// landed reports whether events, whose write returned an error, are
+// stored all the same: the stored event at the first seq has the first
+// event's hash (which covers its seq, content and link), and so on.
+func (t *Trail) landed(events []store.AuditEvent) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := t.st.ListAudit(ctx, events[0].Seq, len(events))
+	if err != nil || len(got) != len(events) {
+		return false
+	}
+	for i := range got {
+		if got[i].Hash != events[i].Hash {
+			return false
+		}
+	}
+	return true
 }
 
 // Hash is the chain hash of ev: SHA-256 over the event's JSON encoding with

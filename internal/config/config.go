@@ -49,6 +49,10 @@ type Config struct {
 	Runtime   Runtime `json:"runtime"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
+	// Credentials configures the idp, exchange and provider modes;
+	// Providers are the third-party providers declared in the file.
+	Credentials Credentials `json:"credentials"`
+	Providers   []Provider  `json:"providers,omitempty"`
 }
 
 // Debug holds diagnostics that are off by default.
@@ -198,6 +202,14 @@ type Policy struct {
 type Audit struct {
 	// Sink is "stdout", "stderr", "none", or a file path for JSON lines.
 	Sink string `json:"sink"`
+	// Durability is sync (a Check is answered once its event is in a
+	// durable group commit) or async (once it is queued).
+	Durability string `json:"durability"`
+	// QueueSize bounds events waiting to be written.
+	QueueSize int `json:"queue_size"`
+	// OnFull is what an async Check does on a full queue: wait (up to its
+	// deadline, then 503) or drop (counted, marked by an audit_gap event).
+	OnFull string `json:"on_full"`
 	// Redact leaves tool arguments out of the recorded decision inputs.
 	Redact []AuditRedact `json:"redact,omitempty"`
 }
@@ -251,7 +263,7 @@ func Default() Config {
 			Identity:     Identity{Subject: "x-warden-subject", Client: "x-warden-client"},
 		},
 		Policy:  Policy{Watch: true},
-		Audit:   Audit{Sink: "stdout"},
+		Audit:   Audit{Sink: "stdout", Durability: "sync", QueueSize: 8192, OnFull: "wait"},
 		OAuth:   defaultOAuth(),
 		XDS:     defaultXDS(),
 		Runtime: Runtime{GCPercent: 400, MemoryLimit: "192MiB"},
@@ -447,6 +459,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.OAuth.validate()...)
 	errs = append(errs, c.XDS.validate()...)
 	errs = append(errs, c.Admin.validate()...)
+	errs = append(errs, c.Credentials.validate()...)
+	errs = append(errs, validateProviders(c.Providers)...)
+	errs = append(errs, c.Audit.validate()...)
 	errs = append(errs, validateRedact(c.Audit.Redact)...)
 	names := map[string]bool{}
 	for i, s := range c.Servers {

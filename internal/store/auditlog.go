@@ -274,7 +274,19 @@ func (l *auditLog) rotate(first uint64) error {
 	if err != nil {
 		return fmt.Errorf("audit log: new segment: %w", err)
 	}
+	// The new file's name, and the end of the one before, must survive a
+	// machine crash like the events (audit.durability: sync).
+	if err := syncDir(l.dir); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return fmt.Errorf("audit log: new segment: %w", err)
+	}
 	if l.cur != nil {
+		if err := fdatasync(l.cur); err != nil {
+			_ = f.Close()
+			_ = os.Remove(path)
+			return fmt.Errorf("audit log: sync segment: %w", err)
+		}
 		_ = l.cur.Close()
 		// The segment before is whole: its marks stand.
 		l.segs[len(l.segs)-1].complete = true
@@ -306,6 +318,9 @@ func (l *auditLog) list(from uint64, limit int) ([]AuditEvent, error) {
 // read appends the events of seg with from <= Seq <= last to out.
 func (l *auditLog) read(seg *segment, from, last uint64, limit int, out *[]AuditEvent) error {
 	f, err := os.Open(seg.path)
+	if errors.Is(err, os.ErrNotExist) && seg.first <= l.pruned() {
+		return nil // pruned since the listing began
+	}
 	if err != nil {
 		return fmt.Errorf("audit log: %w", err)
 	}

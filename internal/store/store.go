@@ -72,6 +72,9 @@ type Store interface {
 	// ListLastUse returns every recorded use.
 	ListLastUse(ctx context.Context) ([]LastUse, error)
 
+	// Tool pins (tool pinning on the response path).
+	ToolPins
+
 	// AppendAudit stores events whose Seq continue the chain exactly
 	// (Seq = last Seq + 1, in order); anything else is ErrConflict-like
 	// and returns ErrAlreadyExists.
@@ -80,6 +83,18 @@ type Store interface {
 	ListAudit(ctx context.Context, from uint64, limit int) ([]AuditEvent, error)
 	// LastAudit returns the newest event, or ErrNotFound on an empty trail.
 	LastAudit(ctx context.Context) (AuditEvent, error)
+	// PutAuditCheckpoint stores a signed checkpoint of the chain (written
+	// before the events it covers are pruned); one per Seq.
+	PutAuditCheckpoint(ctx context.Context, c AuditCheckpoint) error
+	// ListAuditCheckpoints returns every stored checkpoint, newest first.
+	ListAuditCheckpoints(ctx context.Context) ([]AuditCheckpoint, error)
+	// PruneAudit deletes events with Seq <= through, never the newest
+	// event, and returns how many it deleted. A backend may delete less
+	// (Badger deletes whole segment files only).
+	PruneAudit(ctx context.Context, through uint64) (int, error)
+
+	// Credentials: third-party providers and users' connected accounts.
+	Credentials
 
 	Close() error
 }

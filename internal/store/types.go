@@ -151,6 +151,11 @@ type Server struct {
 	StepUpScopes []string          `json:"step_up_scopes,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"`
 	Description  string            `json:"description,omitempty"`
+	// Pinning is the tool pinning mode, "warn" (or empty) or "block";
+	// PinNewTools what block mode does with a new tool, "approve" (or
+	// empty) or "wait" (internal/toolpin).
+	Pinning     string `json:"pinning,omitempty"`
+	PinNewTools string `json:"pin_new_tools,omitempty"`
 	// StaticHeader and StaticSecret carry the credential for "static" mode:
 	// the header name and its sealed value.
 	StaticHeader string  `json:"static_header,omitempty"`
@@ -160,6 +165,16 @@ type Server struct {
 	ConnectTimeout time.Duration `json:"connect_timeout,omitempty"`
 	IdleTimeout    time.Duration `json:"idle_timeout,omitempty"`
 	RequestTimeout time.Duration `json:"request_timeout,omitempty"`
+	// IdPAudience and IdPScopes are what an "exchange" server's token is
+	// requested for at the IdP (RFC 8693 audience and scope).
+	IdPAudience string   `json:"idp_audience,omitempty"`
+	IdPScopes   []string `json:"idp_scopes,omitempty"`
+	// Provider names the provider of a "provider" server.
+	Provider string `json:"provider,omitempty"`
+	// Unconnected is what a "provider" server does with a request from a
+	// user who has not connected an account: UnconnectedElicit (the
+	// default), UnconnectedElicitAll or UnconnectedPass.
+	Unconnected string `json:"unconnected,omitempty"`
 	// Source is "api" for servers managed through the admin API and
 	// "config" for servers reconciled from the config file.
 	Source    string    `json:"source,omitempty"`
@@ -228,4 +243,17 @@ type LastUse struct {
 	GrantID string    `json:"grant_id"`
 	Server  string    `json:"server"`
 	At      time.Time `json:"at"`
+}
+
+// AuditCheckpoint vouches for the chain up to Seq: the event at Seq had
+// Hash, and Count events (Seq 1 to Seq) came before and with it. JWS is
+// the same statement signed with Warden's signing key (a compact JWT,
+// internal/audit), so a verifier can start from it once the events it
+// covers are pruned.
+type AuditCheckpoint struct {
+	Seq   uint64    `json:"seq"`
+	Hash  string    `json:"hash"`
+	Count uint64    `json:"count"`
+	Time  time.Time `json:"time"`
+	JWS   string    `json:"jws"`
 }
