@@ -127,6 +127,7 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, pc pendingCon
 		ID: pc.GrantID, Subject: pc.Identity.Subject, Email: pc.Identity.Email, Name: pc.Identity.Name,
 		Groups: pc.Identity.Groups, Claims: pc.Identity.Claims, ClientID: req.ClientID, ClientName: pc.ClientName, Kind: store.KindUser,
 		Scopes: req.Scopes, Resources: req.Resources, Servers: req.Servers, Connector: s.o.ConnectorID,
+		IdPSession: pc.Identity.Session,
 	}
 	if pc.Upstream != nil {
 		g.Upstream = map[string]store.Sealed{upstreamIdP: *pc.Upstream}

@@ -8,6 +8,8 @@ type metrics struct {
 	logins        *prometheus.CounterVec
 	revocations   *prometheus.CounterVec
 	rateLimited   *prometheus.CounterVec
+	// idpRevocations counts RFC 7009 revocations at the IdP (idprevoke.go).
+	idpRevocations *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,9 +34,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "warden", Subsystem: "oauth", Name: "rate_limited_total",
 			Help: "Requests refused by a per-source rate limit, by endpoint.",
 		}, []string{"endpoint"}),
+		idpRevocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "warden", Subsystem: "oauth", Name: "idp_token_revocations_total",
+			Help: "IdP refresh tokens of revoked grants revoked at the IdP (RFC 7009), by result: revoked, retry, failed, unsupported.",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.tokens, m.registrations, m.logins, m.revocations, m.rateLimited)
+		reg.MustRegister(m.tokens, m.registrations, m.logins, m.revocations, m.rateLimited, m.idpRevocations)
 	}
 	return m
 }

@@ -53,6 +53,10 @@ type Options struct {
 	// UpstreamRefreshMargin renews the IdP's tokens this long before they
 	// expire (default 1m).
 	UpstreamRefreshMargin time.Duration
+	// IdPRevokeBackoff is the first wait before retrying a failed
+	// revocation of an IdP refresh token at the IdP (doubling; 2s when
+	// zero).
+	IdPRevokeBackoff time.Duration
 
 	// LoginTTL bounds how long a user has to sign in and answer the
 	// consent page (default 10m).
@@ -171,6 +175,9 @@ type Limits struct {
 }
 
 func (o *Options) defaults() {
+	if o.IdPRevokeBackoff <= 0 {
+		o.IdPRevokeBackoff = 2 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

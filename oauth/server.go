@@ -52,6 +52,8 @@ type Server struct {
 
 	redirectConn connector.Redirect
 	passwordConn connector.Password
+	// logoutVerifier is the connector when it takes back-channel logouts.
+	logoutVerifier LogoutVerifier
 
 	// grantTypes are the token endpoint's handlers by grant_type.
 	grantTypes map[string]grantHandler
@@ -102,6 +104,7 @@ func New(o Options) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("oauth: connector %T is neither a Redirect nor a Password connector", c)
 	}
+	s.logoutVerifier, _ = o.Connector.(LogoutVerifier)
 	s.grantTypes = map[string]grantHandler{}
 	for _, h := range []grantHandler{authorizationCode{s}, refreshToken{s}, clientCredentials{s}} {
 		s.grantTypes[h.grantType()] = h
@@ -162,6 +165,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(p+"/oauth/token", cors(s.jsonEndpoint(s.serveToken)))
 	mux.Handle(p+"/oauth/revoke", cors(s.jsonEndpoint(s.serveRevoke)))
 	mux.Handle(p+"/oauth/introspect", s.jsonEndpoint(s.serveIntrospect))
+	if s.logoutVerifier != nil {
+		mux.Handle(p+BackchannelLogoutPath, s.jsonEndpoint(s.serveBackchannelLogout))
+	}
 	mux.Handle(p+"/oauth/jwks", cors(s.signer))
 	mux.Handle(p+"/oauth/providers/{name}/connect", s.pageEndpoint(s.serveConnect))
 	mux.Handle(p+"/oauth/providers/{name}/callback", s.pageEndpoint(s.serveProviderCallback))

@@ -315,6 +315,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
+	// Every revocation also revokes the grant's IdP refresh token at the
+	// IdP (RFC 7009), in the background.
+	grants.OnRevoke(authServer.RevokeAtIdP)
 	late.s = authServer
 	if err := showBootstrap(boot, stderr, cfg.DataDir, log); err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,6 +81,28 @@ type Service struct {
 	codeTTL     time.Duration
 	now         func() time.Time
 	revocations *prometheus.CounterVec
+
+	hooksMu  sync.Mutex
+	onRevoke []func(store.Grant)
+}
+
+// OnRevoke adds fn, called with each grant a Revoke revoked (after it is
+// stored and audited), such as revoking the grant's IdP refresh token at
+// the IdP. fn must not block: the revocation is already in force and its
+// caller waits for every hook.
+func (s *Service) OnRevoke(fn func(store.Grant)) {
+	s.hooksMu.Lock()
+	defer s.hooksMu.Unlock()
+	s.onRevoke = append(s.onRevoke, fn)
+}
+
+func (s *Service) revoked(g store.Grant) {
+	s.hooksMu.Lock()
+	hooks := s.onRevoke
+	s.hooksMu.Unlock()
+	for _, fn := range hooks {
+		fn(g)
+	}
 }
 
 // New returns a Service.

@@ -24,6 +24,7 @@ const (
 	ReasonByClient           = "revoked by the client"
 	ReasonClientDeleted      = "client deleted"
 	ReasonServerRemoved      = "server removed"
+	ReasonIdPLogout          = "signed out at the identity provider (back-channel logout)"
 )
 
 func reasonLabel(actor, reason string) string {
@@ -40,6 +41,8 @@ func reasonLabel(actor, reason string) string {
 		return "client_deleted"
 	case ReasonServerRemoved:
 		return "server_removed"
+	case ReasonIdPLogout:
+		return "idp_logout"
 	}
 	// Administrators act as "token:<name>" or "user:<subject>"
 	// (internal/adminauth); "admin" and "admin:" are older names.
@@ -60,9 +63,19 @@ type Target struct {
 	// Connector cuts every grant whose user signed in through this IdP
 	// connector ("oidc", "static").
 	Connector string `json:"connector,omitempty"`
+	// IdPSession, with Connector, narrows it to the grants signed in
+	// during that IdP session (a back-channel logout naming sid); Subject
+	// may narrow a Connector target too (one user of that IdP).
+	IdPSession string `json:"idp_session,omitempty"`
 }
 
 func (t Target) validate() error {
+	if t.Connector != "" && t.GrantID == "" && t.ClientID == "" && t.Server == "" {
+		return nil // optionally narrowed by Subject and IdPSession
+	}
+	if t.IdPSession != "" {
+		return fmt.Errorf("%w: an IdP session is named only with its connector", ErrInvalidTarget)
+	}
 	n := 0
 	for _, v := range []string{t.GrantID, t.Subject, t.ClientID, t.Server, t.Connector} {
 		if v != "" {
@@ -147,6 +160,9 @@ func (s *Service) Revoke(ctx context.Context, actor string, t Target, reason str
 		if err := s.audit.RecordSync(ctx, ev); err != nil {
 			errs = append(errs, fmt.Errorf("audit revocation of %s: %w", g.ID, err))
 		}
+		if !narrowed {
+			s.revoked(g)
+		}
 	}
 	n, err := s.forgetConsents(ctx, t, grants)
 	res.ConsentsRemoved = n
@@ -170,6 +186,11 @@ func (s *Service) Revoke(ctx context.Context, actor string, t Target, reason str
 	if t.Connector != "" {
 		summary.Details["connector"] = t.Connector
 	}
+	if t.IdPSession != "" {
+		// The session id itself is the IdP's handle: the trail says only
+		// that one session was named.
+		summary.Details["idp_session"] = true
+	}
 	if err := s.audit.RecordSync(ctx, summary); err != nil {
 		errs = append(errs, fmt.Errorf("audit revocation: %w", err))
 	}
@@ -187,11 +208,13 @@ func (s *Service) find(ctx context.Context, t Target) ([]store.Grant, error) {
 		}
 		return []store.Grant{g}, nil
 	case t.Connector != "":
-		all, err := s.st.ListGrants(ctx, store.GrantFilter{})
+		all, err := s.st.ListGrants(ctx, store.GrantFilter{Subject: t.Subject})
 		if err != nil {
 			return nil, err
 		}
-		return slices.DeleteFunc(all, func(g store.Grant) bool { return g.Connector != t.Connector }), nil
+		return slices.DeleteFunc(all, func(g store.Grant) bool {
+			return g.Connector != t.Connector || (t.IdPSession != "" && g.IdPSession != t.IdPSession)
+		}), nil
 	}
 	return s.st.ListGrants(ctx, store.GrantFilter{Subject: t.Subject, ClientID: t.ClientID, Server: t.Server, IncludeRevoked: t.Server != ""})
 }
@@ -199,7 +222,7 @@ func (s *Service) find(ctx context.Context, t Target) ([]store.Grant, error) {
 // forgetConsents drops the consents behind the revoked grants (for a
 // server target: drops the server from them).
 func (s *Service) forgetConsents(ctx context.Context, t Target, grants []store.Grant) (int, error) {
-	if t.Subject != "" || t.ClientID != "" {
+	if (t.Subject != "" || t.ClientID != "") && t.IdPSession == "" {
 		n, err := s.st.DeleteConsents(ctx, t.Subject, t.ClientID)
 		if err != nil {
 			return n, fmt.Errorf("drop consents: %w", err)

@@ -76,6 +76,9 @@ type Grant struct {
 	// Connector names the IdP connector the user signed in through
 	// ("oidc", "static"); empty for service grants.
 	Connector string `json:"connector,omitempty"`
+	// IdPSession is the IdP's session id at sign-in (the ID token's sid),
+	// so that a back-channel logout of that session revokes this grant.
+	IdPSession string `json:"idp_session,omitempty"`
 	// Upstream holds sealed credentials obtained for this grant, such as the
 	// IdP's tokens, keyed by purpose.
 	Upstream     map[string]Sealed `json:"upstream,omitempty"`

@@ -18,6 +18,9 @@ type Identity struct {
 	Name    string         `json:"name,omitempty"`
 	Groups  []string       `json:"groups,omitempty"`
 	Claims  map[string]any `json:"claims,omitempty"`
+	// Session is the IdP's session id (the ID token's sid), which a
+	// back-channel logout names.
+	Session string `json:"sid,omitempty"`
 }
 
 // Tokens are the IdP's tokens for a signed-in user. They never leave

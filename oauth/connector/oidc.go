@@ -169,6 +169,7 @@ func (o *OIDC) Exchange(ctx context.Context, code, nonce, verifier string) (Iden
 	if err != nil {
 		return Identity{}, Tokens{}, err
 	}
+	id.Session, _ = claims["sid"].(string)
 	if len(o.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(id.Groups, func(g string) bool { return slices.Contains(o.cfg.AllowedGroups, g) }) {
 		return Identity{}, Tokens{}, ErrNotAllowed
 	}

@@ -442,6 +442,57 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("after logout: %d %v", resp.StatusCode, resp.Header)
 		}
 	})
+
+	t.Run("back-channel logout at the IdP revokes that session's grants", func(t *testing.T) {
+		// Two sign-ins of Bob, two IdP sessions; the IdP ends the newer.
+		older := h.handleFor(t, idp.Bob, "data")
+		newer := h.handleFor(t, idp.Bob, "data")
+		for _, tok := range []string{older, newer} {
+			if got := h.check(t, tok, "data", "query"); got != 200 {
+				t.Fatalf("Bob before logout: %d", got)
+			}
+		}
+		h.idp.BackchannelLogout(t, idp.Bob) // fails unless Warden answered 200
+		if got := h.check(t, newer, "data", "query"); got != 401 {
+			t.Fatalf("the logged-out session's handle: %d, want 401", got)
+		}
+		if got := h.check(t, older, "data", "query"); got != 200 {
+			t.Fatalf("Bob's other session after the logout of one: %d, want 200", got)
+		}
+		h.mu.Lock()
+		token := h.logoutTokens[len(h.logoutTokens)-1]
+		h.mu.Unlock()
+		post := func(tok string) (int, string) {
+			resp, err := http.PostForm(h.public+"/oauth/backchannel-logout", url.Values{"logout_token": {tok}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		if code, body := post(token); code != 400 || !strings.Contains(body, "already used") {
+			t.Fatalf("a replayed logout token: %d %s", code, body)
+		}
+		// The same claims under a broken signature.
+		parts := strings.Split(token, ".")
+		sig := []byte(parts[2])
+		sig[len(sig)/2] ^= 1
+		if sig[len(sig)/2] == '-' || sig[len(sig)/2] == '_' {
+			sig[len(sig)/2] = 'A'
+		}
+		if code, body := post(parts[0] + "." + parts[1] + "." + string(sig)); code != 400 || !strings.Contains(body, "invalid logout token") {
+			t.Fatalf("a badly signed logout token: %d %s", code, body)
+		}
+		if got := h.check(t, older, "data", "query"); got != 200 {
+			t.Fatalf("a refused logout token revoked: %d", got)
+		}
+		// Audited with the IdP as the actor; the trail holds no token.
+		out := h.cli(t, "audit", "search", "--type", "grant_revoked", "--user", idp.Bob, "--json")
+		if strings.Count(out, `"actor":"idp:`+h.idp.Issuer+`"`) != 1 || !strings.Contains(out, "back-channel logout") || strings.Contains(out, parts[1]) {
+			t.Fatalf("grant_revoked events for Bob:\n%s", out)
+		}
+	})
 }
 
 func merge(v url.Values, k, val string) url.Values {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -42,6 +43,9 @@ type harness struct {
 	authz         string
 	idp           *idp.Provider
 	warden        *process
+
+	mu           sync.Mutex
+	logoutTokens []string // every logout token the IdP sent
 }
 
 func start(t *testing.T) *harness {
@@ -52,8 +56,25 @@ func start(t *testing.T) *harness {
 	h.authz = "127.0.0.1:" + authzPort
 	// One IdP client for both: Warden's callback for MCP users and the
 	// console's for administrators.
+	// The IdP's logout tokens reach Warden through a recorder, so that a
+	// test can replay one.
+	logout := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		h.mu.Lock()
+		h.logoutTokens = append(h.logoutTokens, r.PostForm.Get("logout_token"))
+		h.mu.Unlock()
+		resp, err := http.PostForm(h.public+"/oauth/backchannel-logout", r.PostForm)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+	}))
+	t.Cleanup(logout.Close)
 	h.idp = idp.Start(t, idp.Options{Clients: []idp.Client{{
 		ID: "warden", Secret: idpSecret, RedirectURIs: []string{h.public + "/oauth/callback", h.admin + "/ui/callback"},
+		BackchannelLogoutURI: logout.URL, BackchannelLogoutSessionRequired: true,
 	}}})
 	sum := sha256.Sum256([]byte(auditorToken))
 	policyDir, _ := filepath.Abs(filepath.Join("testdata", "policy"))

@@ -60,6 +60,10 @@ type Client struct {
 	ID           string   `json:"client_id"`
 	Secret       string   `json:"client_secret,omitempty"`
 	RedirectURIs []string `json:"redirect_uris"`
+	// BackchannelLogoutURI receives the provider's logout tokens, with sid
+	// (backchannel_logout_session_required).
+	BackchannelLogoutURI             string `json:"backchannel_logout_uri,omitempty"`
+	BackchannelLogoutSessionRequired bool   `json:"backchannel_logout_session_required,omitempty"`
 }
 
 // Options configure the provider.
@@ -81,10 +85,11 @@ type Provider struct {
 	Issuer string
 	Port   int
 
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	mu     sync.Mutex
-	stderr bytes.Buffer
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser
+	stopOnce sync.Once
+	mu       sync.Mutex
+	stderr   bytes.Buffer
 }
 
 // Users the provider knows: alice (groups engineering, mcp-users), bob
@@ -124,7 +129,7 @@ func Start(t testing.TB, o Options) *Provider {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start oidc-provider: %v", err)
 	}
-	t.Cleanup(p.stop)
+	t.Cleanup(p.Stop)
 	ready := make(chan error, 1)
 	go func() {
 		line, err := bufio.NewReader(stdout).ReadString('\n')
@@ -154,6 +159,9 @@ func Start(t testing.TB, o Options) *Provider {
 	}
 	return p
 }
+
+// Stop ends the provider before the test does: an IdP that is down.
+func (p *Provider) Stop() { p.stopOnce.Do(p.stop) }
 
 func (p *Provider) stop() {
 	_ = p.stdin.Close()
@@ -197,6 +205,13 @@ func (p *Provider) LoginAs(t testing.TB, sub string) { p.control(t, "login-as", 
 // tokens with invalid_grant, as an IdP does for a disabled user.
 func (p *Provider) Disable(t testing.TB, sub string) { p.control(t, "disable", sub) }
 
+// BackchannelLogout has the provider end sub's newest session: it signs a
+// logout token and posts it to the client's backchannel_logout_uri, and
+// fails the test unless the client answered 200.
+func (p *Provider) BackchannelLogout(t testing.TB, sub string) {
+	p.control(t, "backchannel-logout", sub)
+}
+
 func (p *Provider) control(t testing.TB, op, sub string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"sub": sub})
@@ -204,9 +219,10 @@ func (p *Provider) control(t testing.TB, op, sub string) {
 	if err != nil {
 		t.Fatalf("idp %s: %v", op, err)
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("idp %s: status %d", op, resp.StatusCode)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		t.Fatalf("idp %s: status %d: %s", op, resp.StatusCode, msg)
 	}
 }
 

@@ -13,6 +13,10 @@
 //   POST /__test/login-as   {"sub":"bob"}    whom the next login signs in
 //   POST /__test/disable    {"sub":"alice"}  the account disappears: refresh
 //                                            tokens are refused (invalid_grant)
+//   POST /__test/backchannel-logout {"sub":"alice"}  the IdP ends alice's
+//                                            newest session: a signed logout
+//                                            token goes to the client's
+//                                            backchannel_logout_uri
 //   GET  /__test/counts                      {"refresh_token": n, "token_exchange": n, ...}
 //                                            successful grants by type, and
 //                                            exchange_refused
@@ -103,10 +107,22 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
       Grant: 86400,
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
-    features: { devInteractions: { enabled: false }, revocation: { enabled: true }, userinfo: { enabled: true } },
+    features: { devInteractions: { enabled: false }, revocation: { enabled: true }, introspection: { enabled: true }, userinfo: { enabled: true }, backchannelLogout: { enabled: true } },
     cookies: { keys: ['warden-test-idp-cookie-key'] },
+    // The provider refuses outgoing requests to special-use addresses
+    // (SSRF protection); the test's Warden is on 127.0.0.1, so its
+    // back-channel logout calls go out without that dispatcher.
+    fetch: (url, options) => { const { dispatcher: _, ...rest } = options; return globalThis.fetch(url, rest); },
   });
   provider.on('server_error', (_ctx, err) => console.error('idp server_error', err));
+  // The newest session of each account per client, for /__test/backchannel-logout.
+  const sessions = {};
+  provider.on('authorization.success', (ctx) => {
+    const { session, client } = ctx.oidc;
+    if (session && session.accountId && client) {
+      sessions[session.accountId] = { clientId: client.clientId, sid: session.sidFor(client.clientId) };
+    }
+  });
   provider.on('grant.success', (ctx) => count(ctx.oidc.params.grant_type));
 
   if (cfg.token_exchange) {
@@ -162,6 +178,22 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
       if (req.method === 'POST' && req.url === '/__test/login-as') {
         currentUser = (await readJSON(req)).sub;
         res.writeHead(204).end();
+        return;
+      }
+      if (req.method === 'POST' && req.url === '/__test/backchannel-logout') {
+        // The provider ends the account's newest session at its client the
+        // way end_session does: its own Client#backchannelLogout signs a
+        // logout token and POSTs it to the client's backchannel_logout_uri.
+        const { sub } = await readJSON(req);
+        const s = sessions[sub];
+        if (!s) { res.writeHead(404).end('no session'); return; }
+        const client = await provider.Client.find(s.clientId);
+        try {
+          await client.backchannelLogout(sub, s.sid);
+          res.writeHead(204).end();
+        } catch (e) {
+          res.writeHead(502, { 'content-type': 'text/plain' }).end(String(e.message));
+        }
         return;
       }
       if (req.method === 'GET' && req.url === '/__test/counts') {
