@@ -38,6 +38,14 @@ type LineStore interface {
 	AppendAuditLines(ctx context.Context, events []store.AuditEvent, lines []byte) error
 }
 
+// ChainStore is a Store several processes append to that can chain a
+// batch onto its head under its own serialization (the PostgreSQL
+// store's audit_head row lock): chain gets the newest stored event and
+// returns the batch numbered after it.
+type ChainStore interface {
+	AppendAuditChained(ctx context.Context, chain func(head store.AuditEvent) []store.AuditEvent) error
+}
+
 // Options tune a Trail.
 type Options struct {
 	// Sink receives one JSON line per stored event; nil discards.
@@ -254,11 +262,26 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			}
 		}
 	}
-	chain()
+	cs, _ := t.st.(ChainStore)
+	if cs == nil {
+		chain()
+	}
 	backoff := 10 * time.Millisecond
 	for {
 		var err error
-		if ls != nil {
+		if cs != nil {
+			// Chained inside the store's transaction, onto the head it
+			// locked: another replica's appends are waited for, not
+			// retried over.
+			err = cs.AppendAuditChained(context.Background(), func(head store.AuditEvent) []store.AuditEvent {
+				seq, prev = head.Seq, head.Hash
+				chain()
+				return events
+			})
+			if err != nil && t.landed(events) {
+				break
+			}
+		} else if ls != nil {
 			err = ls.AppendAuditLines(context.Background(), events, lines)
 		} else {
 			err = t.st.AppendAudit(context.Background(), events...)
