@@ -281,4 +281,6 @@ func (p plainAudit) ListAudit(ctx context.Context, from uint64, limit int) ([]st
 	return p.s.ListAudit(ctx, from, limit)
 }
 
-func (p plainAudit) LastAudit(ctx context.Context) (store.AuditEvent, error) { return p.s.LastAudit(ctx) }
+func (p plainAudit) LastAudit(ctx context.Context) (store.AuditEvent, error) {
+	return p.s.LastAudit(ctx)
+}
