@@ -82,7 +82,14 @@ type Trail struct {
 	// retrying a store that will not come back.
 	abandonOnce sync.Once
 	abandon     chan struct{}
+	// lockedUntil: until then batches are chained under the store's lock
+	// (ChainStore); only the writer goroutine uses it.
+	lockedUntil time.Time
 }
+
+// lockedFor is how long a trail that lost an append race chains under
+// the store's lock before it tries appending directly again.
+const lockedFor = 5 * time.Second
 
 type pending struct {
 	ev   store.AuditEvent
@@ -262,14 +269,18 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			}
 		}
 	}
+	// With a ChainStore, a trail that met another writer recently chains
+	// under the store's lock (one queue, no failed writes); otherwise it
+	// appends onto the head it knows, which costs fewer round trips.
 	cs, _ := t.st.(ChainStore)
-	if cs == nil {
+	locked := cs != nil && time.Now().Before(t.lockedUntil)
+	if !locked {
 		chain()
 	}
 	backoff := 10 * time.Millisecond
 	for {
 		var err error
-		if cs != nil {
+		if locked {
 			// Chained inside the store's transaction, onto the head it
 			// locked: another replica's appends are waited for, not
 			// retried over.
@@ -293,6 +304,16 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			// An earlier attempt of this very batch committed although
 			// its write reported an error.
 			break
+		}
+		if errors.Is(err, store.ErrAlreadyExists) && cs != nil {
+			// Another replica appends too: queue on the store's lock
+			// for a while.
+			t.lockedUntil = time.Now().Add(lockedFor)
+			locked = true
+			if t.opts.OnRechain != nil {
+				t.opts.OnRechain()
+			}
+			continue
 		}
 		if errors.Is(err, store.ErrAlreadyExists) {
 			// Another writer (a replica on the same PostgreSQL schema)
