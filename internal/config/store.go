@@ -17,7 +17,28 @@ type Store struct {
 	// Backend is "badger" (embedded, under data_dir/store; one process) or
 	// "postgres" (shared by replicas).
 	Backend  string   `json:"backend"`
+	Badger   Badger   `json:"badger"`
 	Postgres Postgres `json:"postgres"`
+}
+
+// Badger configures the embedded backend.
+type Badger struct {
+	// DiskReserve is the free space on the data volume below which the
+	// store refuses writes (Checks deny with 503, reads go on) instead of
+	// letting Badger's memory-mapped files hit a full disk, which kills
+	// the process with SIGBUS. A size as GOMEMLIMIT writes it; "off"
+	// disables the guard; empty is 128MiB.
+	DiskReserve string `json:"disk_reserve"`
+}
+
+// DiskReserveBytes is DiskReserve in bytes: 0 for the default, negative
+// for no guard.
+func (b Badger) DiskReserveBytes() int64 {
+	if b.DiskReserve == "off" {
+		return -1
+	}
+	n, _ := ParseBytes(b.DiskReserve)
+	return n
 }
 
 // Postgres configures the PostgreSQL backend.
@@ -52,6 +73,9 @@ func (s Store) validate() []error {
 	}
 	if s.Postgres.ReplicaLease < 0 || (s.Postgres.ReplicaLease > 0 && s.Postgres.ReplicaLease.D() < 500*time.Millisecond) {
 		errs = append(errs, fmt.Errorf("store.postgres.replica_lease: must be at least 500ms"))
+	}
+	if _, err := ParseBytes(s.Badger.DiskReserve); err != nil {
+		errs = append(errs, fmt.Errorf("store.badger.disk_reserve: %w", err))
 	}
 	if s.Postgres.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("store.postgres.max_conns: must not be negative"))
