@@ -19,6 +19,14 @@ func replica(t *testing.T, dsn string) *postgres.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
+	// Listening (and so notified) once its cache is usable.
+	deadline := time.Now().Add(time.Minute)
+	for st, _ := s.Replica(); !st.CacheUsable; st, _ = s.Replica() {
+		if time.Now().After(deadline) {
+			t.Fatal("replica session never established")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return s
 }
 

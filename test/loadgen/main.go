@@ -69,6 +69,9 @@ type settings struct {
 	policy    string
 	profile   string
 	rounds    int
+	// postgres, when set, is the DSN of a database warden serve runs on
+	// (in a schema of its own) instead of Badger.
+	postgres string
 }
 
 func main() {
@@ -85,6 +88,7 @@ func main() {
 	plugin := flag.String("anchor", "", "measure warden side by side with this opa-envoy-plugin binary (built outside the repository), interleaved, on the issue-12 mix")
 	flag.IntVar(&s.rounds, "rounds", 3, "with -anchor: interleaved rounds per concurrency level")
 	extproc := flag.Bool("extproc", false, "measure the response path instead: ext_proc filtering of a 50-tool tools/list")
+	flag.StringVar(&s.postgres, "postgres", "", "run warden on this PostgreSQL database (a fresh schema in it, dropped after) instead of Badger: one replica, hot cache on")
 	flag.Parse()
 	var err error
 	if s.levels, err = load.ParseLevels(*levels); err == nil {
@@ -114,7 +118,16 @@ func run(bin string, s settings) error {
 	default:
 		return fmt.Errorf("unknown -policy %q", s.policy)
 	}
-	w, err := startWarden(bin, rego, policyData, []string{"finance"}, s.profile != "", nil)
+	var env []string
+	if s.postgres != "" {
+		dsn, drop, err := pgSchema(s.postgres)
+		if err != nil {
+			return err
+		}
+		defer drop()
+		env = []string{"WARDEN_STORE_BACKEND=postgres", "WARDEN_STORE_POSTGRES_DSN=" + dsn, "WARDEN_SEALING_KEYS=" + sealingKey()}
+	}
+	w, err := startWarden(bin, rego, policyData, []string{"finance"}, s.profile != "", env)
 	if err != nil {
 		return err
 	}
@@ -137,6 +150,11 @@ func run(bin string, s settings) error {
 		return fmt.Errorf("setup check attached no upstream JWT")
 	}
 	fmt.Print(load.MachineLine(s.conns))
+	backend := "badger"
+	if s.postgres != "" {
+		backend = "postgres (hot cache)"
+	}
+	fmt.Printf("store: %s\n", backend)
 	fmt.Printf("target: warden; path: allow, tools/call, per-tool Rego policy, handle lookup, cached upstream JWT, audit append; policy %q; %d distinct message(s) per caller\n", s.policy, s.distinct)
 	return levelsRun(conns, mk, s, w.cmd.Process.Pid, func(last bool) func() error {
 		if s.profile == "" || !last {

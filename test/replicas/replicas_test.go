@@ -117,18 +117,36 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-func startReplica(t *testing.T, bin, name, dsn, sealing, pdir string) *replica {
+// replicaOpts: config is a config file for every replica (its public_url
+// and connector apply), http the replica's HTTP listener.
+type replicaOpts struct{ config, http string }
+
+func startReplica(t *testing.T, bin, name, dsn, sealing, pdir string, opts ...replicaOpts) *replica {
 	dir := t.TempDir()
+	var o replicaOpts
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.http == "" {
+		o.http = load.FreePort()
+	}
 	r := &replica{name: name, authz: load.FreePort(), admin: "http://" + load.FreePort(), out: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan struct{})}
-	r.cmd = exec.Command(bin, "serve")
+	args := []string{"serve"}
+	if o.config != "" {
+		args = append(args, "-c", o.config)
+	}
+	r.cmd = exec.Command(bin, args...)
 	r.cmd.Env = append(os.Environ(),
-		"WARDEN_DATA_DIR="+filepath.Join(dir, "data"), "WARDEN_PUBLIC_URL=https://mcp.example.com",
+		"WARDEN_DATA_DIR="+filepath.Join(dir, "data"),
 		"WARDEN_LISTEN_AUTHZ="+r.authz, "WARDEN_LISTEN_ADMIN="+strings.TrimPrefix(r.admin, "http://"),
-		"WARDEN_LISTEN_HTTP="+load.FreePort(), "WARDEN_LISTEN_XDS="+load.FreePort(),
+		"WARDEN_LISTEN_HTTP="+o.http, "WARDEN_LISTEN_XDS="+load.FreePort(),
 		"WARDEN_POLICY_DIR="+pdir, "WARDEN_LOG_LEVEL=info", "WARDEN_AUDIT_SINK=none",
 		"WARDEN_STORE_BACKEND=postgres", "WARDEN_STORE_POSTGRES_DSN="+dsn, "WARDEN_STORE_POSTGRES_REPLICA_LEASE=2s",
 		"WARDEN_SEALING_KEYS="+sealing, "WARDEN_ADMIN_TOKEN="+adminToken,
 	)
+	if o.config == "" {
+		r.cmd.Env = append(r.cmd.Env, "WARDEN_PUBLIC_URL=https://mcp.example.com")
+	}
 	w := lockedWriter{r.mu, r.out}
 	r.cmd.Stdout, r.cmd.Stderr = w, w
 	if err := r.cmd.Start(); err != nil {
@@ -214,13 +232,15 @@ func (r *replica) cli(t *testing.T, bin string, args ...string) string {
 	return string(out)
 }
 
-func check(handle, id string) *authv3.CheckRequest {
+func check(handle, id string) *authv3.CheckRequest { return checkAt("mcp.example.com", handle, id) }
+
+func checkAt(host, handle, id string) *authv3.CheckRequest {
 	body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`)
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id: id, Method: "POST", Path: "/mcp/bi", Host: "mcp.example.com", Scheme: "https", Protocol: "HTTP/1.1",
+			Id: id, Method: "POST", Path: "/mcp/bi", Host: host, Scheme: "https", Protocol: "HTTP/1.1",
 			Headers: map[string]string{
-				":method": "POST", ":path": "/mcp/bi", ":authority": "mcp.example.com", ":scheme": "https",
+				":method": "POST", ":path": "/mcp/bi", ":authority": host, ":scheme": "https",
 				"authorization": "Bearer " + handle, "content-type": "application/json", "accept": "application/json, text/event-stream",
 				"x-request-id": id, "mcp-session-id": "sess-1", "mcp-protocol-version": "2025-11-25",
 			},

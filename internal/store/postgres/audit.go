@@ -109,3 +109,53 @@ func (s *Store) LastAudit(ctx context.Context) (store.AuditEvent, error) {
 	}
 	return e, nil
 }
+
+// AppendAuditChained appends n events chained onto the head as it is
+// under the audit_head row lock: chain gets the newest stored event (zero
+// on an empty trail) and returns the events to store, numbered from its
+// Seq+1. Writers in several replicas queue on the lock instead of racing
+// and re-chaining, so the cost of a shared trail is a lock wait, not a
+// failed write.
+func (s *Store) AppendAuditChained(ctx context.Context, chain func(head store.AuditEvent) []store.AuditEvent) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var seq int64
+		if err := tx.QueryRow(ctx, "SELECT seq FROM audit_head FOR UPDATE").Scan(&seq); err != nil {
+			return err
+		}
+		var head store.AuditEvent
+		if seq > 0 {
+			var raw []byte
+			if err := tx.QueryRow(ctx, "SELECT data FROM audit_events WHERE seq = $1", seq).Scan(&raw); err != nil {
+				return fmt.Errorf("read audit head %d: %w", seq, err)
+			}
+			var err error
+			if head, err = decode[store.AuditEvent]("audit event", raw); err != nil {
+				return err
+			}
+		}
+		events := chain(head)
+		if len(events) == 0 {
+			return nil
+		}
+		rows := make([][]any, len(events))
+		for i, e := range events {
+			if e.Seq != uint64(seq)+uint64(i)+1 {
+				return fmt.Errorf("audit seq %d does not continue the chain at %d", e.Seq, seq+int64(i)+1)
+			}
+			raw, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			rows[i] = []any{int64(e.Seq), raw}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_events"}, []string{"seq", "data"}, pgx.CopyFromRows(rows)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "UPDATE audit_head SET seq = $1", int64(events[len(events)-1].Seq))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	return nil
+}

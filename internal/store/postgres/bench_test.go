@@ -37,7 +37,16 @@ func BenchmarkResolveHandle(b *testing.B) {
 			return s
 		},
 	}
-	for _, name := range []string{"badger", "postgres"} {
+	backends["postgres-hot"] = func(b *testing.B) store.Store {
+		dsn, _ := pgtest.Schema(b)
+		s, err := postgres.Open(ctx, postgres.Options{DSN: dsn, MaxConns: 8, Replica: &postgres.ReplicaOptions{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	for _, name := range []string{"badger", "postgres", "postgres-hot"} {
 		s := backends[name](b)
 		g := store.Grant{ID: "g", Subject: "alice@example.com", ClientID: "c", Kind: store.KindUser, Groups: []string{"finance", "eng"},
 			Scopes: []string{"bi.read"}, Servers: []string{"bi"}, Resources: []string{"https://mcp.example.com/mcp/bi"},
