@@ -218,7 +218,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	adminAPI := admin.New(admin.Options{
 		Tokens: tokens, Store: st, Registry: servers, Grants: grants, Audit: trail, Usage: lastUse,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
-		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
+		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer, AuditKeys: signer.PublicSet,
 		RotateSigning: func() (string, error) {
 			if err := signer.Rotate(); err != nil {
 				return "", err
@@ -309,6 +309,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		g.Go(func() error { return engine.Watch(gctx) })
 	}
 	g.Go(func() error { maintain(gctx, st, log); return nil })
+	g.Go(func() error { retainAudit(gctx, cfg.Audit.Retention.D(), st, trail, signer, log); return nil })
 	g.Go(func() error { lastUse.Run(gctx); return nil })
 	if cfgPath != "" {
 		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_config_reloads_total", Help: "Config file changes seen, by result."}, []string{"result"})

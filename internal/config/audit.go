@@ -1,6 +1,9 @@
 package config
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 func (a Audit) validate() []error {
 	var errs []error
@@ -19,6 +22,9 @@ func (a Audit) validate() []error {
 	case "wait", "drop":
 	default:
 		bad("on_full", "must be wait or drop, got %q", a.OnFull)
+	}
+	if a.Retention < 0 || (a.Retention > 0 && a.Retention.D() < time.Hour) {
+		bad("retention", "must be 0 (keep everything) or at least 1h, got %s", a.Retention.D())
 	}
 	return errs
 }

@@ -206,6 +206,9 @@ type Audit struct {
 	// OnFull is what an async Check does on a full queue: wait (up to its
 	// deadline, then 503) or drop (counted, marked by an audit_gap event).
 	OnFull string `json:"on_full"`
+	// Retention, when set, prunes events older than it, after a signed
+	// checkpoint of the newest one pruned; zero keeps every event.
+	Retention Duration `json:"retention"`
 }
 
 // Duration is a time.Duration that reads "1m30s" in YAML.
