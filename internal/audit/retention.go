@@ -68,7 +68,7 @@ func Prune(ctx context.Context, st RetentionStore, t *Trail, signer Signer, befo
 	}
 	if err := t.RecordSync(ctx, store.AuditEvent{
 		Type: CheckpointType, Actor: "warden",
-		Reason: fmt.Sprintf("events up to seq %d (older than %s) pruned after a signed checkpoint", cp.Seq, before.UTC().Format(time.RFC3339)),
+		Reason:  fmt.Sprintf("events up to seq %d (older than %s) pruned after a signed checkpoint", cp.Seq, before.UTC().Format(time.RFC3339)),
 		Details: map[string]any{"checkpoint_seq": cp.Seq, "checkpoint_hash": cp.Hash, "count": cp.Count, "before": before.UTC().Format(time.RFC3339)},
 	}); err != nil {
 		return PruneResult{}, fmt.Errorf("prune audit: record checkpoint: %w", err)

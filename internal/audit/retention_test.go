@@ -165,4 +165,3 @@ func TestPruneNothingOldEnough(t *testing.T) {
 		t.Fatalf("verify: %+v %v", r, err)
 	}
 }
-
