@@ -139,6 +139,10 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		return err
 	}
 	defer closeSink()
+	sink, closeSinks, err := auditSinks(cfg.Audit, sink, log, reg)
+	if err != nil {
+		return err
+	}
 	trail, err := audit.Open(ctx, st, auditOptions(cfg.Audit, sink, log, reg, func(error) { auditErrors.Inc() }))
 	if err != nil {
 		return err
@@ -359,6 +363,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		if err := trail.Close(dctx); err != nil {
 			log.Error("shutdown: audit trail not fully drained", "err", err)
 			failed = err
+		}
+		if err := closeSinks(dctx); err != nil {
+			log.Warn("shutdown: audit sinks not fully drained", "err", err)
 		}
 		if err := closeStore(dctx, st); err != nil {
 			log.Error("shutdown: store not closed cleanly; exiting without it", "err", err)

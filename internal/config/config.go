@@ -209,6 +209,8 @@ type Audit struct {
 	// Retention, when set, prunes events older than it, after a signed
 	// checkpoint of the newest one pruned; zero keeps every event.
 	Retention Duration `json:"retention"`
+	// Sinks mirror events to files and SIEMs (audit.go).
+	Sinks []AuditSink `json:"sinks,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1m30s" in YAML.
