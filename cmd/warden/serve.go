@@ -32,6 +32,7 @@ import (
 	"github.com/warden-mcp/warden/internal/registry"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/tracing"
 	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
@@ -177,6 +178,15 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
+	tracer, err := tracing.New(ctx, tracing.Options{Endpoint: cfg.Tracing.OTLPEndpoint, Insecure: cfg.Tracing.Insecure, SampleRatio: cfg.Tracing.SampleRatio, Service: "warden"})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = tracer.Shutdown(sctx)
+		cancel()
+	}()
 	tasks := taskStore(st)
 	lastUse := usage.New(usage.Options{Store: st, Logger: log})
 	svc, err := authz.New(authz.Options{
@@ -184,7 +194,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		ResourceURL: cfg.ResourceURL, ResourceMetadataURL: cfg.ResourceMetadataURL,
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
-		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
+		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log, Tracer: tracer.Tracer("github.com/warden-mcp/warden/authz"),
 	})
 	if err != nil {
 		return err
@@ -286,7 +296,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return fmt.Errorf("listen ext_authz: %w", err)
 	}
-	httpSrv, httpLis, err := listenHTTP(cfg.Listen.HTTP, httpMux, cfg.Listen.Limits, log)
+	httpSrv, httpLis, err := listenHTTP(cfg.Listen.HTTP, tracer.Handler(httpMux, "oauth"), cfg.Listen.Limits, log)
 	if err != nil {
 		return fmt.Errorf("listen http: %w", err)
 	}

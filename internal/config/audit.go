@@ -114,3 +114,28 @@ func (k AuditSink) SinkName(i int) string {
 	}
 	return fmt.Sprintf("%s-%d", k.Type, i)
 }
+
+// Tracing configures OpenTelemetry tracing of Check and the OAuth
+// endpoints; off unless OTLPEndpoint is set.
+type Tracing struct {
+	// OTLPEndpoint is the OTLP/gRPC collector, host:port.
+	OTLPEndpoint string `json:"otlp_endpoint"`
+	// Insecure sends to the collector without TLS.
+	Insecure bool `json:"insecure"`
+	// SampleRatio is the share of new traces kept (default 1); a
+	// caller's sampling decision is followed.
+	SampleRatio float64 `json:"sample_ratio"`
+}
+
+func (t Tracing) validate() []error {
+	var errs []error
+	if t.OTLPEndpoint != "" {
+		if _, _, err := net.SplitHostPort(t.OTLPEndpoint); err != nil {
+			errs = append(errs, fmt.Errorf("tracing.otlp_endpoint: must be host:port: %v", err))
+		}
+	}
+	if t.SampleRatio < 0 || t.SampleRatio > 1 {
+		errs = append(errs, fmt.Errorf("tracing.sample_ratio: must be between 0 and 1, got %v", t.SampleRatio))
+	}
+	return errs
+}

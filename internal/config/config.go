@@ -47,6 +47,7 @@ type Config struct {
 	Debug     Debug   `json:"debug"`
 	Admin     Admin   `json:"admin"`
 	Runtime   Runtime `json:"runtime"`
+	Tracing   Tracing `json:"tracing"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
 }
@@ -459,6 +460,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.XDS.validate()...)
 	errs = append(errs, c.Admin.validate()...)
 	errs = append(errs, c.Audit.validate()...)
+	errs = append(errs, c.Tracing.validate()...)
 	names := map[string]bool{}
 	for i, s := range c.Servers {
 		if names[s.Name] {
