@@ -60,8 +60,8 @@ func TestCheckSpansContinueTheCallersTrace(t *testing.T) {
 			}
 			attrs := map[string]string{}
 			for _, a := range sp.Attributes {
-				attrs[string(a.Key)] = a.Value.Emit()
-				if a.Value.Emit() == tok {
+				attrs[string(a.Key)] = a.Value.String()
+				if a.Value.String() == tok {
 					t.Fatalf("the handle is in span attribute %s", a.Key)
 				}
 			}
