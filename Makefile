@@ -26,6 +26,11 @@ deps: ## Install test dependencies (Go modules, npm packages under test/)
 .PHONY: test
 test: deps ## Run every test with the race detector (unit, integration, end to end)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+	$(MAKE) test-chart
+
+.PHONY: test-chart
+test-chart: ## Render the Helm chart for each values file and decode it strictly (its own module)
+	cd deploy/helm/charttest && $(GO) test -count=1 ./...
 
 .PHONY: e2e
 e2e: deps build ## Run the end-to-end tests only (test/e2e drives the bin/warden just built)

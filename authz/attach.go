@@ -37,7 +37,13 @@ type AttacherOptions struct {
 	// empty disables them.
 	SubjectHeader string
 	ClientHeader  string
-	Now           func() time.Time
+	// Credentials serves the idp, exchange and provider modes; nil fails
+	// them closed.
+	Credentials Credentials
+	// RenewBefore is how long before a brokered credential expires the
+	// cached response is dropped (default 1m, the broker's margin).
+	RenewBefore time.Duration
+	Now         func() time.Time
 }
 
 // Attacher turns a decision into the header mutations Envoy applies on the
@@ -63,6 +69,9 @@ func NewAttacher(o AttacherOptions) (*Attacher, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.RenewBefore <= 0 {
+		o.RenewBefore = time.Minute
+	}
 	cache, err := lru.New[attachKey, attached](attachedMax)
 	if err != nil {
 		return nil, fmt.Errorf("authz: %w", err)
@@ -77,6 +86,9 @@ type attachKey struct {
 	digest     string
 	server     string
 	srvVersion uint64
+	// grantVersion and credVersion are set for brokered credentials: the
+	// grant holds the IdP tokens, the account record the provider's.
+	grantVersion, credVersion uint64
 }
 
 type attached struct {
@@ -88,8 +100,18 @@ type attached struct {
 // response is cached per handle and server until its JWT nears expiry and
 // is shared between concurrent Checks: callers must not modify it.
 func (a *Attacher) Attach(ctx context.Context, srv store.Server, h store.Handle, g store.Grant) (*authv3.OkHttpResponse, error) {
+	return a.attach(ctx, srv, h, g, 0)
+}
+
+// attach is Attach with the version of the account a provider server's
+// credential comes from.
+func (a *Attacher) attach(ctx context.Context, srv store.Server, h store.Handle, g store.Grant, credVersion uint64) (*authv3.OkHttpResponse, error) {
 	now := a.o.Now()
 	key := attachKey{digest: h.Digest, server: srv.Name, srvVersion: srv.Version}
+	brokered := srv.Credential == store.CredentialIdP || srv.Credential == store.CredentialExchange || srv.Credential == store.CredentialProvider
+	if brokered {
+		key.grantVersion, key.credVersion = g.Version, credVersion
+	}
 	if e, ok := a.cache.Get(key); ok && now.Before(e.refreshAt) {
 		return e.ok, nil
 	}
@@ -123,6 +145,27 @@ func (a *Attacher) Attach(ctx context.Context, srv store.Server, h store.Handle,
 		set(name, string(secret))
 	case store.CredentialNone:
 		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
+	case store.CredentialIdP, store.CredentialExchange, store.CredentialProvider:
+		if a.o.Credentials == nil {
+			return nil, fmt.Errorf("server %q: credential mode %q is not configured", srv.Name, srv.Credential)
+		}
+		cred, err := a.o.Credentials.Credential(ctx, srv, g)
+		if err != nil {
+			return nil, err
+		}
+		if cred.Header != "authorization" {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
+		}
+		set(cred.Header, cred.Value)
+		if !cred.Expiry.IsZero() {
+			// Dropped as the broker would renew it, so that the upstream
+			// never gets a token about to expire.
+			refreshAt = cred.Expiry.Add(-a.o.RenewBefore)
+		}
+		// A handle's response never outlives the handle.
+		if h.ExpiresAt.Before(refreshAt) {
+			refreshAt = h.ExpiresAt
+		}
 	default:
 		return nil, fmt.Errorf("server %q: credential mode %q is not supported", srv.Name, srv.Credential)
 	}
@@ -135,6 +178,20 @@ func (a *Attacher) Attach(ctx context.Context, srv store.Server, h store.Handle,
 	}
 	a.cache.Add(key, attached{ok: ok, refreshAt: refreshAt})
 	return ok, nil
+}
+
+// identityOnly is the response for a request passed upstream without a
+// credential (a provider server's unconnected user): the client's
+// Authorization removed, identity headers set.
+func (a *Attacher) identityOnly(g store.Grant) *authv3.OkHttpResponse {
+	ok := &authv3.OkHttpResponse{HeadersToRemove: []string{"authorization"}}
+	if a.o.SubjectHeader != "" {
+		ok.Headers = append(ok.Headers, hvo(header{a.o.SubjectHeader, g.Subject}))
+	}
+	if a.o.ClientHeader != "" {
+		ok.Headers = append(ok.Headers, hvo(header{a.o.ClientHeader, g.ClientID}))
+	}
+	return ok
 }
 
 // mint signs a JWT standing for handle h at server srv.

@@ -20,20 +20,25 @@ var ErrNotLive = errors.New("authz: the caller may no longer use this server")
 // the response path can call Live on each chunk it sees (servers send
 // keep-alives on long-lived streams) and end the stream sooner.
 func (s *Service) Live(ctx context.Context, digest, server string) error {
+	_, _, err := s.live(ctx, digest, server)
+	return err
+}
+
+func (s *Service) live(ctx context.Context, digest, server string) (store.Handle, store.Grant, error) {
 	h, g, err := s.o.Resolver.ResolveHandle(ctx, digest)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("%w: handle unknown or expired", ErrNotLive)
+		return h, g, fmt.Errorf("%w: handle unknown or expired", ErrNotLive)
 	case err != nil:
-		return fmt.Errorf("authz: resolve handle: %w", err)
+		return h, g, fmt.Errorf("authz: resolve handle: %w", err)
 	case h.Kind != store.HandleAccess:
-		return fmt.Errorf("%w: not an access handle", ErrNotLive)
+		return h, g, fmt.Errorf("%w: not an access handle", ErrNotLive)
 	case g.Revoked():
-		return fmt.Errorf("%w: grant revoked", ErrNotLive)
+		return h, g, fmt.Errorf("%w: grant revoked", ErrNotLive)
 	case g.Expired(s.o.Now()):
-		return fmt.Errorf("%w: grant expired", ErrNotLive)
+		return h, g, fmt.Errorf("%w: grant expired", ErrNotLive)
 	case !contains(h.Resources, s.o.ResourceURL(server)) || !contains(g.Servers, server):
-		return fmt.Errorf("%w: audience no longer includes %s", ErrNotLive, server)
+		return h, g, fmt.Errorf("%w: audience no longer includes %s", ErrNotLive, server)
 	}
-	return nil
+	return h, g, nil
 }

@@ -35,6 +35,7 @@ var phases = [...]struct {
 	{"identify", (*Service).identify},
 	{"audience", (*Service).audience},
 	{"classify", (*Service).classify},
+	{"credential", (*Service).credential},
 	{"decide", (*Service).decide},
 	{"attach", (*Service).attach},
 }
@@ -60,6 +61,14 @@ type check struct {
 	decisive  int
 	origin    *mcptask.Origin
 	policyRev string
+	// credential: the upstream credential's mode and state
+	cred credState
+	// inputs is the JSON array of the input documents decided on, in
+	// order, for the audit event (recorded.go); redacted the argument
+	// names left out of them.
+	inputs   []byte
+	redacted []string
+	reqRec   *policy.Request // the whole request part, built once
 }
 
 func (s *Service) run(ctx context.Context, c *check, req *authv3.CheckRequest) outcome {
@@ -285,6 +294,14 @@ func (s *Service) decide(ctx context.Context, c *check) (outcome, bool) {
 
 // decideOne asks policy about message i as in describes it.
 func (s *Service) decideOne(ctx context.Context, c *check, in *policy.Input, i int) (outcome, bool) {
+	if o, done := s.pinned(ctx, c, in, i); done {
+		return o, true
+	}
+	// Recorded after pinning, which sets in.Tool: a replay sees what the
+	// policy saw.
+	if err := s.recordInput(c, in, &c.req.Messages[i]); err != nil {
+		return s.failed(c, failPolicy, err), true
+	}
 	d, err := s.o.Policy.Decide(ctx, in)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -297,7 +314,9 @@ func (s *Service) decideOne(ctx context.Context, c *check, in *policy.Input, i i
 	}
 	if !d.Allow {
 		c.decisive = i
-		return s.denied(c, i, d), true
+		o := s.denied(c, i, d)
+		o.byPolicy = true
+		return o, true
 	}
 	return outcome{}, false
 }
@@ -347,6 +366,10 @@ func asTaskCall(dst *policy.MCP, o mcptask.Origin, taskID, method string, withAr
 
 // attach sets the upstream credential: the allow.
 func (s *Service) attach(ctx context.Context, c *check) (outcome, bool) {
+	switch c.srv.Credential {
+	case store.CredentialIdP, store.CredentialExchange, store.CredentialProvider:
+		return s.attachBrokered(ctx, c)
+	}
 	ok, err := s.o.Attacher.Attach(ctx, c.srv, c.handle, c.grant)
 	if err != nil {
 		return s.failed(c, failCredential, err), true
@@ -411,7 +434,7 @@ var selectedHeaders = []string{"user-agent", "origin", "content-type", "accept",
 
 func (s *Service) input(c *check) (*policy.Input, error) {
 	g, h := c.grant, c.handle
-	key := callerKey{digest: h.Digest, handleVer: h.Version, grantVer: g.Version, srvVer: c.srv.Version, server: c.srv.Name}
+	key := callerKey{digest: h.Digest, handleVer: h.Version, grantVer: g.Version, srvVer: c.srv.Version, server: c.srv.Name, connected: c.cred.connected}
 	caller, ok := s.callers.Get(key)
 	if !ok {
 		var err error
@@ -420,6 +443,7 @@ func (s *Service) input(c *check) (*policy.Input, error) {
 			policy.Client{ID: g.ClientID, Name: g.ClientName, Kind: string(g.Kind)},
 			policy.Server{Name: c.srv.Name, Labels: c.srv.Labels},
 			policy.Grant{ID: g.ID, Scopes: h.Scopes, Servers: g.Servers},
+			c.cred.policy(),
 		)
 		if err != nil {
 			return nil, fmt.Errorf("policy input for grant %s: %w", g.ID, err)
@@ -433,15 +457,20 @@ func (s *Service) input(c *check) (*policy.Input, error) {
 		Omitted: policy.Needs{Request: !c.needs.Request, ID: !c.needs.ID, Arguments: !c.needs.Arguments},
 	}
 	if c.needs.Request {
-		hdrs := make(map[string]string, 4)
-		for _, k := range selectedHeaders {
-			if v, ok := c.headers[k]; ok {
-				hdrs[k] = v
-			}
-		}
-		in.Request = policy.Request{ID: c.requestID, Method: c.http.GetMethod(), Path: c.http.GetPath(), Host: c.http.GetHost(), Headers: hdrs, Time: c.start.UTC().Format(time.RFC3339Nano)}
+		in.Request = c.request()
 	}
 	return in, nil
+}
+
+// request is the input's request part.
+func (c *check) request() policy.Request {
+	hdrs := make(map[string]string, 4)
+	for _, k := range selectedHeaders {
+		if v, ok := c.headers[k]; ok {
+			hdrs[k] = v
+		}
+	}
+	return policy.Request{ID: c.requestID, Method: c.http.GetMethod(), Path: c.http.GetPath(), Host: c.http.GetHost(), Headers: hdrs, Time: c.start.UTC().Format(time.RFC3339Nano)}
 }
 
 func fillMCP(dst *policy.MCP, m *mcp.Message, r *mcp.Request, withID bool) {

@@ -33,9 +33,15 @@ type outcome struct {
 	body    string
 	// failure names the internal failure when status is 503.
 	failure failureClass
+	// answered marks a 200 that Warden answers itself, for the upstream
+	// (a URL elicitation): a denied response as far as Envoy is concerned.
+	answered bool
+	// byPolicy marks a denial the policy decided (its inputs are
+	// recorded for replay, as an allow's are).
+	byPolicy bool
 }
 
-func (o outcome) allowed() bool { return o.status == http.StatusOK }
+func (o outcome) allowed() bool { return o.status == http.StatusOK && !o.answered }
 
 // failureClass names why Warden could not decide; each is a label value of
 // warden_authz_failures_total.
@@ -265,7 +271,11 @@ func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.Check
 	if s.o.Tracer != nil {
 		s.span(ctx, c, o)
 	}
-	return respond(o)
+	resp := respond(o)
+	if o.allowed() {
+		resp.DynamicMetadata = s.responseMetadata(c)
+	}
+	return resp
 }
 
 // respond builds the CheckResponse of an outcome.
@@ -324,6 +334,11 @@ func (s *Service) event(c *check, o outcome) store.AuditEvent {
 	}
 	if o.allowed() {
 		ev.Decision = "allow"
+	}
+	if o.allowed() || o.byPolicy {
+		// What the policy decided on, for replay: only when the outcome is
+		// the policy's (not a failure after it, nor a refusal before it).
+		ev.Input, ev.Redacted = c.inputs, c.redacted
 	}
 	if c.req != nil && len(c.req.Messages) > 0 {
 		m := &c.req.Messages[c.decisive]

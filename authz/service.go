@@ -27,6 +27,7 @@ import (
 	"github.com/warden-mcp/warden/internal/mcp"
 	"github.com/warden-mcp/warden/internal/mcptask"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/toolpin"
 	"github.com/warden-mcp/warden/policy"
 )
 
@@ -64,6 +65,11 @@ type TaskOrigins interface {
 	// Lookup returns the origin of taskID on server, or an error that is
 	// mcptask.ErrNotFound when the task is unknown.
 	Lookup(ctx context.Context, server, taskID string) (mcptask.Origin, error)
+}
+
+// ToolPins is what tool pinning (internal/toolpin) says of a tool.
+type ToolPins interface {
+	State(ctx context.Context, server, tool string) (toolpin.State, error)
 }
 
 // Recorder writes audit events.
@@ -119,8 +125,19 @@ type Options struct {
 	// decided like it; nil: no task is known and every task request is
 	// refused.
 	Tasks TaskOrigins
+	// Pins, when set, is tool pinning: a tools/call of a tool it blocks is
+	// refused before policy runs, and policy sees input.tool.
+	Pins ToolPins
 	// LastUse, when set, is told of every allow.
 	LastUse UseRecorder
+	// Accounts and Connect serve "provider" servers: whether the user has
+	// connected an account, and the connect link of a URL elicitation.
+	// Nil: provider servers fail closed (503).
+	Accounts Accounts
+	Connect  ConnectLinks
+	// Redact names the tool arguments the decision inputs recorded in the
+	// audit trail leave out; nil keeps them all.
+	Redact  *policy.Redaction
 	Metrics *Metrics
 	Logger  *slog.Logger
 	Now     func() time.Time
@@ -144,6 +161,7 @@ type callerKey struct {
 	digest                      string
 	handleVer, grantVer, srvVer uint64
 	server                      string
+	connected                   bool
 }
 
 // callersMax bounds cached policy callers (one per live handle and server).

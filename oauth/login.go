@@ -37,6 +37,12 @@ func (s *Server) serveCallback(w http.ResponseWriter, r *http.Request) error {
 		return errLoginExpired
 	}
 	q := r.URL.Query()
+	if cl, ok, err := s.takeConnectLogin(r, q.Get("state")); ok {
+		if err != nil {
+			return err
+		}
+		return s.afterConnectLogin(w, r, cl, q)
+	}
 	req, err := s.takeLogin(r, q.Get("state"))
 	if err != nil {
 		return err

@@ -64,6 +64,10 @@ type Options struct {
 	// Clients are pre-registered clients, reconciled at start.
 	Clients   []Client
 	RateLimit RateLimit
+	// SharedLimits, when set, counts the registration and token limits
+	// for the whole deployment (the PostgreSQL store, shared by replicas)
+	// instead of in this process.
+	SharedLimits SharedLimiter
 	// TrustedProxies are the peers (Envoy) whose X-Forwarded-For is
 	// believed for the client address of rate limits and audit events.
 	// Nil means loopback only; an empty non-nil list trusts no one.
@@ -78,6 +82,13 @@ type Options struct {
 	// HTTPClient is used for Client ID Metadata Document fetches (behind
 	// an SSRF guard); defaults to a client with a 10s timeout.
 	HTTPClient *http.Client
+
+	// ConnectTTL is the lifetime of a connect URL handed to an MCP client
+	// (single use, bound to the user; default 10m).
+	ConnectTTL time.Duration
+	// ProviderClient makes the token requests to third-party providers;
+	// defaults to a client with a 15s timeout.
+	ProviderClient *http.Client
 }
 
 // RegistrationMode is the Dynamic Client Registration policy.
@@ -187,6 +198,10 @@ func (o *Options) defaults() {
 	}
 	setD(&o.UpstreamRefreshMargin, time.Minute)
 	setD(&o.LoginTTL, 10*time.Minute)
+	setD(&o.ConnectTTL, 10*time.Minute)
+	if o.ProviderClient == nil {
+		o.ProviderClient = &http.Client{Timeout: 15 * time.Second}
+	}
 	if o.Registration.Mode == "" {
 		o.Registration.Mode = RegistrationOpen
 	}

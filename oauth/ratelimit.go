@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/netip"
@@ -17,12 +18,29 @@ import (
 const limiterSize = 65536
 
 // limiter is a token bucket per key (source address, user name, host) in
-// a bounded LRU.
+// a bounded LRU, or, with shared set, in the deployment's store.
 type limiter struct {
 	limit   rate.Limit
 	burst   int
+	every   time.Duration
 	now     func() time.Time
 	buckets *lru.Cache[string, *rate.Limiter]
+	// shared counts the limit for every replica under bucket.
+	shared SharedLimiter
+	bucket string
+}
+
+// SharedLimiter counts token buckets for the whole deployment: burst
+// events per key, refilled evenly over every (the PostgreSQL store's
+// Allow, one bucket per key for all replicas).
+type SharedLimiter interface {
+	Allow(ctx context.Context, bucket, key string, burst int, every time.Duration, now time.Time) (bool, error)
+}
+
+// sharedAs makes l count in shared under bucket (nil shared: no change).
+func (l *limiter) sharedAs(shared SharedLimiter, bucket string) *limiter {
+	l.shared, l.bucket = shared, bucket
+	return l
 }
 
 // newLimiter allows perMinute events per key and minute, in bursts of as
@@ -33,7 +51,7 @@ func newLimiter(perMinute, size int, now func() time.Time) *limiter {
 
 // newBucketLimiter allows burst events per key, refilled over every.
 func newBucketLimiter(burst int, every time.Duration, size int, now func() time.Time) *limiter {
-	return &limiter{limit: rate.Limit(float64(burst) / every.Seconds()), burst: burst, now: now, buckets: mustLRU[string, *rate.Limiter](size)}
+	return &limiter{limit: rate.Limit(float64(burst) / every.Seconds()), burst: burst, every: every, now: now, buckets: mustLRU[string, *rate.Limiter](size)}
 }
 
 // mustLRU is the one bounded cache type of this package (the
@@ -70,8 +88,8 @@ type limiters struct {
 func newLimiters(o Options, now func() time.Time) limiters {
 	c := o.RateLimit
 	return limiters{
-		register:   newLimiter(c.RegisterPerMinute, limiterSize, now),
-		token:      newLimiter(c.TokenPerMinute, limiterSize, now),
+		register:   newLimiter(c.RegisterPerMinute, limiterSize, now).sharedAs(o.SharedLimits, "register"),
+		token:      newLimiter(c.TokenPerMinute, limiterSize, now).sharedAs(o.SharedLimits, "token"),
 		authorize:  newLimiter(c.AuthorizePerMinute, limiterSize, now),
 		login:      newLimiter(c.LoginPerMinute, limiterSize, now),
 		loginUser:  newLimiter(c.LoginPerMinute, limiterSize, now),
@@ -82,7 +100,19 @@ func newLimiters(o Options, now func() time.Time) limiters {
 
 // limit answers 429 when the request's source exceeded l's rate.
 func (s *Server) limit(r *http.Request, l *limiter, endpoint string) error {
-	if l.allow(s.sources.key(r)) {
+	key := s.sources.key(r)
+	if l.shared != nil {
+		ok, err := l.shared.Allow(r.Context(), l.bucket, key, l.burst, l.every, l.now())
+		if err != nil {
+			// Fail closed: the endpoints behind these limits need the
+			// store too.
+			s.log.Error("shared rate limit", "endpoint", endpoint, "err", err)
+			return oauthError(http.StatusServiceUnavailable, "temporarily_unavailable", "the rate limit cannot be checked; retry later")
+		}
+		if ok {
+			return nil
+		}
+	} else if l.allow(key) {
 		return nil
 	}
 	s.metrics.rateLimited.WithLabelValues(endpoint).Inc()

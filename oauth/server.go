@@ -163,6 +163,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(p+"/oauth/revoke", cors(s.jsonEndpoint(s.serveRevoke)))
 	mux.Handle(p+"/oauth/introspect", s.jsonEndpoint(s.serveIntrospect))
 	mux.Handle(p+"/oauth/jwks", cors(s.signer))
+	mux.Handle(p+"/oauth/providers/{name}/connect", s.pageEndpoint(s.serveConnect))
+	mux.Handle(p+"/oauth/providers/{name}/callback", s.pageEndpoint(s.serveProviderCallback))
 	mux.Handle("/", s.pageEndpoint(func(http.ResponseWriter, *http.Request) error {
 		return pageError(http.StatusNotFound, "Not found", "There is no OAuth endpoint at this address.")
 	}))

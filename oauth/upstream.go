@@ -115,17 +115,18 @@ var ErrNoUpstreamToken = errors.New("grant has no identity provider token")
 // upstream credential mode, refreshing it first when it is about to
 // expire. A refusal by the IdP revokes the grant and returns an error
 // wrapping connector.ErrRefused.
-func (s *Server) IdPAccessToken(ctx context.Context, g store.Grant) (string, error) {
+// The expiry is the token's (zero when the IdP gave none).
+func (s *Server) IdPAccessToken(ctx context.Context, g store.Grant) (string, time.Time, error) {
 	g, err := s.refreshUpstream(ctx, g, 0)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	t, ok, err := s.openTokens(g)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	if !ok || t.AccessToken == "" {
-		return "", ErrNoUpstreamToken
+		return "", time.Time{}, ErrNoUpstreamToken
 	}
-	return t.AccessToken, nil
+	return t.AccessToken, t.Expiry, nil
 }

@@ -67,7 +67,7 @@ func BenchmarkDecide(b *testing.B) {
 		e := newBenchEngine(b, p.dir)
 		withCaller := benchInput()
 		var err error
-		withCaller.Caller, err = NewCaller(withCaller.Subject, withCaller.Client, withCaller.Server, withCaller.Grant)
+		withCaller.Caller, err = NewCaller(withCaller.Subject, withCaller.Client, withCaller.Server, withCaller.Grant, withCaller.Credential)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func BenchmarkInput(b *testing.B) {
 	b.Run("caller", func(b *testing.B) {
 		in := benchInput()
 		var err error
-		if in.Caller, err = NewCaller(in.Subject, in.Client, in.Server, in.Grant); err != nil {
+		if in.Caller, err = NewCaller(in.Subject, in.Client, in.Server, in.Grant, in.Credential); err != nil {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()

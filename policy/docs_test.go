@@ -35,7 +35,8 @@ func docExampleInput() *Input {
 			Headers: map[string]string{"content-type": "application/json", "user-agent": "Claude/0.9"},
 			Time:    "2025-06-01T12:00:00.123456789Z",
 		},
-		Grant: Grant{ID: "grant_3a9e", Scopes: []string{"mcp:tools"}, Servers: []string{"bi", "hr"}},
+		Grant:      Grant{ID: "grant_3a9e", Scopes: []string{"mcp:tools"}, Servers: []string{"bi", "hr"}},
+		Credential: Credential{Mode: "jwt", Connected: true},
 	}
 }
 

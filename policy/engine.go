@@ -45,7 +45,12 @@ func DefaultFS() fs.FS {
 type Options struct {
 	// Dir holds .rego policy files and .json/.yaml data files, read
 	// recursively. Empty selects the embedded default policy.
-	Dir    string
+	Dir string
+	// FS, when set, is the policy instead of Dir: its files from the root,
+	// read once (a candidate policy for replay; Reload does nothing).
+	// FSName names it in errors and Status.
+	FS     fs.FS
+	FSName string
 	Logger *slog.Logger
 	// Registerer receives the engine's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
@@ -122,9 +127,12 @@ func New(opts Options) (*Engine, error) {
 	if e.debounce <= 0 {
 		e.debounce = 250 * time.Millisecond
 	}
-	if opts.Dir == "" {
+	switch {
+	case opts.FS != nil:
+		e.src = source{fsys: opts.FS, dir: ".", name: opts.FSName}
+	case opts.Dir == "":
 		e.src = source{fsys: defaultFiles, dir: "default"}
-	} else {
+	default:
 		fi, err := os.Stat(opts.Dir)
 		if err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
@@ -280,12 +288,6 @@ func (c *compiled) decide(ctx context.Context, in *Input) (Decision, error) {
 	if in == nil {
 		return Decision{}, errors.New("no input")
 	}
-	v, err := in.Value()
-	if err != nil {
-		return Decision{}, fmt.Errorf("input: %w", err)
-	}
-	input := ast.NewTerm(v)
-
 	// OPA would watch the context with a goroutine per query; a context
 	// callback costs much less, and nothing when the context cannot end.
 	cancel := neverCancelled
@@ -298,6 +300,16 @@ func (c *compiled) decide(ctx context.Context, in *Input) (Decision, error) {
 		defer stop()
 		cancel = cn
 	}
+	return c.decideWith(ctx, in, cancel)
+}
+
+// decideWith evaluates the decision (or allow) query for in.
+func (c *compiled) decideWith(ctx context.Context, in *Input, cancel topdown.Cancel) (Decision, error) {
+	v, err := in.Value()
+	if err != nil {
+		return Decision{}, fmt.Errorf("input: %w", err)
+	}
+	input := ast.NewTerm(v)
 
 	if c.decision != nil {
 		t, err := c.eval(ctx, c.decision, input, cancel)

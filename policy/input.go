@@ -42,8 +42,14 @@ type Input struct {
 	MCP     MCP     `json:"mcp"`
 	Request Request `json:"request"`
 	Grant   Grant   `json:"grant"`
+	// Credential is how Warden authenticates upstream for this server.
+	Credential Credential `json:"credential"`
+	// Tool is what Warden's tool pinning knows of mcp.tool (tools/call)
+	// or, when deciding what a list shows, of the listed tool.
+	Tool ToolState `json:"tool"`
 
-	// Caller, when set, replaces Subject, Client, Server and Grant with a
+	// Caller, when set, replaces Subject, Client, Server, Grant and
+	// Credential with a
 	// copy converted earlier (see NewCaller); it must describe the same
 	// grant and server.
 	Caller *Caller `json:"-"`
@@ -150,6 +156,15 @@ func (s *Subscriptions) zero() bool {
 	return !s.ToolsListChanged && !s.PromptsListChanged && !s.ResourcesListChanged && len(s.Resources) == 0 && len(s.Tasks) == 0
 }
 
+// ToolState is what tool pinning knows of a tool on its server: Pinned
+// when Warden has an approved definition of it (its digest recorded),
+// Changed when the definition the server now shows differs from the
+// approved one. A tool Warden has never seen listed is neither.
+type ToolState struct {
+	Pinned  bool `json:"pinned"`
+	Changed bool `json:"changed"`
+}
+
 // Request is the HTTP request as Envoy reported it.
 type Request struct {
 	ID     string `json:"id"` // x-request-id
@@ -160,6 +175,14 @@ type Request struct {
 	// (authorization, cookies) are never included.
 	Headers map[string]string `json:"headers"`
 	Time    string            `json:"time"` // RFC 3339 with nanoseconds, UTC
+}
+
+// Credential is the server's upstream credential mode and whether the
+// caller has what it needs: for "provider" servers, whether the user has
+// connected an account at the provider; true for every other mode.
+type Credential struct {
+	Mode      string `json:"mode"`
+	Connected bool   `json:"connected"`
 }
 
 // Grant is the authorization the caller's handle resolved to.
@@ -219,6 +242,13 @@ var (
 
 	kScopes  = ast.StringTerm("scopes")
 	kServers = ast.StringTerm("servers")
+
+	kCredential = ast.StringTerm("credential")
+	kMode       = ast.StringTerm("mode")
+	kConnected  = ast.StringTerm("connected")
+	kToolState  = ast.StringTerm("tool")
+	kPinned     = ast.StringTerm("pinned")
+	kChanged    = ast.StringTerm("changed")
 )
 
 // Caller is the part of the input that stays the same for every request a
@@ -229,18 +259,26 @@ var (
 // half the cost of building the input. A Caller is immutable and safe for
 // concurrent use.
 type Caller struct {
-	subject, client, server, grant *ast.Term
+	subject, client, server, grant, credential *ast.Term
+	// json is the same part of the audit record (AppendRecord), for the
+	// server named serverName.
+	json       []byte
+	serverName string
 }
 
 // NewCaller converts subject, client, server and grant once for many
 // requests. It fails when the claims hold a non-JSON type.
-func NewCaller(s Subject, c Client, srv Server, g Grant) (*Caller, error) {
-	b := builder{terms: make([]ast.Term, 0, 20+len(s.Groups)+2*len(srv.Labels)+len(g.Scopes)+len(g.Servers))}
+func NewCaller(s Subject, c Client, srv Server, g Grant, cr Credential) (*Caller, error) {
+	b := builder{terms: make([]ast.Term, 0, 24+len(s.Groups)+2*len(srv.Labels)+len(g.Scopes)+len(g.Servers))}
 	subject, err := b.subject(&s)
 	if err != nil {
 		return nil, err
 	}
-	return &Caller{subject: subject, client: b.client(&c), server: b.server(&srv), grant: b.grant(&g)}, nil
+	rec, err := callerJSON(&s, &c, &srv, &g, &cr)
+	if err != nil {
+		return nil, err
+	}
+	return &Caller{subject: subject, client: b.client(&c), server: b.server(&srv), grant: b.grant(&g), credential: b.credential(&cr), json: rec, serverName: srv.Name}, nil
 }
 
 // Value builds the input document as an OPA value. It is written out field
@@ -251,19 +289,19 @@ func NewCaller(s Subject, c Client, srv Server, g Grant) (*Caller, error) {
 func (in *Input) Value() (ast.Value, error) {
 	n := 30 + 2*len(in.Request.Headers)
 	if in.Caller == nil {
-		n += 20 + len(in.Subject.Groups) + 2*len(in.Server.Labels) + len(in.Grant.Scopes) + len(in.Grant.Servers)
+		n += 24 + len(in.Subject.Groups) + 2*len(in.Server.Labels) + len(in.Grant.Scopes) + len(in.Grant.Servers)
 	}
 	b := builder{terms: make([]ast.Term, 0, n)}
 
-	var subject, client, server, grant *ast.Term
+	var subject, client, server, grant, credential *ast.Term
 	if c := in.Caller; c != nil {
-		subject, client, server, grant = c.subject, c.client, c.server, c.grant
+		subject, client, server, grant, credential = c.subject, c.client, c.server, c.grant, c.credential
 	} else {
 		var err error
 		if subject, err = b.subject(&in.Subject); err != nil {
 			return nil, err
 		}
-		client, server, grant = b.client(&in.Client), b.server(&in.Server), b.grant(&in.Grant)
+		client, server, grant, credential = b.client(&in.Client), b.server(&in.Server), b.grant(&in.Grant), b.credential(&in.Credential)
 	}
 	args, err := anyMap(in.MCP.Arguments)
 	if err != nil {
@@ -308,8 +346,24 @@ func (in *Input) Value() (ast.Value, error) {
 		[2]*ast.Term{kMCP, mcp},
 		[2]*ast.Term{kRequest, request},
 		[2]*ast.Term{kGrant, grant},
+		[2]*ast.Term{kCredential, credential},
+		[2]*ast.Term{kToolState, toolStateTerms[in.Tool]},
 	), nil
 }
+
+// toolStateTerms are the four possible input.tool documents, shared.
+var toolStateTerms = func() map[ToolState]*ast.Term {
+	m := map[ToolState]*ast.Term{}
+	for _, p := range []bool{false, true} {
+		for _, c := range []bool{false, true} {
+			m[ToolState{Pinned: p, Changed: c}] = ast.ObjectTerm(
+				[2]*ast.Term{kPinned, ast.InternedTerm(p)},
+				[2]*ast.Term{kChanged, ast.InternedTerm(c)},
+			)
+		}
+	}
+	return m
+}()
 
 // knownTerms are shared terms for the values most requests carry (message
 // kinds, MCP methods, HTTP methods, protocol versions): a lookup here is
@@ -475,6 +529,13 @@ func (b *builder) grant(g *Grant) *ast.Term {
 		[2]*ast.Term{kID, b.str(g.ID)},
 		[2]*ast.Term{kScopes, b.strArray(g.Scopes)},
 		[2]*ast.Term{kServers, b.strArray(g.Servers)},
+	)
+}
+
+func (b *builder) credential(c *Credential) *ast.Term {
+	return b.obj(
+		[2]*ast.Term{kMode, b.str(c.Mode)},
+		[2]*ast.Term{kConnected, ast.InternedTerm(c.Connected)},
 	)
 }
 

@@ -71,7 +71,7 @@ func TestInputValueMatchesJSONDocument(t *testing.T) {
 		}
 
 		// The same with a Caller built from the same fields.
-		c, err := NewCaller(in.Subject, in.Client, in.Server, in.Grant)
+		c, err := NewCaller(in.Subject, in.Client, in.Server, in.Grant, in.Credential)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +106,9 @@ func TestInputValueEmptyHasEveryField(t *testing.T) {
 			"task": {"id": "", "method": ""},
 			"subscriptions": {"tools_list_changed": false, "prompts_list_changed": false, "resources_list_changed": false, "resources": [], "tasks": []}},
 		"request": {"id": "", "method": "", "path": "", "host": "", "headers": {}, "time": ""},
-		"grant": {"id": "", "scopes": [], "servers": []}
+		"grant": {"id": "", "scopes": [], "servers": []},
+		"credential": {"mode": "", "connected": false},
+		"tool": {"pinned": false, "changed": false}
 	}`).Value
 	if got.Compare(want) != 0 {
 		t.Fatalf("\n got %v\nwant %v", got, want)
@@ -136,7 +138,7 @@ func TestInputJSONNames(t *testing.T) {
 	for _, k := range obj.Keys() {
 		keys = append(keys, string(k.Value.(ast.String)))
 	}
-	want := []string{"client", "grant", "mcp", "request", "server", "subject", "version"}
+	want := []string{"client", "credential", "grant", "mcp", "request", "server", "subject", "tool", "version"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Fatalf("top-level keys %v want %v", keys, want)
 	}
@@ -155,7 +157,7 @@ func TestInputRejectsNonJSON(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewCaller(Subject{Claims: map[string]any{"x": make(chan int)}}, Client{}, Server{}, Grant{}); err == nil {
+	if _, err := NewCaller(Subject{Claims: map[string]any{"x": make(chan int)}}, Client{}, Server{}, Grant{}, Credential{}); err == nil {
 		t.Fatal("NewCaller accepted a channel")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,11 +25,16 @@ const (
 	PackagePath  = "data.warden.authz"
 	DecisionPath = PackagePath + ".decision"
 	AllowPath    = PackagePath + ".allow"
+	// VisiblePath, when the policy defines it, decides which items of a
+	// list result (tools/list, prompts/list, resources/list,
+	// resources/templates/list) the caller sees; see Engine.Visible.
+	VisiblePath = PackagePath + ".visible"
 )
 
 var (
 	decisionRef = ast.MustParseRef(DecisionPath)
 	allowRef    = ast.MustParseRef(AllowPath)
+	visibleRef  = ast.MustParseRef(VisiblePath)
 )
 
 // loaded is what one read of the policy source produced, before compiling.
@@ -44,9 +50,13 @@ type loaded struct {
 type source struct {
 	fsys fs.FS
 	dir  string
+	name string // of an fsys other than the default
 }
 
 func (s source) String() string {
+	if s.name != "" {
+		return s.name
+	}
 	if s.fsys != nil {
 		return "embedded default policy"
 	}
@@ -137,6 +147,8 @@ type compiled struct {
 	// allow when it defines data.warden.authz.allow; at least one is.
 	decision *query
 	allow    *query
+	// visible is set when the policy defines data.warden.authz.visible.
+	visible *query
 	// memo remembers decisions when the policy qualifies (see memo.go);
 	// nil otherwise. It belongs to this revision and goes with it.
 	memo       *memo
@@ -205,6 +217,11 @@ func compile(ctx context.Context, l *loaded) (*compiled, error) {
 	if c.decision == nil && c.allow == nil {
 		return nil, errNoDecisionRule
 	}
+	if len(compiler.GetRules(visibleRef)) > 0 {
+		if c.visible, err = prepare(VisiblePath); err != nil {
+			return nil, err
+		}
+	}
 	fields, ok, why := memoizable(compiler)
 	if ok {
 		c.memo = newMemo()
@@ -224,4 +241,51 @@ func compileError(errs ast.Errors) error {
 		b.WriteString(e.Error())
 	}
 	return errors.New(b.String())
+}
+
+// Files returns the policy and data files New would load from dir, by
+// path relative to dir (slash-separated), with their content: a candidate
+// policy to send to a replay (policy/replay).
+func Files(dir string) (map[string]string, error) {
+	skip := skipFile(false)
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		depth := 0
+		if rel != "." {
+			depth = strings.Count(filepath.ToSlash(rel), "/") + 1
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if skip(p, info, depth) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files[filepath.ToSlash(rel)] = string(b)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("policy: no .rego or data files in %s", dir)
+	}
+	return files, nil
 }

@@ -43,6 +43,10 @@ type memoKey struct {
 	taskID, taskMethod, subscriptions          string
 	batch                                      bool
 	batchSize                                  int
+	// tool is input.tool when the policy reads it; visible tells a
+	// visibility answer (Engine.Visible) from a decision.
+	toolState ToolState
+	visible   bool
 }
 
 type memo struct {
@@ -99,6 +103,9 @@ func keyFor(in *Input, f mcpFields) (memoKey, bool) {
 	if f&fBatchSize != 0 {
 		k.batchSize = m.BatchSize
 	}
+	if f&fToolState != 0 {
+		k.toolState = in.Tool
+	}
 	return k, true
 }
 
@@ -120,6 +127,8 @@ const (
 	fLogLevel
 	fTask
 	fSubscriptions
+	// fToolState is input.tool (pinning state), a top-level field.
+	fToolState
 )
 
 // subscriptionsKey encodes a non-empty filter unambiguously: flags, then
@@ -225,6 +234,8 @@ func inputRefProblem(ref ast.Ref) (mcpFields, string) {
 			return 0, "the policy reads input.mcp." + string(f) + ", which the decision memo does not key on"
 		}
 		return bit, ""
+	case "tool":
+		return fToolState, ""
 	}
 	return 0, ""
 }

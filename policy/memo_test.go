@@ -72,8 +72,8 @@ else := {"allow": false, "reason": "not finance"}
 `})
 	e := newTestEngine(t, dir)
 	ctx := context.Background()
-	alice, _ := NewCaller(Subject{Sub: "alice", Groups: []string{"finance"}}, Client{ID: "c"}, Server{Name: "bi"}, Grant{ID: "g1"})
-	bob, _ := NewCaller(Subject{Sub: "bob"}, Client{ID: "c"}, Server{Name: "bi"}, Grant{ID: "g2"})
+	alice, _ := NewCaller(Subject{Sub: "alice", Groups: []string{"finance"}}, Client{ID: "c"}, Server{Name: "bi"}, Grant{ID: "g1"}, Credential{})
+	bob, _ := NewCaller(Subject{Sub: "bob"}, Client{ID: "c"}, Server{Name: "bi"}, Grant{ID: "g2"}, Credential{})
 	hits := func() float64 { return testutil.ToFloat64(e.m.memoHits) }
 	steps := []struct {
 		caller *Caller
@@ -115,7 +115,7 @@ func TestUnmemoizablePolicyIsEvaluatedEveryTime(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"p.rego": "package warden.authz\n\nimport rego.v1\n\nallow if input.request.headers[\"x-team\"] == \"data\"\n"})
 	e := newTestEngine(t, dir)
-	caller, _ := NewCaller(Subject{Sub: "alice"}, Client{ID: "c"}, Server{Name: "bi"}, Grant{ID: "g"})
+	caller, _ := NewCaller(Subject{Sub: "alice"}, Client{ID: "c"}, Server{Name: "bi"}, Grant{ID: "g"}, Credential{})
 	for _, team := range []string{"data", "hr", "data"} {
 		in := memoInput(t, caller, "echo", "")
 		in.Request.Headers = map[string]string{"x-team": team}
@@ -156,7 +156,7 @@ func TestMemoKeysOnlyOnReferencedFields(t *testing.T) {
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{"p.rego": "package warden.authz\n\nimport rego.v1\n\nallow if input.mcp.tool == \"echo\"\n"})
 	e := newTestEngine(t, dir)
-	caller, _ := NewCaller(Subject{Sub: "alice"}, Client{ID: "c"}, Server{Name: "bi"}, Grant{ID: "g"})
+	caller, _ := NewCaller(Subject{Sub: "alice"}, Client{ID: "c"}, Server{Name: "bi"}, Grant{ID: "g"}, Credential{})
 	ctx := context.Background()
 	for i, args := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`} {
 		d, err := e.Decide(ctx, memoInput(t, caller, "echo", args))

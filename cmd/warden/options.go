@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/registry"
+	"github.com/warden-mcp/warden/policy"
 	"github.com/warden-mcp/warden/xds/translate"
 )
 
@@ -40,7 +41,19 @@ func serverSpecs(servers []config.Server) []registry.Spec {
 		out = append(out, registry.Spec{
 			Name: s.Name, URL: s.URL, Credential: s.Credential, Scopes: s.Scopes, StepUpScopes: s.StepUpScopes,
 			Labels: s.Labels, Description: s.Description,
+			IdPAudience: s.IdPAudience, IdPScopes: s.IdPScopes, Provider: s.Provider, Unconnected: s.Unconnected,
+			Pinning: s.Pinning, PinNewTools: s.PinNewTools,
 		})
 	}
 	return out
+}
+
+// redaction maps audit.redact to the rules the recorded decision inputs
+// follow.
+func redaction(rules []config.AuditRedact) *policy.Redaction {
+	out := make([]policy.RedactRule, len(rules))
+	for i, r := range rules {
+		out[i] = policy.RedactRule{Server: r.Server, Arguments: r.Arguments}
+	}
+	return policy.NewRedaction(out)
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/warden-mcp/warden/policy"
 )
 
-func newPolicyCmd() *cobra.Command {
+func newPolicyCmd(af *adminFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Work with Rego policies"}
 	var verbose bool
 	test := &cobra.Command{
@@ -28,6 +28,6 @@ func newPolicyCmd() *cobra.Command {
 		},
 	}
 	test.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every test")
-	cmd.AddCommand(test)
+	cmd.AddCommand(test, newPolicyReplayCmd(af))
 	return cmd
 }

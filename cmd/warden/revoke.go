@@ -12,13 +12,24 @@ import (
 func newRevokeCmd(af *adminFlags) *cobra.Command {
 	var req admin.RevokeRequest
 	cmd := &cobra.Command{
-		Use:   "revoke (--grant <id> | --user <subject> | --client <id> | --server <name> | --connector <name>)",
+		Use:   "revoke (--grant <id> | --user <subject> | --client <id> | --server <name> | --connector <name> | --provider <name> [--user <subject>])",
 		Short: "Revoke access in one operation; effective on the next request",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := af.client()
 			if err != nil {
 				return err
+			}
+			if req.Provider != "" {
+				var out grant.AccountResult
+				if _, err := c.do(cmd.Context(), "POST", "/api/v1/revoke", req, &out); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %d connected account(s) at %s\n", len(out.Revoked), req.Provider)
+				for _, a := range out.Revoked {
+					fmt.Fprintln(cmd.OutOrStdout(), "  revoked", a)
+				}
+				return nil
 			}
 			var out grant.Result
 			if _, err := c.do(cmd.Context(), "POST", "/api/v1/revoke", req, &out); err != nil {
@@ -41,8 +52,13 @@ func newRevokeCmd(af *adminFlags) *cobra.Command {
 	cmd.Flags().StringVar(&req.Server, "server", "", "server name: everyone's access to this server")
 	cmd.Flags().StringVar(&req.Connector, "connector", "", "IdP connector (oidc, static): every grant of users who signed in through it")
 	cmd.Flags().StringVar(&req.Reason, "reason", "", "why (recorded in the audit trail)")
+	cmd.Flags().StringVar(&req.Provider, "provider", "", "provider name: the accounts connected at it (only --user's with --user)")
 	cmd.MarkFlagsMutuallyExclusive("grant", "user", "client", "server", "connector")
-	cmd.MarkFlagsOneRequired("grant", "user", "client", "server", "connector")
+	cmd.MarkFlagsMutuallyExclusive("grant", "provider")
+	cmd.MarkFlagsMutuallyExclusive("client", "provider")
+	cmd.MarkFlagsMutuallyExclusive("server", "provider")
+	cmd.MarkFlagsMutuallyExclusive("connector", "provider")
+	cmd.MarkFlagsOneRequired("grant", "user", "client", "server", "connector", "provider")
 	return cmd
 }
 

@@ -10,11 +10,11 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	af := &adminFlags{}
-	clients := []*cobra.Command{newServersCmd(af), newTokensCmd(af), newRevokeCmd(af), newGrantsCmd(af), newAuditCmd(af), newKeysCmd(af), newAccessCmd(af)}
+	clients := []*cobra.Command{newServersCmd(af), newTokensCmd(af), newRevokeCmd(af), newGrantsCmd(af), newAuditCmd(af), newKeysCmd(af), newAccessCmd(af), newProvidersCmd(af), newAccountsCmd(af)}
 	for _, c := range clients {
 		af.register(c)
 	}
-	root.AddCommand(newServeCmd(), newPolicyCmd(), newEnvoyCmd(), newStoreCmd())
+	root.AddCommand(newServeCmd(), newPolicyCmd(af), newEnvoyCmd(), newStoreCmd())
 	root.AddCommand(clients...)
 	return root
 }

@@ -33,9 +33,11 @@ import (
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/internal/tracing"
+	"github.com/warden-mcp/warden/internal/upstream"
 	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
 	"github.com/warden-mcp/warden/policy"
+	"github.com/warden-mcp/warden/policy/replay"
 	"github.com/warden-mcp/warden/xds"
 )
 
@@ -103,7 +105,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log)
+	st, err := openServeStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -119,6 +121,14 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	if created {
 		log.Info("generated signing key", "file", cfg.Keys.SigningFile, "kid", signer.KeyID())
+	}
+	// On PostgreSQL the keys every replica uses live in the store.
+	shared, err := shareKeys(ctx, st, ring, signer, log)
+	if err != nil {
+		return err
+	}
+	if shared != nil {
+		ring, signer = shared.ring.Keyring, shared.signer
 	}
 	adminToken, created, err := admin.LoadOrCreateToken(cfg.Keys.AdminTokenFile)
 	if err != nil {
@@ -154,6 +164,20 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
+	providers := upstream.NewProviders(st, ring, trail, nil, func(ctx context.Context, actor, name string) error {
+		_, err := grants.RevokeAccounts(ctx, actor, grant.AccountTarget{Provider: name}, grant.ReasonProviderRemoved)
+		return err
+	})
+	if err := providers.Reconcile(ctx, providerSpecs(cfg.Providers)); err != nil {
+		log.Error("config providers not fully applied", "err", err)
+	}
+	late := &lateOAuth{}
+	brokerOpts := brokerOptions(cfg, log)
+	brokerOpts.Store, brokerOpts.Keyring, brokerOpts.Audit, brokerOpts.IdP, brokerOpts.Revoker = st, ring, trail, late, accountRevoker{grants}
+	broker, err := upstream.New(brokerOpts)
+	if err != nil {
+		return err
+	}
 	servers := registry.New(st, trail, ring, nil)
 	// Removing a server revokes its grants like revoke --server.
 	servers.OnRemove(func(ctx context.Context, actor, name string) error {
@@ -174,6 +198,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	attacher, err := authz.NewAttacher(authz.AttacherOptions{
 		Signer: signer, Opener: ring, Issuer: cfg.Issuer(), ResourceURL: cfg.ResourceURL, TTL: cfg.Authz.JWTTTL.D(),
 		SubjectHeader: cfg.Authz.Identity.Subject, ClientHeader: cfg.Authz.Identity.Client,
+		Credentials: broker, RenewBefore: cfg.Credentials.RefreshMargin.D(),
 	})
 	if err != nil {
 		return err
@@ -188,6 +213,10 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		cancel()
 	}()
 	tasks := taskStore(st)
+	pins, err := toolPins(st, trail, catalog, reg, log)
+	if err != nil {
+		return err
+	}
 	lastUse := usage.New(usage.Options{Store: st, Logger: log})
 	svc, err := authz.New(authz.Options{
 		Resolver: st, Servers: catalog, Policy: engine, Audit: trail.Decisions(), Attacher: attacher, Tasks: tasks,
@@ -195,6 +224,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
 		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log, Tracer: tracer.Tracer("github.com/warden-mcp/warden/authz"),
+		Accounts: st, Connect: late,
+		ToolHeaders: pins, Pins: pins,
+		Redact: redaction(cfg.Audit.Redact),
 	})
 	if err != nil {
 		return err
@@ -210,6 +242,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	grpcSrv := grpc.NewServer(authzOpts...)
 	authv3.RegisterAuthorizationServer(grpcSrv, svc)
+	if err := registerExtProc(grpcSrv, svc, engine, pins, tasks, reg, log); err != nil {
+		return err
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(grpcSrv, hs)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -233,6 +268,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		Tokens: tokens, Store: st, Registry: servers, Grants: grants, Audit: trail, Usage: lastUse,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log,
 		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer, AuditKeys: signer.PublicSet,
+		Providers: providers, ProviderCallbackURL: providerCallbackURL(cfg),
 		RotateSigning: func() (string, error) {
 			if err := signer.Rotate(); err != nil {
 				return "", err
@@ -240,6 +276,12 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return signer.KeyID(), nil
 		},
 		RotateSealing: func() (string, error) {
+			if shared != nil {
+				if err := shared.ring.Rotate(context.Background()); err != nil {
+					return "", err
+				}
+				return shared.ring.Primary(), nil
+			}
 			if ringFromEnv {
 				return "", errors.New("the keyring comes from WARDEN_SEALING_KEYS: put a new key first in it and restart")
 			}
@@ -249,6 +291,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			return ring.Primary(), nil
 		}, XDSStatus: func() any { return xdsSrv.Status() },
 		PolicyStatus: func() any { return engine.Status() },
+		Replay:       replay.New(replay.Options{Store: st}),
 		Warnings: map[string]admin.Check{
 			// A failed reload leaves the last good policy serving: Warden
 			// stays ready, and the operator sees why the files on disk are
@@ -277,10 +320,13 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	}
 	oauthOpts.Store, oauthOpts.Grants, oauthOpts.Signer, oauthOpts.Keyring, oauthOpts.Auditor = st, grants, signer, ring, trail
 	oauthOpts.Logger, oauthOpts.Registerer = log, reg
+	oauthOpts.SharedLimits = sharedLimits(st)
+	oauthOpts.ConnectTTL = cfg.Credentials.ConnectTTL.D()
 	authServer, err := oauth.New(oauthOpts)
 	if err != nil {
 		return err
 	}
+	late.s = authServer
 	if err := showBootstrap(boot, stderr, cfg.DataDir, log); err != nil {
 		return err
 	}
@@ -325,6 +371,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	g.Go(func() error { maintain(gctx, st, log); return nil })
 	g.Go(func() error { retainAudit(gctx, cfg.Audit.Retention.D(), st, trail, signer, log); return nil })
 	g.Go(func() error { lastUse.Run(gctx); return nil })
+	if shared != nil {
+		g.Go(func() error { shared.watch(gctx, servers); return nil })
+	}
 	if cfgPath != "" {
 		reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "warden_config_reloads_total", Help: "Config file changes seen, by result."}, []string{"result"})
 		reg.MustRegister(reloads)

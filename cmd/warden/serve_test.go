@@ -140,7 +140,7 @@ func (r *running) cli(t *testing.T, args ...string) (string, error) {
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
 	all := append(args, "--admin-addr", "http://"+r.cfg.Listen.Admin, "--data-dir", r.cfg.DataDir)
-	if args[0] == "policy" || args[0] == "envoy" {
+	if (args[0] == "policy" && args[1] != "replay") || args[0] == "envoy" {
 		all = args
 	}
 	cmd.SetArgs(all)

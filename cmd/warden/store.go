@@ -22,7 +22,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.
 	if cfg.Store.Backend == config.BackendPostgres {
 		return postgres.Open(ctx, postgres.Options{DSN: cfg.Store.Postgres.DSN, MaxConns: cfg.Store.Postgres.MaxConns, Logger: log})
 	}
-	return store.OpenBadger(filepath.Join(cfg.DataDir, "store"), store.BadgerOptions{Logger: log})
+	return store.OpenBadger(filepath.Join(cfg.DataDir, "store"), store.BadgerOptions{Logger: log, DiskReserve: cfg.Store.Badger.DiskReserveBytes()})
 }
 
 // storeHealth is the readiness check of st: the error of a store that has

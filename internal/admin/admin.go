@@ -101,6 +101,14 @@ type Options struct {
 	// verified with: GET /api/v1/audit/verify then starts from the newest
 	// checkpoint they verify (audit.VerifyTrusted).
 	AuditKeys AuditKeys
+	// Providers manages credential providers and lists connected
+	// accounts; nil leaves those routes out.
+	Providers Providers
+	// ProviderCallbackURL is the redirect URI to register at a provider.
+	ProviderCallbackURL func(name string) string
+	// Replay runs policy replays (POST /api/v1/policy/replay); nil: no
+	// such route.
+	Replay Replayer
 }
 
 // Server is the admin API.
@@ -143,6 +151,7 @@ func New(o Options) *Server {
 	s.api("GET /api/v1/audit/verify", adminauth.Read, s.verifyAudit)
 	s.api("POST /api/v1/keys/rotate", adminauth.Administer, s.rotateKeys)
 	s.api("GET /api/v1/whoami", adminauth.Read, s.whoami)
+	s.credentialRoutes()
 	if o.Pprof {
 		s.api("GET /debug/pprof/", adminauth.Administer, func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Index(w, r); return nil })
 		s.api("GET /debug/pprof/profile", adminauth.Administer, func(w http.ResponseWriter, r *http.Request, _ string) error { pprof.Profile(w, r); return nil })
@@ -153,6 +162,9 @@ func New(o Options) *Server {
 			writeJSON(w, http.StatusOK, o.PolicyStatus())
 			return nil
 		})
+	}
+	if o.Replay != nil {
+		s.api("POST /api/v1/policy/replay", adminauth.Read, s.replayPolicy)
 	}
 	if o.XDSStatus != nil {
 		s.api("GET /api/v1/xds", adminauth.Read, func(w http.ResponseWriter, _ *http.Request, _ string) error {
@@ -545,20 +557,53 @@ func (s *Server) listGrants(w http.ResponseWriter, r *http.Request, _ string) er
 	if grants == nil {
 		grants = []store.Grant{}
 	}
-	writeJSON(w, http.StatusOK, grants)
+	if s.o.Providers == nil {
+		writeJSON(w, http.StatusOK, grants)
+		return nil
+	}
+	// Each grant shows the upstream accounts its user has connected.
+	out := make([]grantView, len(grants))
+	connected := map[string][]string{}
+	for i, g := range grants {
+		names, ok := connected[g.Subject]
+		if !ok {
+			accounts, err := s.o.Providers.Accounts(r.Context(), store.AccountFilter{Subject: g.Subject})
+			if err != nil {
+				return err
+			}
+			for _, a := range accounts {
+				names = append(names, a.Provider)
+			}
+			connected[g.Subject] = names
+		}
+		out[i] = grantView{Grant: g, Accounts: names}
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// grantView is a grant with the providers its user has connected.
+type grantView struct {
+	store.Grant
+	Accounts []string `json:"accounts,omitempty"`
 }
 
 // RevokeRequest names what to revoke.
 type RevokeRequest struct {
 	grant.Target
-	Reason string `json:"reason,omitempty"`
+	// Provider revokes connected accounts at a provider (of Subject only,
+	// when set) instead of grants.
+	Provider string `json:"provider,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request, actor string) error {
 	var req RevokeRequest
 	if err := decode(r, &req); err != nil {
 		return err
+	}
+	if req.Provider != "" {
+		return s.revokeAccounts(w, r, actor, req)
 	}
 	if p, _ := adminauth.FromContext(r.Context()); p.Role != adminauth.RoleAdmin {
 		// An operator cuts access to its own servers only: the other

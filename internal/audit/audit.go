@@ -58,6 +58,9 @@ type Options struct {
 	Now    func() time.Time
 	// OnWriteError is called for each failed store write (metrics).
 	OnWriteError func(error)
+	// OnRechain is called when a batch had to be chained again because
+	// another writer appended first (replicas sharing one trail).
+	OnRechain func()
 	// Durability says when a decision is answered (durability.go): Sync
 	// (the default) waits for the event's group commit, made durable on
 	// disk (one fsync per batch); Async queues it.
@@ -274,19 +277,24 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 	if t.opts.Sink != nil || ls != nil {
 		lines = make([]byte, 0, 512*len(batch))
 	}
-	h := prev
-	for i, p := range batch {
-		ev := p.ev
-		ev.Seq = seq + uint64(i) + 1
-		ev.PrevHash = h
-		var line []byte
-		ev.Hash, line = hashAndEncode(ev)
-		h = ev.Hash
-		events[i] = ev
-		if lines != nil {
-			lines = append(append(lines, line...), '\n')
+	var h string
+	chain := func() {
+		lines = lines[:0]
+		h = prev
+		for i, p := range batch {
+			ev := p.ev
+			ev.Seq = seq + uint64(i) + 1
+			ev.PrevHash = h
+			var line []byte
+			ev.Hash, line = hashAndEncode(ev)
+			h = ev.Hash
+			events[i] = ev
+			if lines != nil {
+				lines = append(append(lines, line...), '\n')
+			}
 		}
 	}
+	chain()
 	backoff := 10 * time.Millisecond
 	for {
 		var err error
@@ -296,6 +304,28 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			err = t.st.AppendAudit(context.Background(), events...)
 		}
 		if err == nil {
+			break
+		}
+		if errors.Is(err, store.ErrAlreadyExists) && t.landed(events) {
+			// An earlier attempt of this very batch committed although
+			// its write reported an error.
+			break
+		}
+		if errors.Is(err, store.ErrAlreadyExists) {
+			// Another writer (a replica on the same PostgreSQL schema)
+			// appended since this trail last did: continue the chain after
+			// its events, re-chaining this batch onto the new head.
+			if head, herr := t.st.LastAudit(context.Background()); herr == nil && head.Seq >= seq+1 {
+				seq, prev = head.Seq, head.Hash
+				chain()
+				if t.opts.OnRechain != nil {
+					t.opts.OnRechain()
+				}
+				continue
+			}
+		} else if t.landed(events) {
+			// The write failed to report but committed (a connection lost
+			// after COMMIT): writing it again would store it twice.
 			break
 		}
 		if t.opts.OnWriteError != nil {
@@ -358,6 +388,24 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 	return events[len(events)-1].Seq, h
 }
 
+// landed reports whether events, whose write returned an error, are
+// stored all the same: the stored event at the first seq has the first
+// event's hash (which covers its seq, content and link), and so on.
+func (t *Trail) landed(events []store.AuditEvent) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := t.st.ListAudit(ctx, events[0].Seq, len(events))
+	if err != nil || len(got) != len(events) {
+		return false
+	}
+	for i := range got {
+		if got[i].Hash != events[i].Hash {
+			return false
+		}
+	}
+	return true
+}
+
 // Hash is the chain hash of ev: SHA-256 over the event's JSON encoding with
 // Hash empty and PrevHash set, so changing any field or the order breaks
 // every later link.
@@ -375,12 +423,21 @@ const emptyHashTail = `"hash":""}`
 // encoding it was computed over.
 func hashAndEncode(ev store.AuditEvent) (string, []byte) {
 	ev.Hash = ""
+	input := ev.Input
+	ev.Input = nil
 	raw, _ := json.Marshal(ev)
+	if len(input) > 0 {
+		var ok bool
+		if raw, ok = spliceInput(raw, input); !ok {
+			ev.Input = input // the field order changed: let encoding/json place it
+			raw, _ = json.Marshal(ev)
+		}
+	}
 	sum := sha256.Sum256(raw)
 	h := hex.EncodeToString(sum[:])
 	if !bytes.HasSuffix(raw, []byte(emptyHashTail)) {
 		// The field order changed; fall back to a second marshal.
-		ev.Hash = h
+		ev.Hash, ev.Input = h, input
 		out, _ := json.Marshal(ev)
 		return h, out
 	}
@@ -389,6 +446,27 @@ func hashAndEncode(ev store.AuditEvent) (string, []byte) {
 	out = append(out, h...)
 	out = append(out, '"', '}')
 	return h, out
+}
+
+// prevHashMember is where the recorded decision input goes: Input is the
+// field before PrevHash, and the last occurrence is the top-level member
+// (Hash, after it, is hex).
+const prevHashMember = `,"prev_hash":"`
+
+// spliceInput inserts the decision input (compact JSON as encoding/json
+// writes it, built by policy.AppendRecord) where json.Marshal would put
+// it, without encoding/json compacting it again: that re-validation was a
+// tenth of a Check's CPU. The result is byte for byte json.Marshal's.
+func spliceInput(raw, input []byte) ([]byte, bool) {
+	i := bytes.LastIndex(raw, []byte(prevHashMember))
+	if i < 0 {
+		return raw, false
+	}
+	out := make([]byte, 0, len(raw)+len(input)+10)
+	out = append(out, raw[:i]...)
+	out = append(out, `,"input":`...)
+	out = append(out, input...)
+	return append(out, raw[i:]...), true
 }
 
 // Report is the outcome of Verify.

@@ -265,3 +265,23 @@ func TestVerifyFailsOnACorruptLine(t *testing.T) {
 		t.Fatalf("verified a trail with a corrupt line: %+v", r)
 	}
 }
+
+// A decision's recorded input is placed in the line without being
+// re-encoded: the line is still exactly json.Marshal's, and verifies.
+func TestRecordedInputLineIsTheMarshalledEvent(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	var sink syncBuf
+	tr, _ := audit.Open(ctx, st, audit.Options{Sink: &sink})
+	input := `[{"mcp":{"arguments":{"q":"a \u003c b","prev_hash":"x"}},"n":1}]`
+	_ = tr.RecordSync(ctx, store.AuditEvent{Type: "decision", Tool: "t", Redacted: []string{"password"}, Details: map[string]any{"prev_hash": "y"}, Input: store.RawJSON(input)})
+	_ = tr.Close(ctx)
+	evs, _ := st.ListAudit(ctx, 0, 0)
+	want, _ := json.Marshal(evs[0])
+	if got := strings.TrimSpace(sink.b.String()); got != string(want) || !strings.Contains(got, `"input":`+input+`,"prev_hash"`) {
+		t.Fatalf("sink line\n%s\nmarshalled event\n%s", got, want)
+	}
+	if rep, err := audit.Verify(ctx, st); err != nil || !rep.OK() || rep.Events != 1 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}

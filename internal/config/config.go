@@ -50,6 +50,10 @@ type Config struct {
 	Tracing   Tracing `json:"tracing"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
+	// Credentials configures the idp, exchange and provider modes;
+	// Providers are the third-party providers declared in the file.
+	Credentials Credentials `json:"credentials"`
+	Providers   []Provider  `json:"providers,omitempty"`
 }
 
 // Debug holds diagnostics that are off by default.
@@ -212,6 +216,8 @@ type Audit struct {
 	Retention Duration `json:"retention"`
 	// Sinks mirror events to files and SIEMs (audit.go).
 	Sinks []AuditSink `json:"sinks,omitempty"`
+	// Redact leaves tool arguments out of the recorded decision inputs.
+	Redact []AuditRedact `json:"redact,omitempty"`
 }
 
 // Duration is a time.Duration that reads "1m30s" in YAML.
@@ -459,8 +465,11 @@ func (c Config) Validate() error {
 	errs = append(errs, c.OAuth.validate()...)
 	errs = append(errs, c.XDS.validate()...)
 	errs = append(errs, c.Admin.validate()...)
+	errs = append(errs, c.Credentials.validate()...)
+	errs = append(errs, validateProviders(c.Providers)...)
 	errs = append(errs, c.Audit.validate()...)
 	errs = append(errs, c.Tracing.validate()...)
+	errs = append(errs, validateRedact(c.Audit.Redact)...)
 	names := map[string]bool{}
 	for i, s := range c.Servers {
 		if names[s.Name] {

@@ -17,6 +17,16 @@ type Server struct {
 	StepUpScopes []string          `json:"step_up_scopes,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"`
 	Description  string            `json:"description,omitempty"`
+	// IdPAudience and IdPScopes (exchange), Provider and Unconnected
+	// (provider): registry.Spec's fields of the same names.
+	IdPAudience string   `json:"idp_audience,omitempty"`
+	IdPScopes   []string `json:"idp_scopes,omitempty"`
+	Provider    string   `json:"provider,omitempty"`
+	Unconnected string   `json:"unconnected,omitempty"`
+	// Pinning ("warn", the default, or "block") and PinNewTools
+	// ("approve", the default, or "wait") set tool pinning.
+	Pinning     string `json:"pinning,omitempty"`
+	PinNewTools string `json:"pin_new_tools,omitempty"`
 }
 
 // ServerNamePattern is serverspec.NamePattern, kept here for the callers

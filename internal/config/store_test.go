@@ -37,6 +37,7 @@ func TestStoreSection(t *testing.T) {
 		{name: "unknown backend", file: "store:\n  backend: etcd\n", err: `store.backend: must be badger or postgres, got "etcd"`},
 		{name: "negative pool", file: "store:\n  postgres:\n    max_conns: -1\n", err: "store.postgres.max_conns"},
 		{name: "unknown key", file: "store:\n  postgres:\n    url: x\n", err: "unknown field"},
+		{name: "bad disk reserve", file: "store:\n  badger:\n    disk_reserve: lots\n", err: "store.badger.disk_reserve: invalid size"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -61,5 +62,13 @@ func TestStoreSection(t *testing.T) {
 				t.Fatalf("store section: %+v", c.Store)
 			}
 		})
+	}
+}
+
+func TestDiskReserveBytes(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "off": -1, "256MiB": 256 << 20, "1GiB": 1 << 30} {
+		if got := (Badger{DiskReserve: in}).DiskReserveBytes(); got != want {
+			t.Errorf("DiskReserveBytes(%q) = %d, want %d", in, got, want)
+		}
 	}
 }

@@ -2,13 +2,10 @@ package console_test
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,32 +22,14 @@ import (
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/oauth/connector"
+	"github.com/warden-mcp/warden/policy"
+	"github.com/warden-mcp/warden/policy/replay"
 	"github.com/warden-mcp/warden/test/chrome"
 )
 
-// replayDouble stands in for POST /api/v1/policy/replay (round 2,
-// contract 4) until the audit replay engine lands: it checks the request
-// the console sends and answers in the contract's shape.
-type replayDouble struct {
-	got   map[string]any
-	actor string
-}
-
-func (d *replayDouble) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p, _ := adminauth.FromContext(r.Context())
-	d.actor = p.Name
-	_ = json.NewDecoder(r.Body).Decode(&d.got)
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = io.WriteString(w, `{"evaluated": 42, "allow_to_deny": 1, "deny_to_allow": 1, "changed": [
- {"time": "2026-03-01T12:00:00Z", "subject": "alice", "client_id": "claude-desktop", "server": "bi", "method": "tools/call", "tool": "run_sql",
-  "old_decision": "allow", "new_decision": "deny", "old_reason": "allowed", "new_reason": "run_sql is for finance only", "request_id": "r1"},
- {"time": "2026-03-01T12:05:00Z", "subject": "bob", "client_id": "cursor", "server": "hr", "method": "tools/call", "tool": "lookup",
-  "old_decision": "deny", "new_decision": "allow", "old_reason": "hr is for hr only", "new_reason": "allowed", "request_id": "r2"}]}`)
-}
-
-// env is the console over a real admin API (Badger, grants, audit) with
-// the static connector's users, and the replay double beside the API.
-func env(t *testing.T, withReplay bool) (string, *replayDouble) {
+// env is the console over a real admin API (Badger, grants, audit, policy
+// replay) with the static connector's users.
+func env(t *testing.T) (string, *audit.Trail) {
 	ctx := context.Background()
 	st, err := store.OpenBadger(t.TempDir(), store.BadgerOptions{})
 	if err != nil {
@@ -65,12 +44,9 @@ func env(t *testing.T, withReplay bool) (string, *replayDouble) {
 		ResourceURL: func(s string) string { return "https://mcp.example.com/mcp/" + s },
 		PolicyStatus: func() any {
 			return map[string]any{"revision": "sha256:0123456789abcdef", "source": "/etc/warden/policy", "files": []string{"authz.rego", "tools.rego"}, "loaded_at": time.Now()}
-		}})
+		},
+		Replay: replay.New(replay.Options{Store: st})})
 	mux := http.NewServeMux()
-	d := &replayDouble{}
-	if withReplay {
-		mux.Handle("POST /api/v1/policy/replay", d)
-	}
 	mux.Handle("/", api)
 	hash, _ := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
 	srv := httptest.NewUnstartedServer(nil)
@@ -86,7 +62,7 @@ func env(t *testing.T, withReplay bool) (string, *replayDouble) {
 	srv.Config.Handler = ui
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return base, d
+	return base, trail
 }
 
 type password struct{ c *connector.Static }
@@ -98,8 +74,27 @@ func (p password) Login(ctx context.Context, u, pw string) (adminauth.Identity, 
 
 const candidate = `package warden.authz
 
+default decision := {"allow": true, "reason": "allowed"}
+
 decision := {"allow": false, "reason": "run_sql is for finance only"} if input.mcp.tool == "run_sql"
 `
+
+// decided records a decision event with its input, as authz does.
+func decided(t *testing.T, trail *audit.Trail, id, sub, server, tool, decision, reason string) {
+	t.Helper()
+	in := policy.Input{Version: policy.InputVersion, Subject: policy.Subject{Sub: sub}, Client: policy.Client{ID: "claude-desktop", Kind: policy.ClientUser},
+		Server: policy.Server{Name: server}, Grant: policy.Grant{Servers: []string{server}},
+		MCP: policy.MCP{Kind: policy.KindRequest, Method: "tools/call", Tool: tool, ArgumentsJSON: []byte(`{"sql":"select 1"}`)}}
+	rec, _, err := in.AppendRecord([]byte("["), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := store.AuditEvent{Time: time.Now(), Type: "decision", RequestID: id, Subject: sub, ClientID: "claude-desktop", Server: server,
+		Method: "tools/call", Tool: tool, Decision: decision, Reason: reason, Input: append(rec, ']')}
+	if err := trail.RecordSync(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func signInStatic(t *testing.T, base string) context.Context {
 	ctx := chrome.New(t, 2*time.Minute)
@@ -116,8 +111,14 @@ func signInStatic(t *testing.T, base string) context.Context {
 	return ctx
 }
 
-func TestWhatIfAgainstTheReplayContract(t *testing.T) {
-	base, d := env(t, true)
+// The what-if runs the real replay over recorded decisions, as the
+// signed-in auditor, and lists exactly the decisions the candidate flips.
+func TestWhatIfListsTheFlippedDecisions(t *testing.T) {
+	base, trail := env(t)
+	decided(t, trail, "r1", "alice", "bi", "run_sql", "allow", "allowed")
+	decided(t, trail, "r2", "bob", "bi", "lookup", "deny", "lookup is for hr only")
+	decided(t, trail, "r3", "carol", "bi", "echo", "allow", "allowed")   // unchanged
+	decided(t, trail, "r4", "dave", "hr", "run_sql", "allow", "allowed") // another server
 	ctx := signInStatic(t, base)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/ui/policy"),
@@ -130,48 +131,48 @@ func TestWhatIfAgainstTheReplayContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	summary, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#whatif-summary")))
-	if err != nil || !strings.Contains(summary, "42 decisions evaluated") || !strings.Contains(summary, "1 allow → deny") {
+	if err != nil || !strings.Contains(summary, "3 decisions evaluated: 1 allow → deny, 1 deny → allow.") {
 		t.Fatalf("summary %q %v", summary, err)
 	}
-	changed, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#changed")))
-	if !strings.Contains(changed, "run_sql is for finance only") || !strings.Contains(changed, "bob") {
-		t.Fatalf("changed decisions: %q", changed)
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#changed tbody tr")].map(r => [...r.cells].slice(1).map(c => c.innerText.replace(/\s+/g, " ").trim()).join("|"))`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The request follows the contract, made as the signed-in user.
-	mods, _ := d.got["modules"].(map[string]any)
-	if d.actor != "user:carol" || mods["candidate.rego"] != candidate || d.got["since"] != "24h" || d.got["server"] != "bi" || d.got["limit"] != float64(1000) {
-		t.Fatalf("replay request %v by %q", d.got, d.actor)
+	want := []string{
+		"alice|claude-desktop|bi|tools/call|run_sql|allow allowed|deny run_sql is for finance only",
+		"bob|claude-desktop|bi|tools/call|lookup|deny lookup is for hr only|allow allowed",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("changed rows:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	files, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#policy")))
 	if !strings.Contains(files, "tools.rego") || !strings.Contains(files, "sha256:0123456789abcdef") {
 		t.Fatalf("policy status: %q", files)
 	}
-	if os.Getenv("WARDEN_CONSOLE_SCREENSHOTS") != "" {
-		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = os.WriteFile(filepath.Join("..", "..", "docs", "console", "policy-whatif.png"), png, 0o644)
-	}
 }
 
-func TestWhatIfWithoutReplayEngine(t *testing.T) {
-	base, _ := env(t, false)
+// A candidate that does not compile is shown with the compiler's message.
+func TestWhatIfShowsTheCompileError(t *testing.T) {
+	base, _ := env(t)
 	ctx := signInStatic(t, base)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/ui/policy"),
-		chromedp.SetValue(chromedp.CSS(`#whatif textarea[name="source"]`), candidate),
+		chromedp.SetValue(chromedp.CSS(`#whatif textarea[name="source"]`), "package warden.authz\n\ndecision := {\n"),
 		chromedp.Submit(chromedp.CSS("#whatif")),
-		chromedp.WaitVisible(chromedp.CSS("#whatif-unavailable")),
+		chromedp.WaitVisible(chromedp.CSS("#whatif-error")),
 	); err != nil {
 		t.Fatal(err)
+	}
+	msg, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#whatif-error")))
+	if !strings.Contains(msg, "candidate.rego:") {
+		t.Fatalf("error shown: %q", msg)
 	}
 }
 
 // The static sign-in form is protected too (login CSRF), and a wrong
 // password is refused without a session.
 func TestStaticSignInForm(t *testing.T) {
-	base, _ := env(t, false)
+	base, _ := env(t)
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noRedirect.PostForm(base+"/ui/login", url.Values{"username": {"carol"}, "password": {"correct horse"}})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/warden-mcp/warden/internal/auditquery"
 	"github.com/warden-mcp/warden/internal/grant"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/policy/replay"
 )
 
 var pageNames = []string{"login", "signedin", "error", "servers", "access", "revoked", "audit", "event", "policy"}
@@ -402,42 +403,10 @@ type policyStatus struct {
 	NotMemoizedBecause string    `json:"not_memoized_because"`
 }
 
-// ReplayRequest and ReplayResult are the policy replay API's JSON
-// (POST /api/v1/policy/replay, built by the audit replay engine).
-type ReplayRequest struct {
-	Modules map[string]string `json:"modules"`
-	Since   string            `json:"since,omitempty"`
-	Server  string            `json:"server,omitempty"`
-	Limit   int               `json:"limit,omitempty"`
-}
-
-type ReplayResult struct {
-	Evaluated   int             `json:"evaluated"`
-	AllowToDeny int             `json:"allow_to_deny"`
-	DenyToAllow int             `json:"deny_to_allow"`
-	Changed     []ReplayChanged `json:"changed"`
-}
-
-type ReplayChanged struct {
-	Time        time.Time `json:"time"`
-	Subject     string    `json:"subject"`
-	ClientID    string    `json:"client_id"`
-	Server      string    `json:"server"`
-	Method      string    `json:"method"`
-	Tool        string    `json:"tool"`
-	OldDecision string    `json:"old_decision"`
-	NewDecision string    `json:"new_decision"`
-	OldReason   string    `json:"old_reason"`
-	NewReason   string    `json:"new_reason"`
-	RequestID   string    `json:"request_id"`
-}
-
 type policyData struct {
-	Status *policyStatus
-	Form   struct{ Name, Source, Since, Server, Limit string }
-	Result *ReplayResult
-	// Unavailable says why there is no what-if on this server.
-	Unavailable string
+	Status      *policyStatus
+	Form        struct{ Name, Source, Since, Server, Limit string }
+	Result      *replay.Result
 	WhatIfError string
 }
 
@@ -480,7 +449,7 @@ func (s *Server) whatIf(w http.ResponseWriter, r *http.Request, sess session) {
 	if !strings.HasSuffix(d.Form.Name, ".rego") {
 		d.Form.Name += ".rego"
 	}
-	req := ReplayRequest{Modules: map[string]string{d.Form.Name: d.Form.Source}, Since: d.Form.Since, Server: d.Form.Server}
+	req := replay.Request{Modules: map[string]string{d.Form.Name: d.Form.Source}, Since: d.Form.Since, Server: d.Form.Server}
 	if d.Form.Limit != "" {
 		n, err := strconv.Atoi(d.Form.Limit)
 		if err != nil || n <= 0 {
@@ -495,14 +464,10 @@ func (s *Server) whatIf(w http.ResponseWriter, r *http.Request, sess session) {
 		s.render(w, http.StatusBadRequest, "policy", &sess, d)
 		return
 	}
-	var res ReplayResult
+	var res replay.Result
 	err = s.call(r.Context(), sess.Principal, "POST", "/api/v1/policy/replay", req, &res)
 	var ae *apiError
 	switch {
-	case errors.As(err, &ae) && (ae.status == http.StatusNotFound || ae.status == http.StatusMethodNotAllowed):
-		d.Unavailable = "This Warden has no policy replay engine (POST /api/v1/policy/replay)."
-		s.render(w, http.StatusNotImplemented, "policy", &sess, d)
-		return
 	case errors.As(err, &ae):
 		d.WhatIfError = ae.msg
 		s.render(w, ae.status, "policy", &sess, d)

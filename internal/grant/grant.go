@@ -43,6 +43,10 @@ type Store interface {
 	GetConsent(ctx context.Context, subject, clientID string) (store.Consent, error)
 	PutConsent(ctx context.Context, c store.Consent) error
 	DeleteConsents(ctx context.Context, subject, clientID string) (int, error)
+
+	// Connected upstream accounts (RevokeAccounts).
+	ListAccounts(ctx context.Context, f store.AccountFilter) ([]store.Account, error)
+	DeleteAccount(ctx context.Context, subject, provider string) error
 }
 
 // Auditor records events durably before the operation reports success:

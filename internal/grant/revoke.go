@@ -159,6 +159,11 @@ func (s *Service) Revoke(ctx context.Context, actor string, t Target, reason str
 			errs = append(errs, err)
 		}
 	}
+	if len(res.Revoked)+len(res.Narrowed) > 0 {
+		if err := s.fence(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	summary := store.AuditEvent{Type: "revoke", Actor: actor, Subject: t.Subject, ClientID: t.ClientID, GrantID: t.GrantID, Server: t.Server, Reason: reason,
 		Details: map[string]any{"revoked": len(res.Revoked), "narrowed": len(res.Narrowed), "consents_removed": res.ConsentsRemoved,
 			"clients_narrowed": len(res.ClientsNarrowed)}}
@@ -315,6 +320,9 @@ func (s *Service) RevokeToken(ctx context.Context, clientID, raw string) error {
 		if err := s.st.DeleteHandle(ctx, digest); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("delete handle: %w", err)
 		}
+		if err := s.fence(ctx); err != nil {
+			return err
+		}
 	}
 	if err := s.audit.RecordSync(ctx, store.AuditEvent{Type: "token_revoked", Actor: actor, ClientID: clientID, GrantID: h.GrantID,
 		Details: map[string]any{"token_type": tokenType}}); err != nil {
@@ -328,4 +336,25 @@ func (s *Service) RevokeToken(ctx context.Context, clientID, raw string) error {
 		return nil
 	}
 	return err
+}
+
+// fencer is a store whose handles and grants other processes cache
+// (PostgreSQL replicas with hot caches): Fence returns once none of them
+// can answer from what it cached before the call.
+type fencer interface {
+	Fence(ctx context.Context) error
+}
+
+// fence makes a revocation exact across replicas: it returns once no
+// replica can still allow from a cache that predates the revocation. On
+// a store held by one process (Badger) the write itself is enough.
+func (s *Service) fence(ctx context.Context) error {
+	f, ok := s.st.(fencer)
+	if !ok {
+		return nil
+	}
+	if err := f.Fence(ctx); err != nil {
+		return fmt.Errorf("revocation stored, but not confirmed by every replica: %w", err)
+	}
+	return nil
 }

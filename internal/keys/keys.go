@@ -34,6 +34,8 @@ const maxPublished = 3
 // Signer signs JWTs with the active key of a key set.
 type Signer struct {
 	path string
+	// shared, when set, keeps the key set in the store (replicas).
+	shared *shared
 
 	mu     sync.RWMutex
 	active jwk.Key
@@ -105,6 +107,9 @@ func (s *Signer) Rotate() error {
 	for next.Len() > maxPublished {
 		oldest, _ := next.Key(0)
 		_ = next.RemoveKey(oldest)
+	}
+	if s.shared != nil {
+		return s.shared.rotate(s, k)
 	}
 	if s.path != "" {
 		raw, err := json.MarshalIndent(next, "", "  ")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/warden-mcp/warden/internal/serverspec"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/toolpin"
 )
 
 // Store is the part of the store the registry uses.
@@ -52,6 +53,10 @@ type Spec struct {
 	StepUpScopes []string          `json:"step_up_scopes,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"`
 	Description  string            `json:"description,omitempty"`
+	// Pinning ("warn" or "block") and PinNewTools ("approve" or "wait")
+	// set tool pinning (internal/toolpin); empty: warn, approve.
+	Pinning     string `json:"pinning,omitempty"`
+	PinNewTools string `json:"pin_new_tools,omitempty"`
 	// StaticHeader and StaticSecret configure the "static" credential. The
 	// secret is sealed on arrival and never returned.
 	StaticHeader   string `json:"static_header,omitempty"`
@@ -60,6 +65,14 @@ type Spec struct {
 	ConnectTimeout string `json:"connect_timeout,omitempty"`
 	IdleTimeout    string `json:"idle_timeout,omitempty"`
 	RequestTimeout string `json:"request_timeout,omitempty"`
+	// IdPAudience and IdPScopes: what an "exchange" server's token is
+	// requested for at the IdP.
+	IdPAudience string   `json:"idp_audience,omitempty"`
+	IdPScopes   []string `json:"idp_scopes,omitempty"`
+	// Provider names the provider of a "provider" server; Unconnected is
+	// what it does for users without an account (elicit, elicit_all, pass).
+	Provider    string `json:"provider,omitempty"`
+	Unconnected string `json:"unconnected,omitempty"`
 }
 
 // Registry is the server registry.
@@ -93,6 +106,7 @@ var modes = map[store.CredentialMode]bool{
 // are accepted names reserved for later releases and refused for now.
 var Implemented = map[store.CredentialMode]bool{
 	store.CredentialJWT: true, store.CredentialStatic: true, store.CredentialNone: true,
+	store.CredentialIdP: true, store.CredentialExchange: true, store.CredentialProvider: true,
 }
 
 // build validates spec and turns it into a server record, reporting every
@@ -140,6 +154,7 @@ func (r *Registry) build(spec Spec, prev *store.Server) (store.Server, error) {
 			bad("scope %q: must be a non-empty token without spaces or quotes", sc)
 		}
 	}
+	r.buildUpstream(spec, mode, &s, bad)
 	s.Scopes = slices.Clone(spec.Scopes)
 	sort.Strings(s.Scopes)
 	for _, sc := range spec.StepUpScopes {
@@ -155,6 +170,10 @@ func (r *Registry) build(spec Spec, prev *store.Server) (store.Server, error) {
 	s.StepUpScopes = slices.Compact(s.StepUpScopes)
 	s.Labels = spec.Labels
 	s.Description = spec.Description
+	if _, err := toolpin.ParseSetting(spec.Pinning, spec.PinNewTools); err != nil {
+		bad("%v", err)
+	}
+	s.Pinning, s.PinNewTools = spec.Pinning, spec.PinNewTools
 	s.HTTP2 = spec.HTTP2
 	dur := func(field, v string, dst *time.Duration) {
 		if v == "" {
@@ -345,9 +364,12 @@ func (r *Registry) unchanged(cur store.Server, spec Spec) bool {
 	}
 	return next.URL == cur.URL && next.Credential == cur.Credential && slices.Equal(next.Scopes, cur.Scopes) && slices.Equal(next.StepUpScopes, cur.StepUpScopes) &&
 		maps.Equal(next.Labels, cur.Labels) && next.Description == cur.Description &&
+		next.Pinning == cur.Pinning && next.PinNewTools == cur.PinNewTools &&
 		next.StaticHeader == cur.StaticHeader && next.HTTP2 == cur.HTTP2 &&
 		next.ConnectTimeout == cur.ConnectTimeout && next.IdleTimeout == cur.IdleTimeout &&
-		next.RequestTimeout == cur.RequestTimeout
+		next.RequestTimeout == cur.RequestTimeout &&
+		next.IdPAudience == cur.IdPAudience && slices.Equal(next.IdPScopes, cur.IdPScopes) &&
+		next.Provider == cur.Provider && next.Unconnected == cur.Unconnected
 }
 
 func (r *Registry) record(ctx context.Context, actor, typ string, s store.Server) error {
@@ -363,6 +385,7 @@ func (r *Registry) record(ctx context.Context, actor, typ string, s store.Server
 			"credential": string(s.Credential),
 			"scopes":     s.Scopes,
 			"step_up":    s.StepUpScopes,
+			"provider":   s.Provider,
 		},
 	})
 	if err != nil {
@@ -410,3 +433,8 @@ func (r *Registry) notify() {
 		}
 	}
 }
+
+// Changed runs the change hooks and signals as after a change made here,
+// for a change another replica made in the shared store (the PostgreSQL
+// store notifies it).
+func (r *Registry) Changed() { r.notify() }

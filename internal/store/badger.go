@@ -39,7 +39,19 @@ type BadgerOptions struct {
 	MemTableSize int64
 	// AuditSegmentSize bounds one file of the audit log; 64 MiB when zero.
 	AuditSegmentSize int64
+	// DiskReserve is the free space below which writes are refused
+	// (ErrLowSpace) until space comes back; DefaultDiskReserve when zero,
+	// no guard when negative. See roomToWrite.
+	DiskReserve int64
+	// FreeSpace reports the bytes an unprivileged writer can still use on
+	// the volume holding dir; statfs(2) when nil.
+	FreeSpace func(dir string) (uint64, error)
 }
+
+// DefaultDiskReserve covers what Badger may write into memory-mapped files
+// without a write(2) that could fail: three memtable logs (created sparse
+// at twice the memtable size) and one value-log file, with room to spare.
+const DefaultDiskReserve = 128 << 20
 
 // Sizes for a control plane, not Badger's defaults (five 64 MiB memtables,
 // a 256 MiB block cache, four compactors, 1 GiB value-log files): Warden's
@@ -82,6 +94,16 @@ type Badger struct {
 	closeOnce sync.Once
 	closeDone chan struct{}
 	closeErr  error
+
+	dir       string
+	reserve   int64
+	freeSpace func(dir string) (uint64, error)
+	// space caches the last free-space reading (see roomToWrite).
+	space struct {
+		sync.Mutex
+		at  time.Time
+		err error
+	}
 }
 
 var _ Store = (*Badger)(nil)
@@ -123,7 +145,13 @@ func OpenBadger(dir string, o BadgerOptions) (*Badger, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Badger{db: db, audit: alog, now: now, log: log, hot: newHotCache(hotCacheMax), closeDone: make(chan struct{})}
+	b := &Badger{db: db, audit: alog, now: now, log: log, hot: newHotCache(hotCacheMax), closeDone: make(chan struct{}), dir: dir, reserve: o.DiskReserve, freeSpace: o.FreeSpace}
+	if b.reserve == 0 {
+		b.reserve = DefaultDiskReserve
+	}
+	if b.freeSpace == nil {
+		b.freeSpace = statfsFree
+	}
 	if err := b.moveAuditOutOfBadger(); err != nil {
 		_ = b.Close()
 		return nil, err
@@ -181,13 +209,65 @@ var ErrClosed = errors.New("store closed")
 // in a way it cannot recover from while running (Badger could not write).
 var ErrUnavailable = errors.New("store unavailable")
 
-// Err returns the store's unrecoverable failure, wrapping ErrUnavailable,
-// or nil while it is healthy.
+// ErrLowSpace is returned (wrapping ErrUnavailable) by writes while the
+// data volume has less free space than the reserve. Unlike a failed store
+// it passes: writes resume once space is freed.
+var ErrLowSpace = errors.New("data volume below its free-space reserve")
+
+// Err returns the store's unrecoverable failure, or the low-space refusal
+// while it lasts, wrapping ErrUnavailable; nil while it is healthy. It is
+// the store's readiness check.
 func (b *Badger) Err() error {
 	if p := b.failure.Load(); p != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, *p)
 	}
-	return nil
+	return b.roomToWrite()
+}
+
+// spaceCheckEvery bounds how stale a free-space reading may be. Between two
+// readings the store writes at most a few MiB (the audit trail at full
+// Check rate is under 10 MiB/s here), far less than the reserve.
+const spaceCheckEvery = 100 * time.Millisecond
+
+// roomToWrite refuses writes while the data volume's free space is below
+// the reserve. Badger writes its memtable logs, value logs and tables
+// through memory maps; a page of a sparse mapping that a full filesystem
+// cannot back raises SIGBUS in Badger's goroutine and kills the process
+// (Go cannot recover it there). Keeping Badger out of the last pages of the
+// volume turns a full disk into refused writes (Checks deny with 503)
+// instead of a crash, and reads go on.
+func (b *Badger) roomToWrite() error {
+	if b.reserve < 0 {
+		return nil
+	}
+	b.space.Lock()
+	defer b.space.Unlock()
+	now := time.Now()
+	if !b.space.at.IsZero() && now.Sub(b.space.at) < spaceCheckEvery {
+		return b.space.err
+	}
+	prev := b.space.err
+	free, err := b.freeSpace(b.dir)
+	switch {
+	case err != nil:
+		// The volume cannot even be asked (the directory was removed, an
+		// I/O error): the writes would fail the same way, so the store
+		// fails as it does on a write Badger could not do.
+		b.fail(fmt.Errorf("cannot read the data volume's free space: %w", err))
+		b.space.err = b.Err()
+	case free < uint64(b.reserve):
+		b.space.err = fmt.Errorf("%w: %w: %d bytes free, reserve %d", ErrUnavailable, ErrLowSpace, free, b.reserve)
+	default:
+		b.space.err = nil
+	}
+	b.space.at = now
+	switch {
+	case prev == nil && b.space.err != nil:
+		b.log.Error("store refusing writes: the data volume is nearly full; free space to resume", "err", b.space.err, "dir", b.dir)
+	case prev != nil && b.space.err == nil:
+		b.log.Info("store writing again: free space is above the reserve", "dir", b.dir)
+	}
+	return b.space.err
 }
 
 func (b *Badger) fail(err error) {
@@ -197,8 +277,8 @@ func (b *Badger) fail(err error) {
 }
 
 func (b *Badger) usable() error {
-	if err := b.Err(); err != nil {
-		return err
+	if p := b.failure.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, *p)
 	}
 	if b.closed.Load() {
 		return ErrClosed
@@ -230,6 +310,9 @@ func (b *Badger) update(fn func(txn *badger.Txn) error) (err error) {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 	if err := b.usable(); err != nil {
+		return err
+	}
+	if err := b.roomToWrite(); err != nil {
 		return err
 	}
 	defer b.recovered(&err)
@@ -794,6 +877,9 @@ func (b *Badger) appendAudit(events []AuditEvent, lines []byte) error {
 		return nil
 	}
 	if err := b.usable(); err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	if err := b.roomToWrite(); err != nil {
 		return fmt.Errorf("append audit: %w", err)
 	}
 	if err := b.audit.append(events, lines); err != nil {

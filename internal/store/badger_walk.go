@@ -94,6 +94,30 @@ func (b *Badger) Walk(ctx context.Context, fn func(Record) error) error {
 				return err
 			}
 		}
+		if err := each(pProvider, func(_ string, raw []byte) (Record, bool, error) {
+			var p Provider
+			err := json.Unmarshal(raw, &p)
+			return Record{Provider: &p}, true, err
+		}); err != nil {
+			return err
+		}
+		// Accounts in (provider, subject) order, as every backend walks
+		// them: the length-prefixed keys sort differently.
+		var accounts []Account
+		if err := each(pAccount, func(_ string, raw []byte) (Record, bool, error) {
+			var a Account
+			err := json.Unmarshal(raw, &a)
+			accounts = append(accounts, a)
+			return Record{}, false, err
+		}); err != nil {
+			return err
+		}
+		SortAccounts(accounts)
+		for i := range accounts {
+			if err := fn(Record{Account: &accounts[i]}); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }

@@ -17,6 +17,9 @@ type Record struct {
 	Server  *Server
 	Session *SessionRecord
 	Consent *Consent
+	// Provider and Account: upstream credentials (credentials.go).
+	Provider *Provider
+	Account  *Account
 }
 
 // SessionRecord is a stored session with its key and absolute expiry.
@@ -43,6 +46,8 @@ type Counts struct {
 	Sessions    int `json:"sessions"`
 	Consents    int `json:"consents"`
 	AuditEvents int `json:"audit_events"`
+	Providers   int `json:"providers,omitempty"`
+	Accounts    int `json:"accounts,omitempty"`
 }
 
 // Add counts r.
@@ -60,6 +65,10 @@ func (c *Counts) Add(r Record) {
 		c.Sessions++
 	case r.Consent != nil:
 		c.Consents++
+	case r.Provider != nil:
+		c.Providers++
+	case r.Account != nil:
+		c.Accounts++
 	}
 }
 
@@ -119,6 +128,10 @@ func describe(r Record) string {
 		return "a handle of grant " + r.Handle.GrantID
 	case r.Server != nil:
 		return "server " + r.Server.Name
+	case r.Provider != nil:
+		return "provider " + r.Provider.Name
+	case r.Account != nil:
+		return "an account at provider " + r.Account.Provider
 	case r.Session != nil:
 		return "a session of kind " + r.Session.Kind
 	case r.Consent != nil:

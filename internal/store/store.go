@@ -72,6 +72,9 @@ type Store interface {
 	// ListLastUse returns every recorded use.
 	ListLastUse(ctx context.Context) ([]LastUse, error)
 
+	// Tool pins (tool pinning on the response path).
+	ToolPins
+
 	// AppendAudit stores events whose Seq continue the chain exactly
 	// (Seq = last Seq + 1, in order); anything else is ErrConflict-like
 	// and returns ErrAlreadyExists.
@@ -89,6 +92,9 @@ type Store interface {
 	// event, and returns how many it deleted. A backend may delete less
 	// (Badger deletes whole segment files only).
 	PruneAudit(ctx context.Context, through uint64) (int, error)
+
+	// Credentials: third-party providers and users' connected accounts.
+	Credentials
 
 	Close() error
 }

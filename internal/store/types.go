@@ -1,6 +1,9 @@
 package store
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Client is a registered OAuth client: dynamically registered (RFC 7591),
 // resolved from a Client ID Metadata Document, or created by an operator.
@@ -145,6 +148,11 @@ type Server struct {
 	StepUpScopes []string          `json:"step_up_scopes,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"`
 	Description  string            `json:"description,omitempty"`
+	// Pinning is the tool pinning mode, "warn" (or empty) or "block";
+	// PinNewTools what block mode does with a new tool, "approve" (or
+	// empty) or "wait" (internal/toolpin).
+	Pinning     string `json:"pinning,omitempty"`
+	PinNewTools string `json:"pin_new_tools,omitempty"`
 	// StaticHeader and StaticSecret carry the credential for "static" mode:
 	// the header name and its sealed value.
 	StaticHeader string  `json:"static_header,omitempty"`
@@ -154,6 +162,16 @@ type Server struct {
 	ConnectTimeout time.Duration `json:"connect_timeout,omitempty"`
 	IdleTimeout    time.Duration `json:"idle_timeout,omitempty"`
 	RequestTimeout time.Duration `json:"request_timeout,omitempty"`
+	// IdPAudience and IdPScopes are what an "exchange" server's token is
+	// requested for at the IdP (RFC 8693 audience and scope).
+	IdPAudience string   `json:"idp_audience,omitempty"`
+	IdPScopes   []string `json:"idp_scopes,omitempty"`
+	// Provider names the provider of a "provider" server.
+	Provider string `json:"provider,omitempty"`
+	// Unconnected is what a "provider" server does with a request from a
+	// user who has not connected an account: UnconnectedElicit (the
+	// default), UnconnectedElicitAll or UnconnectedPass.
+	Unconnected string `json:"unconnected,omitempty"`
 	// Source is "api" for servers managed through the admin API and
 	// "config" for servers reconciled from the config file.
 	Source    string    `json:"source,omitempty"`
@@ -182,6 +200,11 @@ type Consent struct {
 
 // AuditEvent is one link of the tamper-evident trail. Hash covers PrevHash
 // and the event's canonical encoding (computed by internal/audit).
+//
+// Input is, for a decision the policy made, the JSON array of the input
+// documents it decided on (one per evaluation, in order; a denial's last
+// is the denied one), for policy replay; Redacted names the tool arguments
+// replaced in them (policy.AppendRecord).
 type AuditEvent struct {
 	Seq       uint64         `json:"seq"`
 	Time      time.Time      `json:"time"`
@@ -201,9 +224,14 @@ type AuditEvent struct {
 	LatencyUS int64          `json:"latency_us,omitempty"`
 	GrantID   string         `json:"grant_id,omitempty"`
 	Details   map[string]any `json:"details,omitempty"`
+	Redacted  []string       `json:"redacted,omitempty"` // arguments redacted in Input
+	Input     RawJSON        `json:"input,omitempty"`    // decision inputs, see below; must stay before PrevHash
 	PrevHash  string         `json:"prev_hash"`
 	Hash      string         `json:"hash"`
 }
+
+// RawJSON is JSON kept as encoded (json.RawMessage).
+type RawJSON = json.RawMessage
 
 // LastUse is when a grant was last used (an allowed Check) on a server.
 // Warden tracks uses in memory and writes them in batches, so a LastUse is

@@ -178,6 +178,40 @@ func TestConsole(t *testing.T) {
 		}
 	}
 
+	t.Run("the what-if lists exactly the decisions a policy change flips", func(t *testing.T) {
+		// Bob is an auditor: replay changes nothing, so he may run it.
+		ctx := signIn(t, h, idp.Bob)
+		current, err := os.ReadFile(filepath.Join("testdata", "policy", "console.rego"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The candidate closes query to Mallory and opens
+		// delete_everything to everyone.
+		cand := strings.Replace(string(current), `input.mcp.tool == "delete_everything"`, `input.mcp.tool == "query"
+	input.subject.sub == "mallory"`, 1)
+		cand = strings.Replace(cand, `"delete_everything is never allowed"`, `"query is closed to mallory"`, 1)
+		do(t, ctx, "what-if",
+			chromedp.Navigate(h.admin+"/ui/policy"),
+			chromedp.WaitVisible(chromedp.CSS("#whatif")),
+			chromedp.SetValue(chromedp.CSS(`#whatif textarea[name="source"]`), cand),
+			chromedp.SetValue(chromedp.CSS(`#whatif input[name="since"]`), "1h"),
+			chromedp.Submit(chromedp.CSS("#whatif")),
+			chromedp.WaitVisible(chromedp.CSS("#whatif-summary")))
+		if s := text(t, ctx, "#whatif-summary"); !strings.Contains(s, "4 decisions evaluated: 2 allow → deny, 1 deny → allow.") {
+			t.Fatalf("what-if summary: %q", s)
+		}
+		rows := eval[[]string](t, ctx, `[...document.querySelectorAll("#changed tbody tr")].map(r => [...r.cells].slice(1).map(c => c.innerText.replace(/\s+/g, " ").trim()).join("|"))`)
+		want := []string{
+			"mallory|cli|data|tools/call|query|allow allowed|deny query is closed to mallory",
+			"mallory|cli|data|tools/call|delete_everything|deny delete_everything is never allowed|allow allowed",
+			"mallory|cli|data|tools/call|query|allow allowed|deny query is closed to mallory",
+		}
+		if strings.Join(rows, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("what-if rows:\n%s\nwant\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
+		}
+		shot(t, ctx, "policy-whatif")
+	})
+
 	t.Run("admin revokes a user from the access matrix", func(t *testing.T) {
 		ctx := signIn(t, h, idp.Alice)
 		role, who := text(t, ctx, "#role"), text(t, ctx, "#whoami")

@@ -13,6 +13,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -27,6 +28,8 @@ var (
 	hcmTypeURL           = typeURLOf(&hcmv3.HttpConnectionManager{})
 	extAuthzTypeURL      = typeURLOf(&extauthzv3.ExtAuthz{})
 	extAuthzRouteTypeURL = typeURLOf(&extauthzv3.ExtAuthzPerRoute{})
+	extProcTypeURL       = typeURLOf(&extprocv3.ExternalProcessor{})
+	extProcRouteTypeURL  = typeURLOf(&extprocv3.ExtProcPerRoute{})
 	routerTypeURL        = typeURLOf(&routerv3.Router{})
 	filterConfigTypeURL  = typeURLOf(&routev3.FilterConfig{})
 )
@@ -120,6 +123,7 @@ type httpFilter struct {
 	name     string
 	disabled bool
 	authz    *extAuthz
+	proc     *extProc
 	router   bool
 }
 
@@ -292,6 +296,16 @@ func compileHTTPFilter(f *hcmv3.HttpFilter) (*httpFilter, error) {
 			return nil, fmt.Errorf("http filter %q: %w", f.GetName(), err)
 		}
 		hf.authz = c
+	case extProcTypeURL:
+		ep := &extprocv3.ExternalProcessor{}
+		if err := unpack(tc, ep); err != nil {
+			return nil, fmt.Errorf("http filter %q: %w", f.GetName(), err)
+		}
+		c, err := compileExtProc(ep)
+		if err != nil {
+			return nil, fmt.Errorf("http filter %q: %w", f.GetName(), err)
+		}
+		hf.proc = c
 	default:
 		if f.GetIsOptional() {
 			return nil, nil
@@ -378,8 +392,9 @@ func toErrorCode(code int) int {
 // perFilter is one typed_per_filter_config entry, keyed in the route table
 // by the HTTP filter name it applies to.
 type perFilter struct {
-	disabled *bool // from FilterConfig.disabled or ExtAuthzPerRoute.disabled
+	disabled *bool // from FilterConfig.disabled, ExtAuthzPerRoute.disabled or ExtProcPerRoute.disabled
 	authz    *extauthzv3.CheckSettings
+	proc     *extprocv3.ExtProcOverrides
 }
 
 func compilePerFilter(m map[string]*anypb.Any) (map[string]*perFilter, error) {
@@ -417,7 +432,7 @@ func compileOnePerFilter(a *anypb.Any) (*perFilter, error) {
 			}
 			return pf, nil
 		}
-		if fc.GetConfig().GetTypeUrl() != extAuthzRouteTypeURL {
+		if u := fc.GetConfig().GetTypeUrl(); u != extAuthzRouteTypeURL && u != extProcRouteTypeURL {
 			if fc.GetIsOptional() {
 				return nil, nil
 			}
@@ -442,6 +457,22 @@ func compileOnePerFilter(a *anypb.Any) (*perFilter, error) {
 				return nil, errors.New("check_settings service override is not supported by envoysim")
 			}
 			pf.authz = cs
+		}
+		return pf, nil
+	case extProcRouteTypeURL:
+		pr := &extprocv3.ExtProcPerRoute{}
+		if err := unpack(a, pr); err != nil {
+			return nil, err
+		}
+		switch o := pr.GetOverride().(type) {
+		case *extprocv3.ExtProcPerRoute_Disabled:
+			d := o.Disabled
+			pf.disabled = &d
+		case *extprocv3.ExtProcPerRoute_Overrides:
+			if err := checkProcOverrides(o.Overrides); err != nil {
+				return nil, err
+			}
+			pf.proc = o.Overrides
 		}
 		return pf, nil
 	case routerTypeURL:

@@ -16,10 +16,29 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 const partialBodyHeader = "x-envoy-auth-partial-body"
+
+// extAuthzNamespace is the ext_authz filter's canonical name, the
+// namespace of the dynamic metadata it emits.
+const extAuthzNamespace = "envoy.filters.http.ext_authz"
+
+func (st *stream) setDynamicMetadata(ns string, md *structpb.Struct) {
+	if st.dynMeta == nil {
+		st.dynMeta = map[string]*structpb.Struct{}
+	}
+	cur := st.dynMeta[ns]
+	if cur == nil {
+		cur = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+		st.dynMeta[ns] = cur
+	}
+	for k, v := range md.GetFields() {
+		cur.Fields[k] = v
+	}
+}
 
 // extAuthz runs the ext_authz decoder filter. It reports true when the
 // filter answered the request itself (denied, error, 413, 500).
@@ -88,6 +107,12 @@ func (st *stream) extAuthz(f *httpFilter) bool {
 
 	req := st.checkRequest(cfg, ctxExt, buffered, hasBuffer, partial, maxBytes)
 	resp, err := st.callAuthz(cfg, req)
+	if md := resp.GetDynamicMetadata(); err == nil && md != nil {
+		// CheckResponse.dynamic_metadata lands under the filter's canonical
+		// name, merged field by field (external_auth.proto; ext_authz.cc
+		// setDynamicMetadata), for the filters after it.
+		st.setDynamicMetadata(extAuthzNamespace, md)
+	}
 	switch {
 	case err != nil:
 		st.p.log.Debug("envoysim: ext_authz call failed", "err", err)

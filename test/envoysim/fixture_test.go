@@ -33,6 +33,7 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	procv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -176,13 +177,18 @@ type authzServer struct {
 	mu      sync.Mutex
 	reqs    []*authv3.CheckRequest
 	respond func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error)
+
+	// proc is the external processor served on the same gRPC server, as
+	// Warden serves both.
+	proc *procServer
 }
 
 func startAuthz(t *testing.T) *authzServer {
 	t.Helper()
-	s := &authzServer{}
+	s := &authzServer{proc: &procServer{}}
 	g := grpc.NewServer()
 	authv3.RegisterAuthorizationServer(g, s)
+	procv3.RegisterExternalProcessorServer(g, s.proc)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -383,6 +389,7 @@ type resources struct {
 	authz        *extauthzv3.ExtAuthz
 	router       *routerv3.Router
 	extraFilters []*hcmv3.HttpFilter // inserted before ext_authz
+	afterAuthz   []*hcmv3.HttpFilter // inserted between ext_authz and the router
 	hcm          *hcmv3.HttpConnectionManager
 	routes       *routev3.RouteConfiguration
 	clusters     []*clusterv3.Cluster
@@ -578,7 +585,9 @@ func (r *resources) buildListener(t *testing.T, good bool) *listenerv3.Listener 
 	hcm := proto.Clone(r.hcm).(*hcmv3.HttpConnectionManager)
 	hcm.HttpFilters = append(hcm.HttpFilters, r.extraFilters...)
 	hcm.HttpFilters = append(hcm.HttpFilters,
-		&hcmv3.HttpFilter{Name: "envoy.filters.http.ext_authz", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(r.authz)}},
+		&hcmv3.HttpFilter{Name: "envoy.filters.http.ext_authz", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(r.authz)}})
+	hcm.HttpFilters = append(hcm.HttpFilters, r.afterAuthz...)
+	hcm.HttpFilters = append(hcm.HttpFilters,
 		&hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(r.router)}},
 	)
 	return &listenerv3.Listener{

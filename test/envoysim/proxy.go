@@ -88,6 +88,8 @@ type Proxy struct {
 	adsConn *grpc.ClientConn
 
 	checks atomic.Int64 // ext_authz Check calls that got an answer
+	// ext_proc: Process streams opened, messages answered, failures.
+	procStreams, procMessages, procFailures atomic.Int64
 }
 
 // Start compiles the static configuration, starts serving on opts.Listen
@@ -206,6 +208,12 @@ func (p *Proxy) Close() error {
 // them with the decisions the service recorded. Not an Envoy feature (Envoy
 // reports it as the ext_authz stats ok/denied/error).
 func (p *Proxy) Checks() int64 { return p.checks.Load() }
+
+// ExtProc counts ext_proc Process streams opened, messages answered and
+// failed exchanges (unreachable, timeout, invalid answer).
+func (p *Proxy) ExtProc() (streams, messages, failures int64) {
+	return p.procStreams.Load(), p.procMessages.Load(), p.procFailures.Load()
+}
 
 // Config returns the configuration being served now.
 func (p *Proxy) Config() *Config { return &Config{s: p.state.Load()} }

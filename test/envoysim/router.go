@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 )
 
 // route is the router filter: direct responses, path and host rewrites,
@@ -237,11 +239,25 @@ func (st *stream) forward(c *cluster, ep endpoint, timeout, maxStream time.Durat
 		h.set("x-envoy-upstream-service-time", strconv.FormatInt(time.Since(sent).Milliseconds(), 10))
 	}
 	st.routeResponseHeaders(&h)
+	// The encoder filters see the headers after the router: ext_proc,
+	// then ext_authz's response_headers_to_add and the connection manager.
+	pr, answered := st.extProcResponseHeaders(&h, resp.StatusCode)
+	if answered {
+		return
+	}
+	if pr != nil && pr.ps.mode.GetResponseBodyMode() == extprocv3.ProcessingMode_BUFFERED {
+		st.forwardBuffered(ctx, pr, h, resp)
+		return
+	}
 	st.finishResponseHeaders(&h)
 	st.writeHeaders(h, resp.StatusCode)
 
 	rc := http.NewResponseController(st.w)
 	_ = rc.Flush() // response headers go out before the first body byte
+	if pr != nil {
+		st.forwardStreamed(ctx, pr, resp)
+		return
+	}
 	buf := make([]byte, 32*1024)
 	for {
 		n, rerr := resp.Body.Read(buf)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 var (
@@ -48,6 +49,13 @@ type stream struct {
 	bodyDone  bool      // the whole request body has been read
 
 	respMutations []respMutation // response_headers_to_add from an OK check
+
+	// dynMeta is the stream's dynamic metadata by namespace (filled by
+	// ext_authz from CheckResponse.dynamic_metadata).
+	dynMeta map[string]*structpb.Struct
+	// procs are the ext_proc filters active on this stream, in filter
+	// order; their streams are closed when the request ends.
+	procs []*procStream
 
 	idle *idleTimer
 }
@@ -104,6 +112,11 @@ func (st *stream) serve() {
 		st.idle.reset(*st.rr.action.idleTimeout)
 	}
 
+	defer func() {
+		for _, ps := range st.procs {
+			ps.close()
+		}
+	}()
 	for _, f := range st.cm.filters {
 		switch {
 		case f.router:
@@ -111,6 +124,10 @@ func (st *stream) serve() {
 			return
 		case f.authz != nil:
 			if done := st.extAuthz(f); done {
+				return
+			}
+		case f.proc != nil:
+			if done := st.extProcRequest(f); done {
 				return
 			}
 		}

@@ -94,9 +94,19 @@ func TestWardenTranslatedResources(t *testing.T) {
 		t.Errorf("secure upstream saw %q SNI %q HTTP/%d", got.URI, got.SNI, got.ProtoMajor)
 	}
 
+	// The response path: each MCP response's headers went to the
+	// processor (and only they: request headers are skipped).
+	procReqs, streams := authz.proc.seen()
+	if streams != 2 || len(procReqs) != 2 || procReqs[0].GetResponseHeaders() == nil || procReqs[1].GetResponseHeaders() == nil {
+		t.Errorf("ext_proc on MCP routes: %d streams, %v", streams, procReqs)
+	}
+
 	checks := len(authz.requests())
 	code, _, body = do(t, "GET", p.URL()+"/.well-known/oauth-protected-resource/mcp/alpha", nil, nil)
 	expectStatus(t, code, 200, body)
+	if _, streams := authz.proc.seen(); streams != 2 {
+		t.Errorf("ext_proc ran on Warden's own route (%d streams)", streams)
+	}
 	code, _, body = do(t, "GET", p.URL()+"/nothing", nil, nil)
 	if code != 404 || len(authz.requests()) != checks {
 		t.Errorf("unknown path: %d %q, checks %d -> %d", code, body, checks, len(authz.requests()))

@@ -67,6 +67,10 @@ type Options struct {
 	Clients []Client
 	// AccessTokenTTL is the lifetime of the IdP's access tokens (default 1h).
 	AccessTokenTTL time.Duration
+	// TokenExchange accepts RFC 8693 token exchange (see idp.js); the
+	// audiences in RefuseAudiences are refused with invalid_target.
+	TokenExchange   bool
+	RefuseAudiences []string
 }
 
 // Provider is a running oidc-provider.
@@ -96,6 +100,10 @@ func Start(t testing.TB, o Options) *Provider {
 	cfg := map[string]any{"port": 0, "clients": o.Clients}
 	if o.AccessTokenTTL > 0 {
 		cfg["access_token_ttl"] = int(o.AccessTokenTTL.Seconds())
+	}
+	if o.TokenExchange {
+		cfg["token_exchange"] = true
+		cfg["refuse_audiences"] = o.RefuseAudiences
 	}
 	raw, _ := json.Marshal(cfg)
 	p := &Provider{}
@@ -160,6 +168,22 @@ func (p *Provider) Stderr() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.stderr.String()
+}
+
+// Counts returns the successful grants by grant_type the provider made so
+// far, and "exchange_refused".
+func (p *Provider) Counts(t testing.TB) map[string]int {
+	t.Helper()
+	resp, err := http.Get(p.Issuer + "/__test/counts")
+	if err != nil {
+		t.Fatalf("idp counts: %v", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]int{}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("idp counts: %v", err)
+	}
+	return out
 }
 
 // LoginAs makes the next sign-in at the provider sign in sub.

@@ -13,8 +13,21 @@
 //   POST /__test/login-as   {"sub":"bob"}    whom the next login signs in
 //   POST /__test/disable    {"sub":"alice"}  the account disappears: refresh
 //                                            tokens are refused (invalid_grant)
+//   GET  /__test/counts                      {"refresh_token": n, "token_exchange": n, ...}
+//                                            successful grants by type, and
+//                                            exchange_refused
+//
+// With "token_exchange": true the provider also accepts RFC 8693 token
+// exchange (urn:ietf:params:oauth:grant-type:token-exchange), added through
+// oidc-provider's registerGrantType hook as a real IdP does it: the
+// subject_token must be a live access token this provider issued, and the
+// answer is a JWT for the requested audience (aud), signed with the key in
+// the provider's JWKS, with act naming the exchanging client. Audiences in
+// "refuse_audiences" are refused with invalid_target.
 import http from 'node:http';
-import Provider from 'oidc-provider';
+import crypto from 'node:crypto';
+import Provider, { errors } from 'oidc-provider';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 
 const cfg = JSON.parse(process.argv[2] || '{}');
 
@@ -35,13 +48,23 @@ function readJSON(req) {
   });
 }
 
+const counts = {};
+const count = (k) => { counts[k] = (counts[k] || 0) + 1; };
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
+// One signing key, known here so that exchanged JWTs verify against the
+// provider's own JWKS.
+const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+const signingJwk = { ...(await exportJWK(privateKey)), kid: 'idp-rs256', alg: 'RS256', use: 'sig' };
+
 const server = http.createServer();
 server.listen(cfg.port || 0, '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
+    jwks: { keys: [signingJwk] },
     clients: (cfg.clients || []).map((c) => ({
-      grant_types: ['authorization_code', 'refresh_token'],
+      grant_types: cfg.token_exchange ? ['authorization_code', 'refresh_token', TOKEN_EXCHANGE] : ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       ...c,
@@ -77,10 +100,41 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
       Grant: 86400,
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
-    features: { devInteractions: { enabled: false }, revocation: { enabled: true } },
+    features: { devInteractions: { enabled: false }, revocation: { enabled: true }, userinfo: { enabled: true } },
     cookies: { keys: ['warden-test-idp-cookie-key'] },
   });
   provider.on('server_error', (_ctx, err) => console.error('idp server_error', err));
+  provider.on('grant.success', (ctx) => count(ctx.oidc.params.grant_type));
+
+  if (cfg.token_exchange) {
+    const refuse = new Set(cfg.refuse_audiences || []);
+    const params = ['subject_token', 'subject_token_type', 'audience', 'resource', 'scope', 'requested_token_type', 'actor_token', 'actor_token_type'];
+    provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+      const p = ctx.oidc.params;
+      if (p.subject_token_type !== 'urn:ietf:params:oauth:token-type:access_token') {
+        count('exchange_refused');
+        throw new errors.InvalidRequest('unsupported subject_token_type');
+      }
+      const subject = await provider.AccessToken.find(p.subject_token);
+      if (!subject || subject.isExpired || !accounts[subject.accountId] || disabled.has(subject.accountId)) {
+        count('exchange_refused');
+        throw new errors.InvalidGrant('subject token is invalid or expired');
+      }
+      const audience = p.audience || p.resource;
+      if (!audience || refuse.has(audience)) {
+        count('exchange_refused');
+        throw new errors.InvalidTarget('the requested audience is not allowed for this client');
+      }
+      const ttl = cfg.exchanged_token_ttl || 300;
+      const now = Math.floor(Date.now() / 1000);
+      const jwt = await new SignJWT({ scope: p.scope || '', client_id: ctx.oidc.client.clientId, act: { sub: ctx.oidc.client.clientId } })
+        .setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: 'at+jwt' })
+        .setIssuer(issuer).setSubject(subject.accountId).setAudience(audience)
+        .setIssuedAt(now).setExpirationTime(now + ttl).setJti(crypto.randomUUID())
+        .sign(privateKey);
+      ctx.body = { access_token: jwt, issued_token_type: 'urn:ietf:params:oauth:token-type:access_token', token_type: 'Bearer', expires_in: ttl, scope: p.scope || undefined };
+    }, params, []);
+  }
 
   const app = provider.callback();
   server.on('request', async (req, res) => {
@@ -88,6 +142,10 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
       if (req.method === 'POST' && req.url === '/__test/login-as') {
         currentUser = (await readJSON(req)).sub;
         res.writeHead(204).end();
+        return;
+      }
+      if (req.method === 'GET' && req.url === '/__test/counts') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(counts));
         return;
       }
       if (req.method === 'POST' && req.url === '/__test/disable') {

@@ -196,7 +196,7 @@ func TestHeadlessFlowWithOIDCProvider(t *testing.T) {
 	if _, err := h.Keyring.Open(sealed, []byte("g_other")); err == nil {
 		t.Fatal("sealed IdP tokens open under another grant id")
 	}
-	if got, err := h.Server.IdPAccessToken(ctx, g); err != nil || got != idpTok.AccessToken {
+	if got, _, err := h.Server.IdPAccessToken(ctx, g); err != nil || got != idpTok.AccessToken {
 		t.Fatalf("IdPAccessToken: %v", err)
 	}
 	// The IdP's tokens never reach the client.
@@ -351,14 +351,14 @@ func TestConcurrentUpstreamRefresh(t *testing.T) {
 	// Callers holding a stale copy of the grant must not refresh with the
 	// IdP refresh token another caller already rotated.
 	for i := 0; i < 3; i++ {
-		if _, err := h.Server.IdPAccessToken(ctx, g); err != nil {
+		if _, _, err := h.Server.IdPAccessToken(ctx, g); err != nil {
 			t.Fatalf("IdPAccessToken with a stale grant, call %d: %v", i, err)
 		}
 	}
 	errs := make(chan error, 6)
 	for i := 0; i < cap(errs); i++ {
 		go func() {
-			_, err := h.Server.IdPAccessToken(ctx, g) // every caller holds the same stale grant
+			_, _, err := h.Server.IdPAccessToken(ctx, g) // every caller holds the same stale grant
 			errs <- err
 		}()
 	}

@@ -38,6 +38,7 @@ var (
 type Config struct {
 	Listener Listener
 	ExtAuthz ExtAuthz
+	ExtProc  ExtProc
 	// Warden is where Envoy reaches Warden itself.
 	Warden Warden
 	// UpstreamCAFile is the CA bundle https upstreams are verified against.
@@ -57,6 +58,12 @@ type Listener struct {
 type ExtAuthz struct {
 	Timeout         time.Duration
 	MaxRequestBytes uint32
+}
+
+// ExtProc is the ext_proc filter's connection to Warden (the response
+// path): how long Envoy waits for Warden's answer to one message.
+type ExtProc struct {
+	MessageTimeout time.Duration
 }
 
 // Warden holds Warden's own endpoints.
@@ -137,6 +144,9 @@ func (c Config) ValidateShared() error {
 	}
 	if c.ExtAuthz.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("ext_authz: %w", ErrTimeoutInvalid))
+	}
+	if c.ExtProc.MessageTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("ext_proc: %w", ErrTimeoutInvalid))
 	}
 	if c.ExtAuthz.MaxRequestBytes == 0 {
 		errs = append(errs, ErrMaxRequestBytes)

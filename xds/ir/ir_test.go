@@ -15,6 +15,7 @@ func validConfig() Config {
 	return Config{
 		Listener:       Listener{Address: "0.0.0.0", Port: 10000, StreamIdleTimeout: time.Minute},
 		ExtAuthz:       ExtAuthz{Timeout: time.Second, MaxRequestBytes: 1024},
+		ExtProc:        ExtProc{MessageTimeout: time.Second},
 		Warden:         Warden{Authz: Endpoint{Host: "127.0.0.1", Port: 9191}, HTTP: Endpoint{Host: "warden", Port: 8080}, ConnectTimeout: time.Second},
 		UpstreamCAFile: "/etc/ssl/certs/ca-certificates.crt",
 		Servers:        []Server{validServer()},

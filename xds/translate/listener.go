@@ -35,6 +35,13 @@ const (
 	// ExtAuthzFilter is the ext_authz filter's name, also the key of its
 	// per-route config.
 	ExtAuthzFilter = wellknown.HTTPExternalAuthorization
+	// ExtProcFilter is the ext_proc filter's name (the response path), also
+	// the key of its per-route config.
+	ExtProcFilter = "envoy.filters.http.ext_proc"
+	// ExtAuthzMetadataNamespace is where Envoy puts the dynamic metadata of
+	// a CheckResponse (the ext_authz filter's name), and what the ext_proc
+	// filter forwards to Warden (authz.MetadataNamespace).
+	ExtAuthzMetadataNamespace = wellknown.HTTPExternalAuthorization
 )
 
 // httpFilter is one entry of the filter chain.
@@ -49,12 +56,15 @@ type httpFilter struct {
 //	|---|------------------------------|-------------------------------------------------------|
 //	| 1 | envoy.filters.http.ext_authz | every MCP request is checked by Warden before routing |
 //	|   |                              | upstream; Warden swaps the handle for the credential  |
-//	| 2 | envoy.filters.http.router    | forwards to the route's cluster; must be last         |
+//	| 2 | envoy.filters.http.ext_proc  | the response path: Warden filters list results; after |
+//	|   |                              | ext_authz, whose dynamic metadata it forwards         |
+//	| 3 | envoy.filters.http.router    | forwards to the route's cluster; must be last         |
 //
 // Any filter that changes what is forwarded (headers, body) must come after
 // ext_authz, or Warden would authorize something other than what is sent.
 var httpFilters = []httpFilter{
 	{name: ExtAuthzFilter, build: func(c ir.Config) (validator, error) { return extAuthz(c.ExtAuthz), nil }},
+	{name: ExtProcFilter, build: func(c ir.Config) (validator, error) { return extProc(c.ExtProc), nil }},
 	{name: wellknown.Router, build: func(ir.Config) (validator, error) { return &router.Router{}, nil }},
 }
 

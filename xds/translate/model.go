@@ -30,6 +30,10 @@ type Settings struct {
 	ConnectTimeout    time.Duration
 	AuthzTimeout      time.Duration
 	MaxRequestBytes   uint32
+	// ExtProcTimeout is the ext_proc filter's message_timeout: how long
+	// Envoy waits for the response path to answer one message (a list to
+	// filter); DefaultExtProcTimeout when zero.
+	ExtProcTimeout time.Duration
 	// WardenAuthzAddress and WardenHTTPAddress are host:port.
 	WardenAuthzAddress string
 	WardenHTTPAddress  string
@@ -37,6 +41,11 @@ type Settings struct {
 	WardenAuthzTLS *ClientTLS
 	UpstreamCAFile string
 }
+
+// DefaultExtProcTimeout is the ext_proc message_timeout when Settings
+// names none: filtering a list may record tool pins and their audit
+// events, which a store write bounds.
+const DefaultExtProcTimeout = 2 * time.Second
 
 // ClientTLS is how Envoy authenticates to one of Warden's listeners: the
 // client certificate and key it presents and the CA it verifies Warden's
@@ -82,6 +91,7 @@ func BuildIR(servers []store.Server, s Settings) (ir.Config, []ServerError, erro
 	c := ir.Config{
 		Listener:       ir.Listener{Address: s.ListenerAddress, Port: s.ListenerPort, StreamIdleTimeout: s.StreamIdleTimeout},
 		ExtAuthz:       ir.ExtAuthz{Timeout: s.AuthzTimeout, MaxRequestBytes: s.MaxRequestBytes},
+		ExtProc:        ir.ExtProc{MessageTimeout: cmp.Or(s.ExtProcTimeout, DefaultExtProcTimeout)},
 		Warden:         ir.Warden{Authz: authz, HTTP: httpEP, ConnectTimeout: s.ConnectTimeout},
 		UpstreamCAFile: s.UpstreamCAFile,
 	}

@@ -39,6 +39,11 @@ func serverRoutes(s ir.Server) ([]*route.Route, error) {
 	if err != nil {
 		return nil, err
 	}
+	procPerRoute, err := pack(extProcPerRoute())
+	if err != nil {
+		return nil, err
+	}
+	filters := map[string]*anypb.Any{ExtAuthzFilter: perRoute, ExtProcFilter: procPerRoute}
 	action := func(rewrite string) *route.Route_Route {
 		a := &route.RouteAction{
 			ClusterSpecifier:     &route.RouteAction_Cluster{Cluster: ClusterName(s.Name)},
@@ -63,13 +68,13 @@ func serverRoutes(s ir.Server) ([]*route.Route, error) {
 			Name:                 ClusterName(s.Name) + "_exact",
 			Match:                &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: path}},
 			Action:               action(s.Path),
-			TypedPerFilterConfig: map[string]*anypb.Any{ExtAuthzFilter: perRoute},
+			TypedPerFilterConfig: filters,
 		},
 		{
 			Name:                 ClusterName(s.Name) + "_prefix",
 			Match:                &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: path + "/"}},
 			Action:               action(strings.TrimSuffix(s.Path, "/") + "/"),
-			TypedPerFilterConfig: map[string]*anypb.Any{ExtAuthzFilter: perRoute},
+			TypedPerFilterConfig: filters,
 		},
 	}
 	return routes, nil
@@ -93,6 +98,11 @@ func routeConfiguration(serverRoutes []*route.Route) (*route.RouteConfiguration,
 	if err != nil {
 		return nil, err
 	}
+	procDisabled, err := pack(extProcDisabled())
+	if err != nil {
+		return nil, err
+	}
+	off := map[string]*anypb.Any{ExtAuthzFilter: disabled, ExtProcFilter: procDisabled}
 	routes := make([]*route.Route, 0, len(serverRoutes)+len(wardenPrefixes)+1)
 	routes = append(routes, serverRoutes...)
 	for _, p := range wardenPrefixes {
@@ -102,7 +112,7 @@ func routeConfiguration(serverRoutes []*route.Route) (*route.RouteConfiguration,
 			Action: &route.Route_Route{Route: &route.RouteAction{
 				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: HTTPCluster},
 			}},
-			TypedPerFilterConfig: map[string]*anypb.Any{ExtAuthzFilter: disabled},
+			TypedPerFilterConfig: off,
 		})
 	}
 	// The catch-all answers locally; with no upstream there is nothing to
@@ -118,7 +128,7 @@ func routeConfiguration(serverRoutes []*route.Route) (*route.RouteConfiguration,
 			Header:       &core.HeaderValue{Key: "content-type", Value: "application/json"},
 			AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		}},
-		TypedPerFilterConfig: map[string]*anypb.Any{ExtAuthzFilter: disabled},
+		TypedPerFilterConfig: off,
 	})
 	return &route.RouteConfiguration{
 		Name: RouteConfigName,

@@ -61,6 +61,10 @@ type Options struct {
 	Logger               *slog.Logger
 	// Now is the clock used for expiry; time.Now when nil.
 	Now func() time.Time
+	// Replica, when set, makes this Store one replica of several: hot
+	// cache, change notifications and leases (replica.go). Nil for
+	// commands that only read or copy (store migrate).
+	Replica *ReplicaOptions
 }
 
 // Store is the PostgreSQL backend. It is safe for concurrent use, and any
@@ -73,6 +77,11 @@ type Store struct {
 
 	stopSweep context.CancelFunc
 	swept     sync.WaitGroup
+
+	// schema is the schema the store lives in, channel its NOTIFY channel
+	// and replica the hot cache protocol (nil without Options.Replica).
+	schema, channel string
+	replica         *replica
 }
 
 var (
@@ -113,6 +122,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	if o.Replica != nil {
+		s.startReplica(*o.Replica)
+	}
 	sctx, stop := context.WithCancel(context.Background())
 	s.stopSweep = stop
 	if o.SweepInterval >= 0 {
@@ -138,6 +150,7 @@ func (s *Store) migrate(ctx context.Context, o Options) error {
 		return errors.New("postgres store: no schema selected: the search_path names no existing schema")
 	}
 	schema := *cur
+	s.schema, s.channel = schema, channelFor(schema)
 	h := fnv.New64a()
 	_, _ = h.Write([]byte("warden-migrations/" + schema))
 	wait := o.MigrationLockTimeout
@@ -204,6 +217,9 @@ func (s *Store) Close() error {
 	}
 	s.stopSweep()
 	s.swept.Wait()
+	if s.replica != nil {
+		s.replica.close()
+	}
 	s.pool.Close()
 	return nil
 }
@@ -244,7 +260,13 @@ func (s *Store) Sweep(ctx context.Context) (int64, error) {
 		}
 		total += tag.RowsAffected()
 	}
-	return total, nil
+	// A rate limit cell whose arrival time has passed is a full bucket,
+	// which is what a missing row means too.
+	tag, err := s.pool.Exec(ctx, "DELETE FROM rate_limits WHERE tat < $1", now.UnixMicro())
+	if err != nil {
+		return total, fmt.Errorf("sweep: %w", err)
+	}
+	return total + tag.RowsAffected(), nil
 }
 
 // maxRetries bounds the retries of a transaction PostgreSQL aborted to

@@ -18,6 +18,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	lockChild() // exits when this process is a child of TestLockAcrossProcesses
+	auditChild()
 	storetest.ChildMain(m, func(dsn string) (store.Store, error) {
 		return postgres.Open(context.Background(), postgres.Options{DSN: dsn, MaxConns: 4, SweepInterval: -1})
 	})

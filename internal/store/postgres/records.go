@@ -360,6 +360,7 @@ func (s *Store) CreateGrant(ctx context.Context, g store.Grant) error {
 	if g.ID == "" {
 		return errors.New("grant id is empty")
 	}
+	defer s.grantWrite(g.ID)()
 	if err := create(ctx, s, grants, g); err != nil {
 		return fmt.Errorf("create grant %q: %w", g.ID, err)
 	}
@@ -375,6 +376,7 @@ func (s *Store) GetGrant(ctx context.Context, id string) (store.Grant, error) {
 }
 
 func (s *Store) UpdateGrant(ctx context.Context, id string, fn func(store.Grant) (store.Grant, error)) error {
+	defer s.grantWrite(id)()
 	if err := update(ctx, s, grants, id, fn); err != nil {
 		return fmt.Errorf("update grant %q: %w", id, err)
 	}
@@ -382,6 +384,7 @@ func (s *Store) UpdateGrant(ctx context.Context, id string, fn func(store.Grant)
 }
 
 func (s *Store) DeleteGrant(ctx context.Context, id string) error {
+	defer s.grantWrite(id)()
 	if err := remove(ctx, s, grants, id); err != nil {
 		return fmt.Errorf("delete grant %q: %w", id, err)
 	}
@@ -423,6 +426,7 @@ func (s *Store) CreateHandle(ctx context.Context, h store.Handle) error {
 	if h.ExpiresAt.IsZero() {
 		return errors.New("handle has no expiry")
 	}
+	defer s.handleWrite(h.Digest)()
 	if err := create(ctx, s, handles, h); err != nil {
 		return fmt.Errorf("create %s handle: %w", h.Kind, err)
 	}
@@ -441,6 +445,7 @@ func (s *Store) GetHandle(ctx context.Context, digest string) (store.Handle, err
 }
 
 func (s *Store) UpdateHandle(ctx context.Context, digest string, fn func(store.Handle) (store.Handle, error)) error {
+	defer s.handleWrite(digest)()
 	if err := update(ctx, s, handles, digest, fn); err != nil {
 		return fmt.Errorf("update handle: %w", err)
 	}
@@ -448,6 +453,7 @@ func (s *Store) UpdateHandle(ctx context.Context, digest string, fn func(store.H
 }
 
 func (s *Store) DeleteHandle(ctx context.Context, digest string) error {
+	defer s.handleWrite(digest)()
 	if err := remove(ctx, s, handles, digest); err != nil {
 		return fmt.Errorf("delete handle: %w", err)
 	}
@@ -458,7 +464,9 @@ const resolveSQL = `SELECT h.data, g.data FROM handles h JOIN grants g ON g.id =
 
 // ResolveHandle reads the handle and its grant in one statement, so both
 // come from one snapshot: a grant revoked before the statement started is
-// seen revoked.
+// seen revoked. With ReplicaOptions it answers from the hot cache while
+// the replica's lease is live (replica.go); the values are then shared
+// with the cache: callers must treat their slices and maps as read-only.
 func (s *Store) ResolveHandle(ctx context.Context, digest string) (store.Handle, store.Grant, error) {
 	db, err := s.db()
 	if err != nil {
@@ -466,6 +474,18 @@ func (s *Store) ResolveHandle(ctx context.Context, digest string) (store.Handle,
 	}
 	if !storable(digest) {
 		return store.Handle{}, store.Grant{}, fmt.Errorf("resolve handle: %w", store.ErrNotFound)
+	}
+	r := s.replica
+	var gen uint64
+	clean := false
+	if r != nil {
+		if h, g, ok := r.cache.Resolve(digest); ok && r.usable() {
+			if !s.now().Before(h.ExpiresAt) {
+				return store.Handle{}, store.Grant{}, fmt.Errorf("resolve handle: %w", store.ErrNotFound)
+			}
+			return h, g, nil
+		}
+		gen, clean = r.cache.Snapshot()
 	}
 	var hraw, graw []byte
 	err = db.QueryRow(ctx, resolveSQL, digest, s.now()).Scan(&hraw, &graw)
@@ -482,6 +502,9 @@ func (s *Store) ResolveHandle(ctx context.Context, digest string) (store.Handle,
 	g, err := decode[store.Grant]("grant", graw)
 	if err != nil {
 		return store.Handle{}, store.Grant{}, fmt.Errorf("resolve handle: %w", err)
+	}
+	if clean && r.usable() {
+		r.cache.Fill(gen, h, g)
 	}
 	return h, g, nil
 }

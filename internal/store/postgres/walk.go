@@ -79,6 +79,14 @@ func (s *Store) Walk(ctx context.Context, fn func(store.Record) error) error {
 				r.Consent = new(store.Consent)
 				return json.Unmarshal(raw, r.Consent)
 			})},
+			{providers.listSQL, nil, data("provider", func(raw []byte, r *store.Record) error {
+				r.Provider = new(store.Provider)
+				return json.Unmarshal(raw, r.Provider)
+			})},
+			{"SELECT data FROM accounts ORDER BY provider, subject", nil, data("account", func(raw []byte, r *store.Record) error {
+				r.Account = new(store.Account)
+				return json.Unmarshal(raw, r.Account)
+			})},
 		}
 		for _, st := range steps {
 			if err := each(st.query, st.args, st.decode); err != nil {
@@ -116,13 +124,13 @@ func (s *Store) Restore(ctx context.Context, src Source) (store.Counts, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Writers wait until the copy commits; readers see the empty store
 		// until then.
-		if _, err := tx.Exec(ctx, "LOCK TABLE clients, grants, handles, servers, sessions, consents, audit_events, audit_head IN EXCLUSIVE MODE"); err != nil {
+		if _, err := tx.Exec(ctx, "LOCK TABLE clients, grants, handles, servers, sessions, consents, providers, accounts, audit_events, audit_head IN EXCLUSIVE MODE"); err != nil {
 			return err
 		}
 		var used bool
 		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM grants) OR EXISTS (SELECT 1 FROM handles)
 			OR EXISTS (SELECT 1 FROM servers) OR EXISTS (SELECT 1 FROM sessions) OR EXISTS (SELECT 1 FROM consents)
-			OR EXISTS (SELECT 1 FROM audit_events) OR (SELECT seq FROM audit_head) > 0`).Scan(&used)
+			OR EXISTS (SELECT 1 FROM providers) OR EXISTS (SELECT 1 FROM accounts) OR EXISTS (SELECT 1 FROM audit_events) OR (SELECT seq FROM audit_head) > 0`).Scan(&used)
 		if err != nil {
 			return err
 		}
@@ -193,6 +201,13 @@ func restoreRow(r store.Record) (string, []any, error) {
 	case r.Consent != nil:
 		raw, err := json.Marshal(r.Consent)
 		return "INSERT INTO consents (subject, client_id, data) VALUES ($1, $2, $3)", []any{r.Consent.Subject, r.Consent.ClientID, raw}, err
+	case r.Provider != nil:
+		args, err = providers.row(*r.Provider)
+		return providers.restoreSQL, args, err
+	case r.Account != nil:
+		a := r.Account
+		raw, err := json.Marshal(a)
+		return "INSERT INTO accounts (provider, subject, version, data) VALUES ($1, $2, $3, $4)", []any{a.Provider, a.Subject, int64(a.Version), raw}, err
 	}
 	return "", nil, errors.New("empty record")
 }

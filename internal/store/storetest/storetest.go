@@ -6,6 +6,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -40,11 +41,15 @@ func Run(t *testing.T, b Backend) {
 		{"SessionTakeOnce", testSessionTakeOnce},
 		{"Consents", testConsents},
 		{"LastUse", testLastUse},
+		{"ToolPins", testToolPins},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"UpdaterErrorAborts", testUpdaterErrorAborts},
 		{"Audit", testAudit},
 		{"AuditRetention", testAuditRetention},
 		{"Durability", testDurability},
+		{"Providers", testProviders},
+		{"Accounts", testAccounts},
+		{"ConcurrentAccountUpdates", testConcurrentAccountUpdates},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, b) })
@@ -375,6 +380,60 @@ func testLastUse(t *testing.T, b Backend) {
 		t.Errorf("after deleting g1: %+v", uses)
 	}
 	mustNotFound(t, "delete missing grant", s.DeleteGrant(ctx, "g1"))
+}
+
+// testToolPins: create once, read back, compare-and-swap updates that
+// keep server and tool, list per server and all, in key order.
+func testToolPins(t *testing.T, b Backend) {
+	s := b.Open(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	def := json.RawMessage(`{"description":"Run SQL","name":"run_sql"}`)
+	p := store.ToolPin{Server: "bi", Tool: "run_sql", Approved: "sha256:aa", ApprovedDefinition: def, Seen: "sha256:aa", SeenDefinition: def,
+		FirstSeen: t0, SeenAt: t0, ApprovedAt: t0, ApprovedBy: "pinning:first-seen"}
+	must(t, s.CreateToolPin(ctx, p))
+	if err := s.CreateToolPin(ctx, p); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("second create: %v, want ErrAlreadyExists", err)
+	}
+	for _, bad := range []store.ToolPin{{Server: "", Tool: "x"}, {Server: "bi", Tool: ""}, {Server: "a/b", Tool: "x"}} {
+		if err := s.CreateToolPin(ctx, bad); err == nil {
+			t.Errorf("create %+v was accepted", bad)
+		}
+	}
+	must(t, s.CreateToolPin(ctx, store.ToolPin{Server: "bi", Tool: "a/b tool", Seen: "sha256:bb", SeenDefinition: json.RawMessage(`{}`), FirstSeen: t0, SeenAt: t0}))
+	must(t, s.CreateToolPin(ctx, store.ToolPin{Server: "hr", Tool: "lookup", Seen: "sha256:cc", SeenDefinition: json.RawMessage(`{}`), FirstSeen: t0, SeenAt: t0}))
+	got, err := s.GetToolPin(ctx, "bi", "run_sql")
+	must(t, err)
+	if got.Version != 1 || got.Approved != "sha256:aa" || string(got.SeenDefinition) != string(def) || !got.FirstSeen.Equal(t0) || got.ApprovedBy != "pinning:first-seen" {
+		t.Fatalf("read back %+v", got)
+	}
+	mustNotFound(t, "get missing", func() error { _, err := s.GetToolPin(ctx, "bi", "nope"); return err }())
+	mustNotFound(t, "get on another server", func() error { _, err := s.GetToolPin(ctx, "hr", "run_sql"); return err }())
+	mustNotFound(t, "update missing", s.UpdateToolPin(ctx, "bi", "nope", func(p store.ToolPin) (store.ToolPin, error) { return p, nil }))
+	must(t, s.UpdateToolPin(ctx, "bi", "run_sql", func(p store.ToolPin) (store.ToolPin, error) {
+		p.Seen, p.SeenDefinition, p.SeenAt = "sha256:dd", json.RawMessage(`{"name":"run_sql"}`), t0.Add(time.Hour)
+		p.Server, p.Tool = "hr", "other" // ignored: the key stays
+		return p, nil
+	}))
+	got, err = s.GetToolPin(ctx, "bi", "run_sql")
+	must(t, err)
+	if got.Version != 2 || got.Seen != "sha256:dd" || got.Approved != "sha256:aa" || got.Server != "bi" || got.Tool != "run_sql" {
+		t.Fatalf("after update %+v", got)
+	}
+	bi, err := s.ListToolPins(ctx, "bi")
+	must(t, err)
+	if len(bi) != 2 || bi[0].Tool != "a/b tool" || bi[1].Tool != "run_sql" {
+		t.Fatalf("bi pins %+v", bi)
+	}
+	all, err := s.ListToolPins(ctx, "")
+	must(t, err)
+	if len(all) != 3 || all[2].Server != "hr" {
+		t.Fatalf("all pins %+v", all)
+	}
+	none, err := s.ListToolPins(ctx, "b")
+	must(t, err)
+	if len(none) != 0 {
+		t.Fatalf("server b (a prefix of bi) lists %+v", none)
+	}
 }
 
 func testConcurrentUpdates(t *testing.T, b Backend) {
