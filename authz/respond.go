@@ -268,6 +268,9 @@ func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.Check
 		s.o.LastUse.Used(c.grant.ID, c.server, c.start)
 	}
 	s.o.Metrics.observe(o, s.o.Now().Sub(c.start))
+	if s.o.Tracer != nil {
+		s.span(ctx, c, o)
+	}
 	resp := respond(o)
 	if o.allowed() {
 		resp.DynamicMetadata = s.responseMetadata(c)

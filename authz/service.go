@@ -22,6 +22,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/warden-mcp/warden/internal/mcp"
 	"github.com/warden-mcp/warden/internal/mcptask"
@@ -140,6 +141,9 @@ type Options struct {
 	Metrics *Metrics
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// Tracer, when set, records each Check as a span (tracing.go); nil
+	// (tracing off) costs nothing.
+	Tracer trace.Tracer
 }
 
 // Service implements authv3.AuthorizationServer.

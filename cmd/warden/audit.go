@@ -85,6 +85,13 @@ func newAuditCmd(af *adminFlags) *cobra.Command {
 				Last   uint64 `json:"last_seq"`
 				Broken uint64 `json:"broken_seq"`
 				Reason string `json:"reason"`
+				Anchor struct {
+					Kind  string    `json:"kind"`
+					Seq   uint64    `json:"seq"`
+					KeyID string    `json:"key_id"`
+					Time  time.Time `json:"time"`
+				} `json:"anchor"`
+				Untrusted []string `json:"untrusted_checkpoints"`
 			}
 			_, err = c.do(cmd.Context(), "GET", "/api/v1/audit/verify", nil, &rep)
 			if isStatus(err, 409) {
@@ -95,6 +102,15 @@ func newAuditCmd(af *adminFlags) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "audit chain intact: %d events (seq %d..%d)\n", rep.Events, rep.First, rep.Last)
+			switch rep.Anchor.Kind {
+			case "checkpoint":
+				fmt.Fprintf(cmd.OutOrStdout(), "anchored at the signed checkpoint of seq %d (key %s, %s); older events were pruned by retention\n", rep.Anchor.Seq, rep.Anchor.KeyID, rep.Anchor.Time.Format(time.RFC3339))
+			case "oldest":
+				fmt.Fprintf(cmd.OutOrStdout(), "anchored at the oldest stored event (seq %d), taken on trust\n", rep.Anchor.Seq)
+			}
+			for _, u := range rep.Untrusted {
+				fmt.Fprintf(cmd.ErrOrStderr(), "passed over an untrusted %s\n", u)
+			}
 			return nil
 		},
 	}

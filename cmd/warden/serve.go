@@ -32,6 +32,7 @@ import (
 	"github.com/warden-mcp/warden/internal/registry"
 	"github.com/warden-mcp/warden/internal/seal"
 	"github.com/warden-mcp/warden/internal/store"
+	"github.com/warden-mcp/warden/internal/tracing"
 	"github.com/warden-mcp/warden/internal/upstream"
 	"github.com/warden-mcp/warden/internal/usage"
 	"github.com/warden-mcp/warden/oauth"
@@ -149,6 +150,10 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		return err
 	}
 	defer closeSink()
+	sink, closeSinks, err := auditSinks(cfg.Audit, sink, log, reg)
+	if err != nil {
+		return err
+	}
 	trail, err := audit.Open(ctx, st, auditOptions(cfg.Audit, sink, log, reg, func(error) { auditErrors.Inc() }))
 	if err != nil {
 		return err
@@ -201,6 +206,15 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
+	tracer, err := tracing.New(ctx, tracing.Options{Endpoint: cfg.Tracing.OTLPEndpoint, Insecure: cfg.Tracing.Insecure, SampleRatio: cfg.Tracing.SampleRatio, Service: "warden"})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = tracer.Shutdown(sctx)
+		cancel()
+	}()
 	tasks := taskStore(st)
 	pins, err := toolPins(st, trail, catalog, reg, log)
 	if err != nil {
@@ -212,7 +226,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		ResourceURL: cfg.ResourceURL, ResourceMetadataURL: cfg.ResourceMetadataURL,
 		PublicURL: cfg.PublicURL, AllowedOrigins: cfg.Authz.AllowedOrigins, AllowedHosts: cfg.Authz.AllowedHosts,
 		MaxBodyBytes: cfg.Authz.MaxBodyBytes, Timeout: cfg.Authz.Timeout.D(), ServerFromPath: cfg.Authz.ServerFromPath,
-		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log,
+		LastUse: lastUse, Metrics: authz.NewMetrics(reg), Logger: log, Tracer: tracer.Tracer("github.com/warden-mcp/warden/authz"),
 		Accounts: st, Connect: late,
 		ToolHeaders: pins, Pins: pins,
 		Redact: redaction(cfg.Audit.Redact),
@@ -256,7 +270,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	adminAPI := admin.New(admin.Options{
 		Tokens: tokens, Store: st, Registry: servers, Grants: grants, Audit: trail, Usage: lastUse,
 		ResourceURL: cfg.ResourceURL, Gatherer: reg, Logger: log, Tools: pins,
-		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer,
+		Pprof: cfg.Debug.Pprof, ServerProblem: xdsSrv.CheckServer, AuditKeys: signer.PublicSet,
 		Providers: providers, ProviderCallbackURL: providerCallbackURL(cfg),
 		RotateSigning: func() (string, error) {
 			if err := signer.Rotate(); err != nil {
@@ -334,7 +348,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return fmt.Errorf("listen ext_authz: %w", err)
 	}
-	httpSrv, httpLis, err := listenHTTP(cfg.Listen.HTTP, httpMux, cfg.Listen.Limits, log)
+	httpSrv, httpLis, err := listenHTTP(cfg.Listen.HTTP, tracer.Handler(httpMux, "oauth"), cfg.Listen.Limits, log)
 	if err != nil {
 		return fmt.Errorf("listen http: %w", err)
 	}
@@ -361,6 +375,7 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		g.Go(func() error { return engine.Watch(gctx) })
 	}
 	g.Go(func() error { maintain(gctx, st, log); return nil })
+	g.Go(func() error { retainAudit(gctx, cfg.Audit.Retention.D(), st, trail, signer, log); return nil })
 	g.Go(func() error { lastUse.Run(gctx); return nil })
 	if shared != nil {
 		g.Go(func() error { shared.watch(gctx, servers); return nil })
@@ -416,6 +431,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 		if err := trail.Close(dctx); err != nil {
 			log.Error("shutdown: audit trail not fully drained", "err", err)
 			failed = err
+		}
+		if err := closeSinks(dctx); err != nil {
+			log.Warn("shutdown: audit sinks not fully drained", "err", err)
 		}
 		if err := closeStore(dctx, st); err != nil {
 			log.Error("shutdown: store not closed cleanly; exiting without it", "err", err)

@@ -97,6 +97,10 @@ type Options struct {
 	// key-encryption key (POST /api/v1/keys/rotate); nil means unsupported.
 	RotateSigning func() (string, error)
 	RotateSealing func() (string, error)
+	// AuditKeys, when set, are the public keys audit checkpoints are
+	// verified with: GET /api/v1/audit/verify then starts from the newest
+	// checkpoint they verify (audit.VerifyTrusted).
+	AuditKeys AuditKeys
 	// Providers manages credential providers and lists connected
 	// accounts; nil leaves those routes out.
 	Providers Providers
@@ -706,7 +710,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ string) err
 }
 
 func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, _ string) error {
-	rep, err := audit.Verify(r.Context(), s.o.Store)
+	rep, err := s.verifyTrail(r.Context())
 	if err != nil {
 		return err
 	}

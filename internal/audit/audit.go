@@ -522,6 +522,10 @@ type Report struct {
 	// before it; zero when the chain is intact.
 	Broken uint64 `json:"broken_seq,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Anchor is where the verified chain starts (retention.go).
+	Anchor Anchor `json:"anchor"`
+	// Untrusted lists checkpoints passed over, with why.
+	Untrusted []string `json:"untrusted_checkpoints,omitempty"`
 }
 
 // OK reports whether the chain verified.
@@ -529,24 +533,40 @@ func (r Report) OK() bool { return r.Broken == 0 }
 
 // Verify walks the whole stored chain and reports the first broken link.
 // The oldest stored event is trusted as the anchor (retention may have
-// removed what came before it).
+// removed what came before it); VerifyTrusted checks that anchor against
+// a signed checkpoint instead.
 func Verify(ctx context.Context, st Store) (Report, error) {
 	var r Report
-	var prevSeq uint64
-	prevHash := ""
-	from := uint64(0)
+	err := walk(ctx, st, &r, 0, 0, "", false)
+	if r.First == 1 || r.Events == 0 {
+		r.Anchor = Anchor{Kind: "genesis"}
+	} else {
+		r.Anchor = Anchor{Kind: "oldest", Seq: r.First}
+	}
+	return r, err
+}
+
+// walk verifies the events from seq from on. With anchored, the first one
+// must follow prevSeq and link to prevHash (seq 1 and "" from genesis);
+// without, the first one read is taken as it is.
+func walk(ctx context.Context, st Store, r *Report, from, prevSeq uint64, prevHash string, anchored bool) error {
 	for {
 		page, err := st.ListAudit(ctx, from, 1000)
 		if err != nil {
-			return r, err
+			return err
 		}
 		for _, ev := range page {
 			if r.Events == 0 {
 				r.First = ev.Seq
-			} else {
+			}
+			if r.Events > 0 || anchored {
 				switch {
+				case ev.Seq != prevSeq+1 && r.Events == 0 && prevSeq == 0:
+					r.Broken, r.Reason = ev.Seq, fmt.Sprintf("events 1 to %d are missing and no trusted checkpoint covers them", ev.Seq-1)
 				case ev.Seq != prevSeq+1:
 					r.Broken, r.Reason = ev.Seq, fmt.Sprintf("events %d to %d are missing", prevSeq+1, ev.Seq-1)
+				case ev.PrevHash != prevHash && r.Events == 0 && anchored && prevSeq > 0:
+					r.Broken, r.Reason = ev.Seq, fmt.Sprintf("prev_hash does not match the checkpoint at seq %d", prevSeq)
 				case ev.PrevHash != prevHash:
 					r.Broken, r.Reason = ev.Seq, fmt.Sprintf("prev_hash does not match event %d", prevSeq)
 				}
@@ -557,12 +577,12 @@ func Verify(ctx context.Context, st Store) (Report, error) {
 			r.Events++
 			r.Last = ev.Seq
 			if r.Broken != 0 {
-				return r, nil
+				return nil
 			}
 			prevSeq, prevHash = ev.Seq, ev.Hash
 		}
 		if len(page) < 1000 {
-			return r, nil
+			return nil
 		}
 		from = prevSeq + 1
 	}

@@ -47,6 +47,7 @@ type Config struct {
 	Debug     Debug   `json:"debug"`
 	Admin     Admin   `json:"admin"`
 	Runtime   Runtime `json:"runtime"`
+	Tracing   Tracing `json:"tracing"`
 	// Servers are MCP servers declared in the file, reconciled on change.
 	Servers []Server `json:"servers,omitempty"`
 	// Credentials configures the idp, exchange and provider modes;
@@ -210,6 +211,11 @@ type Audit struct {
 	// OnFull is what an async Check does on a full queue: wait (up to its
 	// deadline, then 503) or drop (counted, marked by an audit_gap event).
 	OnFull string `json:"on_full"`
+	// Retention, when set, prunes events older than it, after a signed
+	// checkpoint of the newest one pruned; zero keeps every event.
+	Retention Duration `json:"retention"`
+	// Sinks mirror events to files and SIEMs (audit.go).
+	Sinks []AuditSink `json:"sinks,omitempty"`
 	// Redact leaves tool arguments out of the recorded decision inputs.
 	Redact []AuditRedact `json:"redact,omitempty"`
 }
@@ -462,6 +468,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Credentials.validate()...)
 	errs = append(errs, validateProviders(c.Providers)...)
 	errs = append(errs, c.Audit.validate()...)
+	errs = append(errs, c.Tracing.validate()...)
 	errs = append(errs, validateRedact(c.Audit.Redact)...)
 	names := map[string]bool{}
 	for i, s := range c.Servers {
