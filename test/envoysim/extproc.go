@@ -115,8 +115,6 @@ func checkProcOverrides(o *extprocv3.ExtProcOverrides) error {
 	switch {
 	case o.GetGrpcService() != nil:
 		return errors.New("ExtProcOverrides.grpc_service is not supported by envoysim")
-	case o.GetAsyncMode():
-		return errors.New("ExtProcOverrides.async_mode is not supported by envoysim")
 	case len(o.GetRequestAttributes()) > 0 || len(o.GetResponseAttributes()) > 0:
 		return errors.New("ExtProcOverrides attributes are not supported by envoysim")
 	case o.GetMetadataOptions().GetReceivingNamespaces() != nil:
