@@ -22,6 +22,7 @@ func auditOptions(c config.Audit, sink io.Writer, log *slog.Logger, reg promethe
 	return audit.Options{
 		Sink: sink, Logger: log, OnWriteError: onWriteError, Registerer: reg,
 		Durability: audit.Durability(c.Durability), OnFull: audit.OnFull(c.OnFull), QueueSize: c.QueueSize,
+		Fsync: c.Fsync,
 	}
 }
 

@@ -70,9 +70,13 @@ type Options struct {
 	// another writer appended first (replicas sharing one trail).
 	OnRechain func()
 	// Durability says when a decision is answered (durability.go): Sync
-	// (the default) waits for the event's group commit, made durable on
-	// disk (one fsync per batch); Async queues it.
+	// (the default) waits for the event's group commit; Async queues it.
 	Durability Durability
+	// Fsync makes each Sync group commit durable on disk before anyone
+	// waiting on it is answered (one fdatasync per batch): what a machine
+	// crash or power loss could otherwise take from the page cache. It
+	// costs about half of the Check throughput here (docs/audit.md).
+	Fsync bool
 	// OnFull is what an Async decision does when the queue is full:
 	// wait up to its deadline (the default), or drop the event, counted
 	// and marked in the chain by an audit_gap event.
@@ -401,7 +405,7 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
-	if t.opts.Durability == Sync {
+	if t.opts.Durability == Sync && t.opts.Fsync {
 		if err := t.syncStore(); err != nil {
 			// The events are written (the chain goes on from them) but
 			// their durability is not known: no caller is told they are

@@ -16,10 +16,12 @@ import (
 type Durability string
 
 const (
-	// Sync answers a decision once its event is in a group commit that the
-	// store has made durable (for the embedded store, write(2) then one
-	// fdatasync for the whole batch; for PostgreSQL, the committed
-	// transaction). Concurrent Checks share one commit.
+	// Sync answers a decision once its event is in a group commit the
+	// store has taken (for the embedded store, one write(2) of the whole
+	// batch into the trail's segment, which a crash of Warden, kill -9
+	// included, cannot lose; with Options.Fsync also one fdatasync, which a
+	// crash of the machine cannot lose either; for PostgreSQL, the
+	// committed transaction). Concurrent Checks share one commit.
 	Sync Durability = "sync"
 	// Async answers once the event is queued. A crash loses what was
 	// queued; a full queue waits or drops (OnFull).

@@ -69,7 +69,7 @@ func newGated(t *testing.T) *gatedStore {
 func TestSyncGroupCommitsConcurrentDecisions(t *testing.T) {
 	g := newGated(t)
 	reg := prometheus.NewRegistry()
-	tr, err := audit.Open(ctx, g, audit.Options{Durability: audit.Sync, Registerer: reg})
+	tr, err := audit.Open(ctx, g, audit.Options{Durability: audit.Sync, Fsync: true, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
