@@ -133,6 +133,10 @@ type procStream struct {
 	cancel           context.CancelFunc
 	s                procv3.ExternalProcessor_ProcessClient
 	failed           bool // a failure allowed by failure_mode_allow: the filter steps aside
+	// abandoned is the exchange a message timeout gave up on: its
+	// goroutine may still be inside Send or Recv, and gRPC forbids
+	// CloseSend (or another Send) concurrently with them.
+	abandoned chan struct{}
 }
 
 // modeHeaderSend reports whether a header mode sends (the defaults:
@@ -206,13 +210,18 @@ func (st *stream) procExchange(ps *procStream, req *procv3.ProcessingRequest) (*
 		}
 		st.p.procStreams.Add(1)
 	}
+	if ps.abandoned != nil {
+		return nil, errProcClosed
+	}
 	req.MetadataContext = st.metadataContext(ps)
 	type result struct {
 		resp *procv3.ProcessingResponse
 		err  error
 	}
 	done := make(chan result, 1)
+	finished := make(chan struct{})
 	go func() {
+		defer close(finished)
 		if err := ps.s.Send(req); err != nil {
 			done <- result{nil, err}
 			return
@@ -234,15 +243,23 @@ func (st *stream) procExchange(ps *procStream, req *procv3.ProcessingRequest) (*
 		return r.resp, r.err
 	case <-t.C:
 		ps.cancel()
+		ps.abandoned = finished
 		return nil, errors.New("ext_proc message timeout")
 	}
 }
 
 func (ps *procStream) close() {
-	if ps != nil && ps.s != nil {
-		_ = ps.s.CloseSend()
-		ps.cancel()
+	if ps == nil || ps.s == nil {
+		return
 	}
+	if ps.abandoned != nil {
+		// Cancelled at the timeout: the stream is reset; wait for the
+		// exchange's goroutine rather than race it with CloseSend.
+		<-ps.abandoned
+		return
+	}
+	_ = ps.s.CloseSend()
+	ps.cancel()
 }
 
 // procHeaderMap is how the filter sends headers: keys lowercased, values
