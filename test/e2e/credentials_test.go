@@ -141,13 +141,6 @@ func runUpstreamCredentials(t *testing.T, storeYAML string) {
 	exchVerifier := entOIDC.Verifier(&oidc.Config{ClientID: "api://exch"})
 	exchLog, provLog, idpLog := &upstreamLog{}, &upstreamLog{}, &upstreamLog{}
 	exchActors := make(chan string, 10)
-	bearerOf := func(a string) (string, error) {
-		tok, ok := strings.CutPrefix(a, "Bearer ")
-		if !ok || tok == "" {
-			return "", fmt.Errorf("no bearer token")
-		}
-		return tok, nil
-	}
 	exchSrv := httptest.NewServer(fakeMCP(exchLog, func(ctx context.Context, a string) (string, error) {
 		tok, err := bearerOf(a)
 		if err != nil {
@@ -169,47 +162,9 @@ func runUpstreamCredentials(t *testing.T, storeYAML string) {
 		return idt.Subject, nil
 	}))
 	t.Cleanup(exchSrv.Close)
-	provSrv := httptest.NewServer(fakeMCP(provLog, func(ctx context.Context, a string) (string, error) {
-		tok, err := bearerOf(a)
-		if err != nil {
-			return "", err
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gh.Issuer+"/me", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		var me struct {
-			Sub string `json:"sub"`
-		}
-		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&me) != nil {
-			return "", fmt.Errorf("provider userinfo answered %d", resp.StatusCode)
-		}
-		return me.Sub, nil
-	}))
+	provSrv := httptest.NewServer(fakeMCP(provLog, userinfoSubject(gh.Issuer, "provider")))
 	t.Cleanup(provSrv.Close)
-	idpSrv := httptest.NewServer(fakeMCP(idpLog, func(ctx context.Context, a string) (string, error) {
-		tok, err := bearerOf(a)
-		if err != nil {
-			return "", err
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ent.Issuer+"/me", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		var me struct {
-			Sub string `json:"sub"`
-		}
-		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&me) != nil {
-			return "", fmt.Errorf("idp userinfo answered %d", resp.StatusCode)
-		}
-		return me.Sub, nil
-	}))
+	idpSrv := httptest.NewServer(fakeMCP(idpLog, userinfoSubject(ent.Issuer, "idp")))
 	t.Cleanup(idpSrv.Close)
 	const pastedKey = "user-pasted-saas-key-0123456789"
 	saasLog := &upstreamLog{}
@@ -768,4 +723,37 @@ func pasteKey(t *testing.T, client *http.Client, link, key string) error {
 func mustGet(u string) *http.Request {
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	return req
+}
+
+// userinfoSubject is an upstream's check of the token it received: the
+// subject the issuer's /me endpoint names for it.
+func userinfoSubject(issuer, who string) func(ctx context.Context, a string) (string, error) {
+	return func(ctx context.Context, a string) (string, error) {
+		tok, err := bearerOf(a)
+		if err != nil {
+			return "", err
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, issuer+"/me", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		var me struct {
+			Sub string `json:"sub"`
+		}
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&me) != nil {
+			return "", fmt.Errorf("%s userinfo answered %d", who, resp.StatusCode)
+		}
+		return me.Sub, nil
+	}
+}
+
+func bearerOf(a string) (string, error) {
+	tok, ok := strings.CutPrefix(a, "Bearer ")
+	if !ok || tok == "" {
+		return "", fmt.Errorf("no bearer token")
+	}
+	return tok, nil
 }
