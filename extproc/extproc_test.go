@@ -95,6 +95,45 @@ func TestModernListIsPrivate(t *testing.T) {
 	}
 }
 
+// A 2025-11-25 list result that carries the server's own cacheScope
+// (the go-sdk stamps "public" whatever the revision) is filtered for one
+// caller, so it leaves Warden private; one without the member gets none
+// (the revision does not define it).
+func TestOlderListKeepsNoPublicScope(t *testing.T) {
+	e := newEnv(t)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi.internal:8080/mcp"})
+	staff, _ := e.mint("alice", "staff")
+	for _, c := range []struct {
+		name  string
+		extra map[string]any
+		want  string
+	}{
+		{"server said public", map[string]any{"cacheScope": "public", "ttlMs": 60000}, `"private"`},
+		{"no scope", nil, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp := e.check(staff, listReq, map[string]string{"mcp-protocol-version": "2025-11-25"})
+			if resp.GetStatus().GetCode() != 0 {
+				t.Fatalf("denied: %v", resp.GetStatus())
+			}
+			b := listResult(7, "tools", fourTools(), c.extra)
+			out := e.process(metadataContext(resp), "200", "application/json", b).body(b)
+			var m struct {
+				Result map[string]json.RawMessage `json:"result"`
+			}
+			if err := json.Unmarshal([]byte(out), &m); err != nil {
+				t.Fatalf("body %q: %v", out, err)
+			}
+			if got := string(m.Result["cacheScope"]); got != c.want {
+				t.Fatalf("cacheScope %q, want %q in %s", got, c.want, out)
+			}
+			if got := names(t, out, "tools"); len(got) != 3 {
+				t.Fatalf("tools %v", got)
+			}
+		})
+	}
+}
+
 // An SSE response is STREAMED: chunks cut anywhere (inside an event,
 // inside a CRLF) come back as whole events, the list event filtered, a
 // server notification and the event's id untouched.

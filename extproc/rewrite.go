@@ -226,8 +226,11 @@ func (s *Service) filterList(ctx context.Context, ex *exchange, method string, r
 		return nil, err
 	}
 	res[key] = b
-	if ex.protocol == "2026-07-28" {
-		// The list depends on who asks: no shared cache may keep it.
+	if _, scoped := res["cacheScope"]; scoped || ex.protocol == "2026-07-28" {
+		// The list depends on who asks: no shared cache may keep it. A
+		// server may stamp its own scope ("public") on an older revision's
+		// result too (the go-sdk does), and a client or cache that reads
+		// it must not share what was filtered for one caller.
 		res["cacheScope"] = json.RawMessage(`"private"`)
 	}
 	return json.Marshal(res)

@@ -35,7 +35,7 @@ func TestEndToEndModern(t *testing.T) {
 
 	t.Run("clients", func(t *testing.T) { h.runModernClient(t) })
 	t.Run("listen stream ends after revocation", func(t *testing.T) { h.listenUntilRevoked(t) })
-	t.Run("tool pinning", func(t *testing.T) { h.toolPinning(t) })
+	t.Run("response path", func(t *testing.T) { h.responsePath(t) })
 
 	handle := strings.TrimSpace(h.cli(t, "tokens", "create", "--subject", "conformance-runner", "--server", "everything-modern", "--ttl", "1h"))
 	h.startConformanceProxy(t, handle)

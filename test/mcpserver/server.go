@@ -37,7 +37,11 @@ type Options struct {
 	// JSONResponse answers POSTs with application/json instead of an SSE
 	// stream.
 	JSONResponse bool
-	Logger       *slog.Logger
+	// PageSize, when positive, is the most items one list result holds
+	// (the go-sdk then answers with a nextCursor), so that a test can page
+	// through a filtered list.
+	PageSize int
+	Logger   *slog.Logger
 }
 
 // Seen is one verified request's identity.
@@ -119,7 +123,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 			Extra: map[string]any{"seen": seen}}, nil
 	}
 
-	srv := mcp.NewServer(&mcp.Implementation{Name: "warden-test-upstream", Version: "1.0.0"}, nil)
+	srv := mcp.NewServer(&mcp.Implementation{Name: "warden-test-upstream", Version: "1.0.0"}, &mcp.ServerOptions{PageSize: o.PageSize})
 	type echoIn struct {
 		Message string `json:"message" jsonschema:"text to echo"`
 	}
@@ -180,8 +184,24 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/markdown", Text: "# data team"}}}, nil
 		})
+	// Under file:///teams/admin/ are the admins' resources and templates,
+	// and admin_briefing is the admins' prompt: the e2e policy refuses them
+	// to others, and the response path hides them from their lists.
+	srv.AddResource(&mcp.Resource{URI: "file:///teams/admin/payroll.md", Name: "payroll", MIMEType: "text/markdown"},
+		func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/markdown", Text: "# payroll"}}}, nil
+		})
+	for _, team := range []string{"data", "admin"} {
+		srv.AddResourceTemplate(&mcp.ResourceTemplate{URITemplate: "file:///teams/" + team + "/notes/{name}", Name: team + "-notes", MIMEType: "text/plain"},
+			func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+				return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: "note " + req.Params.URI}}}, nil
+			})
+	}
 	srv.AddPrompt(&mcp.Prompt{Name: "greet", Description: "Greet someone"}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello"}}}}, nil
+	})
+	srv.AddPrompt(&mcp.Prompt{Name: "admin_briefing", Description: "Brief an admin (admins only)"}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "briefing"}}}}, nil
 	})
 
 	s.srv = srv

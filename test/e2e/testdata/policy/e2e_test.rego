@@ -38,3 +38,26 @@ test_write_note_asks_for_data_write if {
 test_write_note_with_data_write_is_allowed if {
 	authz.decision.allow with input as object.union(call("write_note", {"text": "x"}), {"grant": {"scopes": ["data:read", "data:write"]}})
 }
+
+request(method, field, value) := object.union(call("", {}), {"mcp": {"method": method, field: value}})
+
+test_admin_prompt_is_denied_with_reason if {
+	d := authz.decision with input as request("prompts/get", "prompt", "admin_briefing")
+	not d.allow
+	d.reason == "admin_briefing is for admins only"
+}
+
+test_admin_resources_and_templates_are_denied if {
+	d := authz.decision with input as request("resources/read", "resource", "file:///teams/admin/notes/{name}")
+	not d.allow
+	d.reason == "file:///teams/admin/ is for admins only"
+}
+
+test_data_prompt_and_resources_are_allowed if {
+	authz.decision.allow with input as request("prompts/get", "prompt", "greet")
+	authz.decision.allow with input as request("resources/read", "resource", "file:///teams/data/notes/{name}")
+}
+
+test_admins_get_the_admin_prompt if {
+	authz.decision.allow with input as object.union(request("prompts/get", "prompt", "admin_briefing"), {"subject": {"groups": ["admins"]}})
+}
