@@ -24,7 +24,9 @@ import (
 // TestEndToEndModern is the MCP 2026-07-28 run: a server that speaks both
 // revisions (test/mcpserver, stateless) behind envoysim and Warden, used by
 // the TypeScript SDK v2 client pinned to 2026-07-28 (including a step-up
-// round trip) and by the v1 SDK speaking 2025-11-25; and the conformance
+// round trip) and by the v1 SDK speaking 2025-11-25; the response path
+// through both clients (lists filtered over SSE and JSON, paginated; tool
+// pinning in block mode: response_path, lists_test.go); and the conformance
 // suite's 2026-07-28 server scenarios against the Go SDK's conformance
 // server, directly and through Warden, scenario by scenario.
 func TestEndToEndModern(t *testing.T) {
