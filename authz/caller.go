@@ -20,8 +20,9 @@ type ResponseCaller struct {
 
 // Caller finds the caller with handle digest on server, with the checks
 // Live makes: a caller revoked since its Check gets ErrNotLive, and the
-// response path shows it nothing. input.request is empty in its Input:
-// the response path does not have the request.
+// response path shows it nothing. input.request and mcp.id are empty in
+// its Input: the response path fills them from the Check's metadata
+// (RequestFromMetadata, DecodeID).
 func (s *Service) Caller(ctx context.Context, digest, server string) (ResponseCaller, error) {
 	h, g, err := s.live(ctx, digest, server)
 	if err != nil {

@@ -462,6 +462,16 @@ func (s *Service) input(c *check) (*policy.Input, error) {
 	return in, nil
 }
 
+// requestPart is the request part built once for the check's audit
+// record and response metadata.
+func (c *check) requestPart() policy.Request {
+	if c.reqRec == nil {
+		r := c.request()
+		c.reqRec = &r
+	}
+	return *c.reqRec
+}
+
 // request is the input's request part.
 func (c *check) request() policy.Request {
 	hdrs := make(map[string]string, 4)

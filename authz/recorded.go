@@ -19,11 +19,7 @@ func (s *Service) recordInput(c *check, in *policy.Input, m *mcp.Message) error 
 			cp.MCP.ID = decodeID(m.ID)
 		}
 		if in.Omitted.Request {
-			if c.reqRec == nil {
-				r := c.request()
-				c.reqRec = &r
-			}
-			cp.Request = *c.reqRec
+			cp.Request = c.requestPart()
 		}
 		rec = &cp
 	}

@@ -273,7 +273,7 @@ func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.Check
 	}
 	resp := respond(o)
 	if o.allowed() {
-		resp.DynamicMetadata = s.responseMetadata(c)
+		resp.DynamicMetadata = s.responseMetadata(ctx, c)
 	}
 	return resp
 }

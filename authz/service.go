@@ -67,6 +67,14 @@ type TaskOrigins interface {
 	Lookup(ctx context.Context, server, taskID string) (mcptask.Origin, error)
 }
 
+// ArgumentHolder keeps the arguments of a tools/call too large for the
+// dynamic metadata until the response path takes them (internal/mcptask).
+type ArgumentHolder interface {
+	// HoldArguments stores args and returns the reference the metadata
+	// carries.
+	HoldArguments(ctx context.Context, args []byte) (ref string, err error)
+}
+
 // ToolPins is what tool pinning (internal/toolpin) says of a tool.
 type ToolPins interface {
 	State(ctx context.Context, server, tool string) (toolpin.State, error)
@@ -125,6 +133,11 @@ type Options struct {
 	// decided like it; nil: no task is known and every task request is
 	// refused.
 	Tasks TaskOrigins
+	// Arguments, when set, holds the arguments of a tools/call larger than
+	// the metadata carries (maxMetadataArguments) for the response path,
+	// so the task such a call creates is recorded; nil: that task is not
+	// recorded and its task requests are refused.
+	Arguments ArgumentHolder
 	// Pins, when set, is tool pinning: a tools/call of a tool it blocks is
 	// refused before policy runs, and policy sees input.tool.
 	Pins ToolPins

@@ -13,6 +13,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/warden-mcp/warden/internal/mcp"
 	"github.com/warden-mcp/warden/internal/registry"
@@ -168,6 +169,27 @@ func TestSSEStreamedEventByEvent(t *testing.T) {
 		data := strings.TrimSuffix(strings.TrimPrefix(ev, "id: 2\ndata: "), "\n\n")
 		if got := names(t, data, "tools"); !reflect.DeepEqual(got, []string{"run_sql", "export", "lookup"}) {
 			t.Fatalf("cut %v: tools %v", cut, got)
+		}
+	}
+}
+
+// The priming event a server opens an SSE response with (an id and empty
+// data, so that the client can resume) carries no message and passes
+// unchanged; the list after it is filtered.
+func TestSSEPrimingEventPasses(t *testing.T) {
+	e := newEnv(t)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi.internal:8080/mcp"})
+	staff, _ := e.mint("alice", "staff")
+	resp := e.check(staff, listReq, nil)
+	for _, priming := range []string{"id: 0_abc\ndata: \n\n", "id: 0_abc\ndata:\n\n", "retry: 1000\n\n"} {
+		list := "id: 1_abc\ndata: " + listResult(7, "tools", fourTools(), nil) + "\n\n"
+		r := e.process(metadataContext(resp), "200", "text/event-stream", priming, list)
+		if got := r.body(priming, list); !strings.HasPrefix(got, priming) {
+			t.Fatalf("priming event %q became %q", priming, got)
+		}
+		data := strings.TrimSuffix(strings.TrimPrefix(r.body(priming, list), priming+"id: 1_abc\ndata: "), "\n\n")
+		if got := names(t, data, "tools"); !reflect.DeepEqual(got, []string{"run_sql", "export", "lookup"}) {
+			t.Fatalf("after priming %q: tools %v", priming, got)
 		}
 	}
 }
@@ -361,5 +383,50 @@ func TestListenStreamEndsWhenRevoked(t *testing.T) {
 	}
 	if err := chunk(": keep-alive\n\n"); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("after revocation: %v, want the stream ended with PermissionDenied", err)
+	}
+}
+
+// A tools/call whose arguments are too large for Envoy's metadata (100
+// KiB) still records the task its result creates: the Check holds the
+// arguments in the store and the metadata names them by reference and
+// digest; tasks/get is then decided like the call, with its arguments.
+func TestTaskOfLargeCallRecorded(t *testing.T) {
+	e := newEnv(t)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi.internal:8080/mcp"})
+	staff, _ := e.mint("alice", "staff")
+	args := `{"q":"select '` + strings.Repeat("x", 100<<10) + `'"}`
+	resp := e.check(staff, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"run_sql","arguments":`+args+`}}`, nil)
+	if resp.GetStatus().GetCode() != 0 {
+		t.Fatalf("call denied: %v", resp.GetStatus())
+	}
+	md := metadataContext(resp)
+	if n := proto.Size(md); n > 4<<10 {
+		t.Errorf("the metadata of a 100 KiB call is %d bytes: the arguments went into it", n)
+	}
+	body := `{"jsonrpc":"2.0","id":9,"result":{"resultType":"task","taskId":"task-big","ttlMs":60000}}`
+	if out := e.process(md, "200", "application/json", body).body(body); out != body {
+		t.Errorf("a call result changed: %s", out)
+	}
+	o, err := e.tasks.Lookup(context.Background(), "bi", "task-big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Subject != "alice" || o.Tool != "run_sql" || string(o.Arguments) != args {
+		t.Fatalf("origin of the task: subject %q tool %q, %d bytes of arguments (want %d)", o.Subject, o.Tool, len(o.Arguments), len(args))
+	}
+	get := e.check(staff, `{"jsonrpc":"2.0","id":10,"method":"tasks/get","params":{"taskId":"task-big"}}`, nil)
+	if get.GetStatus().GetCode() != 0 {
+		t.Fatalf("tasks/get of the task of a large call: %v", get.GetStatus())
+	}
+	other, _ := e.mint("bob", "staff")
+	if r := e.check(other, `{"jsonrpc":"2.0","id":11,"method":"tasks/get","params":{"taskId":"task-big"}}`, nil); r.GetStatus().GetCode() == 0 {
+		t.Fatalf("another user's tasks/get of the task was allowed")
+	}
+	// The held arguments served that result; a replayed result finds none
+	// and records nothing.
+	replay := `{"jsonrpc":"2.0","id":9,"result":{"resultType":"task","taskId":"task-replayed","ttlMs":60000}}`
+	e.process(md, "200", "application/json", replay)
+	if _, err := e.tasks.Lookup(context.Background(), "bi", "task-replayed"); err == nil {
+		t.Fatalf("a second result of the same call recorded a task")
 	}
 }

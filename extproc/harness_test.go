@@ -102,6 +102,12 @@ func (s *syncBuffer) String() string {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvPolicy(t, testPolicy)
+}
+
+// newEnvPolicy is newEnv with policyText in place of testPolicy.
+func newEnvPolicy(t testing.TB, policyText string) *env {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.OpenBadger(t.TempDir(), store.BadgerOptions{})
 	if err != nil {
@@ -123,7 +129,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	for name, content := range map[string]string{"p.rego": testPolicy, "data.json": `{"staff_tools": ["run_sql", "export", "lookup"]}`} {
+	for name, content := range map[string]string{"p.rego": policyText, "data.json": `{"staff_tools": ["run_sql", "export", "lookup"]}`} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +158,7 @@ func newEnv(t testing.TB) *env {
 	svc, err := authz.New(authz.Options{
 		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: att,
 		ResourceURL: resourceURL, ResourceMetadataURL: prmURL, PublicURL: publicURL, MaxBodyBytes: 1 << 20,
-		Timeout: 5 * time.Second, Logger: log, Tasks: tasks, ToolHeaders: pins, Pins: pins,
+		Timeout: 5 * time.Second, Logger: log, Tasks: tasks, Arguments: tasks, ToolHeaders: pins, Pins: pins,
 	})
 	if err != nil {
 		t.Fatal(err)

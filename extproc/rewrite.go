@@ -132,7 +132,7 @@ func (s *Service) rewriteMessage(ctx context.Context, ex *exchange, msg json.Raw
 		s.recordTask(ctx, ex, c, m.Result)
 		return msg, false
 	}
-	res, err := s.filterList(ctx, ex, c.method, m.Result)
+	res, err := s.filterList(ctx, ex, c, m.Result)
 	if err != nil {
 		s.m.failures.WithLabelValues("filter").Inc()
 		s.o.Logger.Warn("extproc: refusing a list result Warden could not filter", "server", ex.server, "method", c.method, "err", err)
@@ -153,7 +153,8 @@ func (s *Service) rewriteMessage(ctx context.Context, ex *exchange, msg json.Raw
 // filterList keeps the items of a list result the caller may use. Other
 // members of the result (nextCursor included: pagination is the
 // server's, and a filtered page may be shorter or empty) stay as they are.
-func (s *Service) filterList(ctx context.Context, ex *exchange, method string, result json.RawMessage) (json.RawMessage, error) {
+func (s *Service) filterList(ctx context.Context, ex *exchange, c call, result json.RawMessage) (json.RawMessage, error) {
+	method := c.method
 	var res map[string]json.RawMessage
 	if err := json.Unmarshal(result, &res); err != nil {
 		return nil, fmt.Errorf("result: %w", err)
@@ -208,7 +209,10 @@ func (s *Service) filterList(ctx context.Context, ex *exchange, method string, r
 		}
 	}
 	base := ex.caller.Input // a copy: Visible overwrites its mcp part
-	base.MCP.ProtocolVersion = ex.protocol
+	base.MCP.ProtocolVersion, base.MCP.ID = ex.protocol, c.id
+	// The request part the Check's input had; without it (the policy did
+	// not read it then) Visible refuses a policy that reads it now.
+	base.Request, base.Omitted.Request = ex.request, !ex.hasRequest
 	visible, err := s.o.Policy.Visible(ctx, &base, items)
 	if err != nil {
 		return nil, err
@@ -240,7 +244,20 @@ func (s *Service) filterList(ctx context.Context, ex *exchange, method string, r
 // task requests are decided like the call. A failure is logged and
 // counted; the result still passes (the task's requests are then refused).
 func (s *Service) recordTask(ctx context.Context, ex *exchange, c call, result json.RawMessage) {
-	if s.o.Tasks == nil || !c.hasArgs {
+	if s.o.Tasks == nil {
+		return
+	}
+	if !c.hasArgs && c.argsRef != "" {
+		// Taken whatever the result: held arguments serve this result only.
+		args, err := s.o.Tasks.TakeArguments(ctx, c.argsRef, c.argsDigest)
+		if err != nil {
+			s.m.failures.WithLabelValues("task").Inc()
+			s.o.Logger.Warn("extproc: the held arguments of a call are gone; a task it created will be refused", "server", ex.server, "tool", c.tool, "err", err)
+			return
+		}
+		c.arguments, c.hasArgs = args, true
+	}
+	if !c.hasArgs {
 		return
 	}
 	o := mcptask.Origin{Server: ex.server, Subject: ex.caller.Subject, ClientID: ex.caller.ClientID, GrantID: ex.caller.GrantID,

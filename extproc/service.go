@@ -60,6 +60,10 @@ type Pins interface {
 // Tasks records the tasks tools/call results create (internal/mcptask).
 type Tasks interface {
 	RecordResult(ctx context.Context, o mcptask.Origin, result json.RawMessage) (string, error)
+	// TakeArguments returns the arguments the Check held for a call too
+	// large for the metadata (authz.Options.Arguments), named by the
+	// reference and digest the metadata carries.
+	TakeArguments(ctx context.Context, ref, digest string) (json.RawMessage, error)
 }
 
 // Options configure a Service.
@@ -157,17 +161,25 @@ func (s *Service) Process(stream extprocv3.ExternalProcessor_ProcessServer) erro
 // call is one request of the exchange whose result Warden reads.
 type call struct {
 	method, tool string
-	arguments    []byte
-	hasArgs      bool
+	// id is the request's JSON-RPC id as input.mcp.id holds it.
+	id        any
+	arguments []byte
+	hasArgs   bool
+	// argsRef and argsDigest name arguments held in the store (too large
+	// for the metadata).
+	argsRef, argsDigest string
 }
 
 // exchange is what the response path knows of one HTTP request.
 type exchange struct {
 	server, protocol string
 	caller           authz.ResponseCaller
-	calls            map[string]call // by normalized JSON-RPC id
-	sse              bool
-	pending          []byte // SSE: bytes of an event not yet complete
+	// request is the Check's input.request, when the policy read it.
+	request    policy.Request
+	hasRequest bool
+	calls      map[string]call // by normalized JSON-RPC id
+	sse        bool
+	pending    []byte // SSE: bytes of an event not yet complete
 	// listen: a subscriptions/listen stream, whose caller (digest) is
 	// checked again at most every LiveEvery, last at checked.
 	listen  bool
@@ -223,12 +235,14 @@ func (s *Service) responseHeaders(ctx context.Context, req *extprocv3.Processing
 	ex := &exchange{sse: mode == filterv3.ProcessingMode_STREAMED, calls: map[string]call{}}
 	f := md.GetFields()
 	ex.server, ex.protocol = f["server"].GetStringValue(), f["protocol"].GetStringValue()
+	ex.request, ex.hasRequest = authz.RequestFromMetadata(md)
 	for _, v := range f["calls"].GetListValue().GetValues() {
 		cf := v.GetStructValue().GetFields()
-		c := call{method: cf["method"].GetStringValue(), tool: cf["tool"].GetStringValue()}
+		c := call{method: cf["method"].GetStringValue(), tool: cf["tool"].GetStringValue(), id: authz.DecodeID(cf["id"].GetStringValue())}
 		if a, ok := cf["arguments"]; ok {
 			c.arguments, c.hasArgs = []byte(a.GetStringValue()), true
 		}
+		c.argsRef, c.argsDigest = cf["arguments_ref"].GetStringValue(), cf["arguments_digest"].GetStringValue()
 		if c.method == "subscriptions/listen" {
 			ex.listen = true
 			continue

@@ -62,10 +62,15 @@ func (s *Service) rewriteEvent(ctx context.Context, ex *exchange, ev []byte) []b
 			other = append(other, l)
 		}
 	}
-	if len(data) == 0 {
+	msg := bytes.Join(data, []byte("\n"))
+	if len(bytes.TrimSpace(msg)) == 0 {
+		// No message: an event without data, or with empty data such as
+		// the priming event a server sends first so that the client can
+		// resume (MCP streamable HTTP, "id" and empty "data"), which an SSE
+		// client does not even dispatch (9.2.6: an empty data buffer).
+		// Nothing of a list can be in it.
 		return ev
 	}
-	msg := bytes.Join(data, []byte("\n"))
 	out, changed := s.rewriteMessage(ctx, ex, msg)
 	if !changed {
 		return ev

@@ -31,7 +31,8 @@ type Item struct {
 // you do not need afterwards.
 //
 // Each item is presented as the call that would use it, with no
-// arguments: mcp.kind "request", mcp.method the item's Method, mcp.tool,
+// arguments and the list request's id (base.MCP.ID) and HTTP request
+// (base.Request): mcp.kind "request", mcp.method the item's Method, mcp.tool,
 // mcp.prompt or mcp.resource its name, input.tool its pinning state. When
 // the policy defines data.warden.authz.visible, that boolean decides (an
 // undefined visible is false); otherwise the call decision does: an
@@ -71,13 +72,13 @@ func (e *Engine) Visible(ctx context.Context, base *Input, items []Item) (out []
 		defer stop()
 		cancel = cn
 	}
-	proto := base.MCP.ProtocolVersion
+	proto, id := base.MCP.ProtocolVersion, base.MCP.ID
 	session := base.MCP.Session
 	info, logLevel := base.MCP.ClientInfo, base.MCP.LogLevel
 	out = make([]bool, len(items))
 	for i, it := range items {
 		base.MCP = MCP{
-			Kind: KindRequest, Method: it.Method, ProtocolVersion: proto, Session: session,
+			Kind: KindRequest, Method: it.Method, ID: id, ProtocolVersion: proto, Session: session,
 			ClientInfo: info, LogLevel: logLevel,
 			// No arguments: the raw JSON of none, so the memo can key on it.
 			ArgumentsJSON: emptyArguments,

@@ -15,12 +15,14 @@ package mcptask
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/warden-mcp/warden/internal/handle"
 	"github.com/warden-mcp/warden/internal/store"
 )
 
@@ -44,10 +46,12 @@ func (o Origin) Owns(subject, clientID string) bool {
 	return o.Subject == subject && o.ClientID == clientID
 }
 
-// Sessions is the part of store.Store tasks live in (kind "mcp_task").
+// Sessions is the part of store.Store tasks live in (kind "mcp_task"),
+// and held call arguments (kind "mcp_call_arguments").
 type Sessions interface {
 	PutSession(ctx context.Context, kind, id string, value []byte, ttl time.Duration) error
 	GetSession(ctx context.Context, kind, id string) ([]byte, error)
+	TakeSession(ctx context.Context, kind, id string) ([]byte, error)
 }
 
 // Options bound how long a task is remembered.
@@ -63,7 +67,15 @@ type Store struct {
 	maxTTL time.Duration
 }
 
-const kind = "mcp_task"
+const (
+	kind          = "mcp_task"
+	argumentsKind = "mcp_call_arguments"
+)
+
+// HeldArgumentsTTL is how long held arguments wait for their call's
+// result: the default xds.max_stream_duration, after which Envoy has
+// ended the request and no result can come.
+const HeldArgumentsTTL = time.Hour
 
 // ErrNotFound: no task of that id was created on that server through
 // Warden (or it expired).
@@ -154,4 +166,45 @@ func (t *Store) RecordResult(ctx context.Context, o Origin, result json.RawMessa
 		ttl = max(ttl, time.Duration(*r.TTL)*time.Millisecond)
 	}
 	return r.TaskID, t.Record(ctx, o, r.TaskID, ttl)
+}
+
+// ArgumentsDigest is the digest a held call's metadata names its
+// arguments by: "sha256:" and the hex SHA-256 of their raw JSON.
+func ArgumentsDigest(args []byte) string {
+	sum := sha256.Sum256(args)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// HoldArguments keeps the arguments of a tools/call too large for Envoy's
+// dynamic metadata until the response path takes them (TakeArguments)
+// with the call's result, for the task the result may create. It returns
+// the reference the metadata carries; the store keys the arguments by the
+// reference's digest, so the store alone cannot read them back for a call.
+func (t *Store) HoldArguments(ctx context.Context, args []byte) (string, error) {
+	ref, digest := handle.New("")
+	if err := t.s.PutSession(ctx, argumentsKind, digest, args, HeldArgumentsTTL); err != nil {
+		return "", fmt.Errorf("mcptask: hold call arguments: %w", err)
+	}
+	return ref, nil
+}
+
+// ErrArgumentsMismatch: the held arguments are not the ones the call's
+// metadata names.
+var ErrArgumentsMismatch = errors.New("mcptask: held arguments do not match their digest")
+
+// TakeArguments returns and forgets the arguments held under ref, which
+// must have the digest the call's metadata names (ArgumentsDigest). Held
+// arguments are taken once: a second take is store.ErrNotFound.
+func (t *Store) TakeArguments(ctx context.Context, ref, digest string) (json.RawMessage, error) {
+	if ref == "" {
+		return nil, fmt.Errorf("mcptask: take call arguments: %w", store.ErrNotFound)
+	}
+	v, err := t.s.TakeSession(ctx, argumentsKind, handle.Digest(ref))
+	if err != nil {
+		return nil, fmt.Errorf("mcptask: take call arguments: %w", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(ArgumentsDigest(v)), []byte(digest)) != 1 {
+		return nil, ErrArgumentsMismatch
+	}
+	return v, nil
 }

@@ -75,3 +75,41 @@ func TestRecordResultAndLookup(t *testing.T) {
 		t.Error("a task without a server was recorded")
 	}
 }
+
+// Held arguments are taken once, by their reference, and only when they
+// have the digest the call's metadata names; the store keys them by the
+// reference's digest, never the reference.
+func TestHoldAndTakeArguments(t *testing.T) {
+	tasks, st := open(t)
+	ctx := context.Background()
+	args := []byte(`{"q":"` + strings.Repeat("x", 100<<10) + `"}`)
+	ref, err := tasks.HoldArguments(ctx, args)
+	if err != nil || ref == "" {
+		t.Fatalf("hold: %q %v", ref, err)
+	}
+	if _, err := st.GetSession(ctx, "mcp_call_arguments", ref); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the store keys held arguments by the raw reference: %v", err)
+	}
+	if _, err := tasks.TakeArguments(ctx, ref, mcptask.ArgumentsDigest([]byte(`{"q":"other"}`))); !errors.Is(err, mcptask.ErrArgumentsMismatch) {
+		t.Fatalf("take with another digest: %v", err)
+	}
+	// A mismatched take consumed them too: nothing is handed out twice.
+	if _, err := tasks.TakeArguments(ctx, ref, mcptask.ArgumentsDigest(args)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("take after a mismatched take: %v", err)
+	}
+
+	ref, err = tasks.HoldArguments(ctx, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tasks.TakeArguments(ctx, ref, mcptask.ArgumentsDigest(args))
+	if err != nil || string(got) != string(args) {
+		t.Fatalf("take: %d bytes, %v", len(got), err)
+	}
+	if _, err := tasks.TakeArguments(ctx, ref, mcptask.ArgumentsDigest(args)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second take: %v", err)
+	}
+	if _, err := tasks.TakeArguments(ctx, "", ""); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("take of no reference: %v", err)
+	}
+}

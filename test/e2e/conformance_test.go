@@ -1,17 +1,22 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,7 +77,28 @@ func (h *harness) runConformance(t *testing.T) {
 // a server directly and through Warden, and compares them check by check.
 func (h *harness) compareConformance(t *testing.T, directURL, throughURL string, args ...string) {
 	direct := conformance(t, directURL, args...)
+	// The through run must go through the response path too: envoysim's
+	// ext_proc filter and Warden's processor both count its messages.
+	streams0, messages0, failures0 := h.conformance.ExtProc()
+	warden0 := h.extProcMessages(t)
+	h.conformanceLog.take()
 	through := conformance(t, throughURL, args...)
+	streams, messages, failures := h.conformance.ExtProc()
+	streams, messages, failures = streams-streams0, messages-messages0, failures-failures0
+	warden := h.extProcMessages(t) - warden0
+	t.Logf("response path during the run through Warden: envoysim opened %d ext_proc streams, %d messages answered, %d failed exchanges; Warden counted %.0f ext_proc messages",
+		streams, messages, failures, warden)
+	if streams == 0 || messages == 0 || warden == 0 {
+		t.Errorf("the run through Warden did not go through ext_proc (streams %d, messages %d, Warden's messages %.0f)", streams, messages, warden)
+	}
+	if failures != 0 {
+		// Reported, not failed on: a client that closes a stream before
+		// its end makes the exchange fail on envoysim's side too.
+		t.Logf("failed ext_proc exchanges: %s", strings.Join(h.conformanceLog.take(), "; "))
+	}
+	for _, line := range perScenario(direct, through) {
+		t.Log(line)
+	}
 	t.Logf("conformance %v against %s directly: %d passed, %d failed (%d checks, %d scenarios)",
 		args, directURL, direct.count("SUCCESS"), direct.count("FAILURE"), len(direct.status), direct.scenarios())
 	t.Logf("conformance %v through envoysim + Warden: %d passed, %d failed (%d checks, %d scenarios)",
@@ -127,6 +153,117 @@ func (h *harness) compareConformance(t *testing.T, directURL, throughURL string,
 	}
 	sort.Strings(failedBoth)
 	t.Logf("failing in both (the server's own gaps): %s", strings.Join(failedBoth, ", "))
+}
+
+// perScenario is one line per scenario: its checks passed and failed
+// directly and through Warden.
+func perScenario(direct, through conformanceResult) []string {
+	type counts struct{ dp, df, tp, tf int }
+	by := map[string]*counts{}
+	get := func(k string) *counts {
+		sc := strings.SplitN(k, "/", 2)[0]
+		if by[sc] == nil {
+			by[sc] = &counts{}
+		}
+		return by[sc]
+	}
+	for k, s := range direct.status {
+		c := get(k)
+		c.dp += boolInt(s == "SUCCESS")
+		c.df += boolInt(s == "FAILURE")
+	}
+	for k, s := range through.status {
+		c := get(k)
+		c.tp += boolInt(s == "SUCCESS")
+		c.tf += boolInt(s == "FAILURE")
+	}
+	names := make([]string, 0, len(by))
+	for sc := range by {
+		names = append(names, sc)
+	}
+	sort.Strings(names)
+	out := make([]string, len(names))
+	for i, sc := range names {
+		c := by[sc]
+		out[i] = fmt.Sprintf("scenario %s: direct %d passed %d failed, through Warden %d passed %d failed", sc, c.dp, c.df, c.tp, c.tf)
+	}
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// extProcMessages is Warden's warden_extproc_messages_total, summed over
+// message kinds, read from its /metrics.
+func (h *harness) extProcMessages(t *testing.T) float64 {
+	t.Helper()
+	resp, err := http.Get(h.admin + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("metrics: %s", resp.Status)
+	}
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "warden_extproc_messages_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		sum += v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	return sum
+}
+
+// procFailures is a slog.Handler keeping the reasons envoysim logs for
+// failed ext_proc exchanges.
+type procFailures struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (p *procFailures) Enabled(context.Context, slog.Level) bool { return true }
+func (p *procFailures) WithAttrs([]slog.Attr) slog.Handler       { return p }
+func (p *procFailures) WithGroup(string) slog.Handler            { return p }
+func (p *procFailures) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "envoysim: ext_proc failed" {
+		return nil
+	}
+	var reason string
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			reason = a.Value.String()
+		}
+		return true
+	})
+	p.mu.Lock()
+	p.errs = append(p.errs, reason)
+	p.mu.Unlock()
+	return nil
+}
+
+// take returns the reasons kept so far and forgets them.
+func (p *procFailures) take() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.errs
+	p.errs = nil
+	return out
 }
 
 func orNone(s string) string {

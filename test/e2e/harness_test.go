@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -51,6 +52,7 @@ type harness struct {
 	// conformance runner's, with a pre-issued handle added to every request.
 	proxy           *envoysim.Proxy
 	conformance     *envoysim.Proxy
+	conformanceLog  *procFailures // the conformance proxy's failed ext_proc exchanges
 	conformancePort string
 	xdsAddr         string
 
@@ -187,9 +189,11 @@ authz:
 // cannot authenticate.
 func (h *harness) startConformanceProxy(t *testing.T, handle string) {
 	var err error
+	h.conformanceLog = &procFailures{}
 	h.conformance, err = envoysim.Start(t.Context(), envoysim.Options{
 		ADSAddress: h.xdsAddr, NodeID: nodeID, Listen: "127.0.0.1:" + h.conformancePort,
 		DownstreamHeaders: http.Header{"Authorization": {"Bearer " + handle}},
+		Logger:            slog.New(h.conformanceLog),
 	})
 	if err != nil {
 		t.Fatalf("start envoysim: %v", err)

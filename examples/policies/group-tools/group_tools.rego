@@ -5,9 +5,8 @@
 # tool; servers not listed are left alone by this file. Editing data.json is
 # enough to change who may call what: Warden reloads it like a policy file.
 #
-# tools/list is not filtered (ext_authz sees requests, not responses), so
-# clients may still see tools they cannot call; the denial's reason tells
-# them why a call was refused.
+# tools/list shows only the tools a call would be allowed for: the response
+# path asks this policy about each listed tool, with no arguments.
 package warden.authz
 
 deny contains msg if {

@@ -6,7 +6,8 @@
 # segments: no "." or ".." segments, no percent-encoding (which could hide
 # them), no backslashes, so a URI cannot climb out of the prefix.
 #
-# resources/list is not filtered (ext_authz sees requests, not responses).
+# resources/list shows only what resources/read would be allowed for (the
+# response path asks this policy about each listed URI).
 package warden.authz
 
 resource_methods := {"resources/read", "resources/subscribe", "resources/unsubscribe"}
