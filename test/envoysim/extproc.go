@@ -200,7 +200,12 @@ func (st *stream) procExchange(ps *procStream, req *procv3.ProcessingRequest) (*
 		if c == nil {
 			return nil, fmt.Errorf("ext_proc cluster %q is unknown", ps.cfg.clusterName)
 		}
-		conn, err := c.grpcClient(ps.cfg.authority)
+		// One host for the whole stream, from the cluster's load balancer.
+		h, ok := c.pick(nil, 0)
+		if !ok {
+			return nil, fmt.Errorf("ext_proc cluster %q: no healthy upstream", ps.cfg.clusterName)
+		}
+		conn, err := c.grpcClient(h, ps.cfg.authority)
 		if err != nil {
 			return nil, err
 		}

@@ -88,6 +88,10 @@ type Proxy struct {
 	adsConn *grpc.ClientConn
 
 	checks atomic.Int64 // ext_authz Check calls that got an answer
+	// hostRequests counts answered requests per cluster and host, as
+	// Envoy's per-host upstream_rq_total on its /clusters admin page.
+	hostMu       sync.Mutex
+	hostRequests map[string]map[string]int64
 	// ext_proc: Process streams opened, messages answered, failures.
 	procStreams, procMessages, procFailures atomic.Int64
 }
@@ -317,4 +321,30 @@ func (p *Proxy) retire(c *cluster) {
 	p.retired = append(p.retired, c)
 	p.mu.Unlock()
 	c.transport.CloseIdleConnections()
+}
+
+func (p *Proxy) countHost(cluster, addr string) {
+	p.hostMu.Lock()
+	defer p.hostMu.Unlock()
+	if p.hostRequests == nil {
+		p.hostRequests = map[string]map[string]int64{}
+	}
+	if p.hostRequests[cluster] == nil {
+		p.hostRequests[cluster] = map[string]int64{}
+	}
+	p.hostRequests[cluster][addr]++
+}
+
+// HostRequests returns, for one cluster, how many requests each host
+// (host:port) answered: HTTP responses received from it, gRPC calls it
+// answered. Envoy reports the same as the per-host rq_total of its
+// /clusters admin endpoint.
+func (p *Proxy) HostRequests(cluster string) map[string]int64 {
+	p.hostMu.Lock()
+	defer p.hostMu.Unlock()
+	out := map[string]int64{}
+	for k, v := range p.hostRequests[cluster] {
+		out[k] = v
+	}
+	return out
 }
