@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -250,9 +251,17 @@ func (st *stream) callAuthz(cfg *extAuthz, req *authv3.CheckRequest) (*authv3.Ch
 		}
 		ctx = metadata.AppendToOutgoingContext(ctx, kv...)
 	}
+	start := time.Now()
 	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
 	st.idle.touch()
 	c.report(h, grpcToHTTP(status.Code(err)))
+	rec := CheckRecord{RequestID: st.h.value("x-request-id"), Host: h.addr, Start: start}
+	if err != nil {
+		rec.Err = err.Error()
+	} else {
+		rec.Allowed = resp.GetStatus().GetCode() == int32(codes.OK)
+	}
+	st.p.recordCheck(rec)
 	if err == nil {
 		st.p.countHost(c.name, h.addr)
 	}

@@ -92,6 +92,7 @@ type Proxy struct {
 	// Envoy's per-host upstream_rq_total on its /clusters admin page.
 	hostMu       sync.Mutex
 	hostRequests map[string]map[string]int64
+	checkLog     []CheckRecord
 	// ext_proc: Process streams opened, messages answered, failures.
 	procStreams, procMessages, procFailures atomic.Int64
 }
@@ -347,4 +348,29 @@ func (p *Proxy) HostRequests(cluster string) map[string]int64 {
 		out[k] = v
 	}
 	return out
+}
+
+// CheckRecord is one ext_authz Check the proxy made: which host of the
+// ext_authz cluster it went to and how it ended. Not an Envoy feature
+// (Envoy's per-host stats count the same without the request id); it lets
+// a test attribute each downstream request to the replica that decided it.
+type CheckRecord struct {
+	RequestID string // the request's x-request-id
+	Host      string // host:port of the ext_authz endpoint
+	Start     time.Time
+	Allowed   bool   // an OK CheckResponse
+	Err       string // the call failed (status_on_error applied); "" otherwise
+}
+
+func (p *Proxy) recordCheck(r CheckRecord) {
+	p.hostMu.Lock()
+	p.checkLog = append(p.checkLog, r)
+	p.hostMu.Unlock()
+}
+
+// CheckLog returns every ext_authz Check made so far, oldest first.
+func (p *Proxy) CheckLog() []CheckRecord {
+	p.hostMu.Lock()
+	defer p.hostMu.Unlock()
+	return append([]CheckRecord(nil), p.checkLog...)
 }
