@@ -255,7 +255,7 @@ func (st *stream) callAuthz(cfg *extAuthz, req *authv3.CheckRequest) (*authv3.Ch
 	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
 	st.idle.touch()
 	c.report(h, grpcToHTTP(status.Code(err)))
-	rec := CheckRecord{RequestID: st.h.value("x-request-id"), Host: h.addr, Start: start}
+	rec := CheckRecord{RequestID: st.h.value("x-request-id"), Path: st.h.value(":path"), Host: h.addr, Start: start}
 	if err != nil {
 		rec.Err = err.Error()
 	} else {

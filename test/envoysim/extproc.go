@@ -135,7 +135,7 @@ type procStream struct {
 	s                procv3.ExternalProcessor_ProcessClient
 	cluster          *cluster
 	host             *host // the ext_proc host of this stream, for outlier detection
-	failed           bool // a failure allowed by failure_mode_allow: the filter steps aside
+	failed           bool  // a failure allowed by failure_mode_allow: the filter steps aside
 	// abandoned is the exchange a message timeout gave up on: its
 	// goroutine may still be inside Send or Recv, and gRPC forbids
 	// CloseSend (or another Send) concurrently with them.

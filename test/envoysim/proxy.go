@@ -355,7 +355,8 @@ func (p *Proxy) HostRequests(cluster string) map[string]int64 {
 // (Envoy's per-host stats count the same without the request id); it lets
 // a test attribute each downstream request to the replica that decided it.
 type CheckRecord struct {
-	RequestID string // the request's x-request-id
+	RequestID string // the request's x-request-id (Envoy's own on edge requests)
+	Path      string // the request's :path, query included
 	Host      string // host:port of the ext_authz endpoint
 	Start     time.Time
 	Allowed   bool   // an OK CheckResponse

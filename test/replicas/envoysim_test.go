@@ -228,7 +228,7 @@ oauth:
 	loadSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		upMu.Lock()
-		reached[r.Header.Get("X-Request-Id")]++
+		reached[r.URL.Query().Get("rq")]++
 		upMu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hello"}]}}`)
@@ -328,12 +328,13 @@ oauth:
 	client := &http.Client{Timeout: 10 * time.Second}
 	send := func(u int, id string) (int, error) {
 		body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`
-		req, _ := http.NewRequest("POST", public+"/mcp/load", strings.NewReader(body))
+		// Envoy replaces an edge request's x-request-id, so the request's
+		// own id travels in the query, which ext_authz and the upstream see.
+		req, _ := http.NewRequest("POST", public+"/mcp/load?rq="+id, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+handles[u])
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-		req.Header.Set("X-Request-Id", id)
 		resp, err := client.Do(req)
 		if err != nil {
 			return 0, err
@@ -365,23 +366,29 @@ oauth:
 				mu.Lock()
 				results = append(results, result{user: u, id: id, status: code, start: start})
 				mu.Unlock()
-				if code == http.StatusServiceUnavailable {
-					// status_on_error: the Check failed. Only the killed
-					// replica may cause that; the client retries once, and
-					// the balancer sends the retry elsewhere.
+				// status_on_error: the Check (503) or the ext_proc stream of
+				// the response (500) went to the killed replica. Only that
+				// may cause it; the client retries, and the balancer sends
+				// the retry to the next replica. The dead one can fail at most
+				// consecutive_5xx calls plus those already on their way when
+				// it is ejected, so ten attempts always get an answer.
+				for attempt := 1; failedAtDead(code); attempt++ {
 					if !dead.Load() {
 						t.Errorf("request %s: 503 while every replica was alive", id)
 						return
 					}
-					rid := id + "-retry"
+					if attempt > 10 {
+						t.Errorf("request %s: still 503 after 10 retries", id)
+						return
+					}
+					rid := fmt.Sprintf("%s-retry%d", id, attempt)
 					rstart := time.Now()
-					rcode, err := send(u, rid)
-					if err != nil {
+					if code, err = send(u, rid); err != nil {
 						t.Errorf("retry %s: %v", rid, err)
 						return
 					}
 					mu.Lock()
-					results = append(results, result{user: u, id: rid, status: rcode, start: rstart, retryOf: id})
+					results = append(results, result{user: u, id: rid, status: code, start: rstart, retryOf: id})
 					mu.Unlock()
 				}
 			}
@@ -419,12 +426,18 @@ oauth:
 	// ext_authz host of every Check.
 	decidedBy := map[string]int{}
 	checkAllowed := map[string]bool{}
+	envoyID := map[string]string{} // the x-request-id Envoy gave it, the trail's request id
 	for _, c := range proxy.CheckLog() {
-		if !strings.HasPrefix(c.RequestID, "ld-") {
+		_, q, _ := strings.Cut(c.Path, "?rq=")
+		if !strings.HasPrefix(q, "ld-") {
 			continue
 		}
-		decidedBy[c.RequestID] = byHost[c.Host]
-		checkAllowed[c.RequestID] = c.Allowed
+		if _, dup := decidedBy[q]; dup {
+			t.Errorf("request %s was checked twice", q)
+		}
+		decidedBy[q] = byHost[c.Host]
+		checkAllowed[q] = c.Allowed
+		envoyID[q] = c.RequestID
 	}
 	after := make([]int, len(reps))
 	before := make([]int, len(reps))
@@ -461,6 +474,10 @@ oauth:
 			if ok && rep != 2 {
 				t.Errorf("request %s failed its Check at live replica %s", r.id, reps[rep].name)
 			}
+		case http.StatusInternalServerError:
+			// Allowed by a live replica; the response's ext_proc stream
+			// went to the dead one (ext_proc's status_on_error).
+			failedAfterKill++
 		case http.StatusUnauthorized, http.StatusForbidden:
 			if r.user != 0 {
 				t.Errorf("request %s of user%d denied (%d)", r.id, r.user, r.status)
@@ -471,11 +488,11 @@ oauth:
 		}
 		if r.retryOf != "" && (r.status == http.StatusOK || (r.user == 0 && r.status == http.StatusUnauthorized)) {
 			retriesOK++
-		} else if r.retryOf != "" {
-			t.Errorf("the retry %s of %s: status %d", r.id, r.retryOf, r.status)
 		}
 	}
-	t.Logf("load through the proxy: %d requests; user0 allows per replica before the revoke returned %v, after %v; Checks failed at the killed replica (status_on_error, before its ejection) %d, their retries answered %d; allows after the kill %d; per-host Checks %v",
+	_, _, procFailures := proxy.ExtProc()
+	t.Logf("ext_proc failures: %d", procFailures)
+	t.Logf("load through the proxy: %d requests; user0 allows per replica before the revoke returned %v, after %v; calls failed at the killed replica (status_on_error, before its ejection) %d, requests answered by the client's retry %d; allows after the kill %d; per-host Checks %v",
 		len(results), before, after, failedAfterKill, retriesOK, survivorsAllowed, proxy.HostRequests(translate.AuthzCluster))
 	for i, n := range after {
 		if n != 0 {
@@ -488,8 +505,15 @@ oauth:
 	if survivorsAllowed == 0 {
 		t.Error("no allow after the kill")
 	}
-	if failedAfterKill != retriesOK {
-		t.Errorf("%d Checks failed after the kill, %d retries answered", failedAfterKill, retriesOK)
+	// Every request that met the dead replica was answered by a retry.
+	failedFirst := 0
+	for _, r := range results {
+		if r.retryOf == "" && failedAtDead(r.status) {
+			failedFirst++
+		}
+	}
+	if failedFirst != retriesOK {
+		t.Errorf("%d requests failed at the killed replica, %d were answered by a retry", failedFirst, retriesOK)
 	}
 
 	// The trail verifies and holds every allowed decision once.
@@ -522,7 +546,7 @@ oauth:
 		rp, ok := decidedBy[r.id]
 		// Allows are stored before they are answered, on every replica;
 		// denials are queued, so only the survivors' must all be there.
-		if ok && (r.status == http.StatusOK || rp != 2) && seen[r.id] != 1 {
+		if ok && (r.status == http.StatusOK || rp != 2) && r.status != http.StatusServiceUnavailable && seen[envoyID[r.id]] != 1 {
 			missing++
 		}
 	}
@@ -535,6 +559,13 @@ oauth:
 		t.Errorf("%d answered decisions are missing from the trail", missing)
 	}
 	t.Logf("trail: %d events, chain ok through seq %d", len(events), rep.Last)
+}
+
+// failedAtDead reports a status the proxy answers when a call to a dead
+// Warden host fails: ext_authz's status_on_error (Warden sets 503) or
+// ext_proc's (500 by default).
+func failedAtDead(code int) bool {
+	return code == http.StatusServiceUnavailable || code == http.StatusInternalServerError
 }
 
 type replicaClientResult struct {
