@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -229,7 +231,14 @@ func (st *stream) callAuthz(cfg *extAuthz, req *authv3.CheckRequest) (*authv3.Ch
 	if c == nil {
 		return nil, fmt.Errorf("ext_authz cluster %q is unknown", cfg.clusterName)
 	}
-	conn, err := c.grpcClient(cfg.authority)
+	// One host per call, from the cluster's load balancer; a failed call is
+	// not retried (the filter answers status_on_error), it only feeds
+	// outlier detection.
+	h, ok := c.pick(nil, 0)
+	if !ok {
+		return nil, fmt.Errorf("ext_authz cluster %q: no healthy upstream", cfg.clusterName)
+	}
+	conn, err := c.grpcClient(h, cfg.authority)
 	if err != nil {
 		return nil, err
 	}
@@ -242,8 +251,20 @@ func (st *stream) callAuthz(cfg *extAuthz, req *authv3.CheckRequest) (*authv3.Ch
 		}
 		ctx = metadata.AppendToOutgoingContext(ctx, kv...)
 	}
+	start := time.Now()
 	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
 	st.idle.touch()
+	c.report(h, grpcToHTTP(status.Code(err)))
+	rec := CheckRecord{RequestID: st.h.value("x-request-id"), Path: st.h.value(":path"), Host: h.addr, Start: start}
+	if err != nil {
+		rec.Err = err.Error()
+	} else {
+		rec.Allowed = resp.GetStatus().GetCode() == int32(codes.OK)
+	}
+	st.p.recordCheck(rec)
+	if err == nil {
+		st.p.countHost(c.name, h.addr)
+	}
 	if err == nil {
 		st.p.checks.Add(1)
 	}

@@ -13,6 +13,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	procv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -132,7 +133,9 @@ type procStream struct {
 	ctx              context.Context
 	cancel           context.CancelFunc
 	s                procv3.ExternalProcessor_ProcessClient
-	failed           bool // a failure allowed by failure_mode_allow: the filter steps aside
+	cluster          *cluster
+	host             *host // the ext_proc host of this stream, for outlier detection
+	failed           bool  // a failure allowed by failure_mode_allow: the filter steps aside
 	// abandoned is the exchange a message timeout gave up on: its
 	// goroutine may still be inside Send or Recv, and gRPC forbids
 	// CloseSend (or another Send) concurrently with them.
@@ -200,10 +203,16 @@ func (st *stream) procExchange(ps *procStream, req *procv3.ProcessingRequest) (*
 		if c == nil {
 			return nil, fmt.Errorf("ext_proc cluster %q is unknown", ps.cfg.clusterName)
 		}
-		conn, err := c.grpcClient(ps.cfg.authority)
+		// One host for the whole stream, from the cluster's load balancer.
+		h, ok := c.pick(nil, 0)
+		if !ok {
+			return nil, fmt.Errorf("ext_proc cluster %q: no healthy upstream", ps.cfg.clusterName)
+		}
+		conn, err := c.grpcClient(h, ps.cfg.authority)
 		if err != nil {
 			return nil, err
 		}
+		ps.cluster, ps.host = c, h
 		ps.ctx, ps.cancel = context.WithCancel(st.r.Context())
 		if ps.s, err = procv3.NewExternalProcessorClient(conn).Process(ps.ctx); err != nil {
 			return nil, err
@@ -240,8 +249,12 @@ func (st *stream) procExchange(ps *procStream, req *procv3.ProcessingRequest) (*
 		if r.err == nil {
 			st.p.procMessages.Add(1)
 		}
+		if !errors.Is(r.err, errProcClosed) {
+			ps.cluster.report(ps.host, grpcToHTTP(status.Code(r.err)))
+		}
 		return r.resp, r.err
 	case <-t.C:
+		ps.cluster.report(ps.host, http.StatusGatewayTimeout)
 		ps.cancel()
 		ps.abandoned = finished
 		return nil, errors.New("ext_proc message timeout")

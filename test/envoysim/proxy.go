@@ -88,6 +88,11 @@ type Proxy struct {
 	adsConn *grpc.ClientConn
 
 	checks atomic.Int64 // ext_authz Check calls that got an answer
+	// hostRequests counts answered requests per cluster and host, as
+	// Envoy's per-host upstream_rq_total on its /clusters admin page.
+	hostMu       sync.Mutex
+	hostRequests map[string]map[string]int64
+	checkLog     []CheckRecord
 	// ext_proc: Process streams opened, messages answered, failures.
 	procStreams, procMessages, procFailures atomic.Int64
 }
@@ -317,4 +322,56 @@ func (p *Proxy) retire(c *cluster) {
 	p.retired = append(p.retired, c)
 	p.mu.Unlock()
 	c.transport.CloseIdleConnections()
+}
+
+func (p *Proxy) countHost(cluster, addr string) {
+	p.hostMu.Lock()
+	defer p.hostMu.Unlock()
+	if p.hostRequests == nil {
+		p.hostRequests = map[string]map[string]int64{}
+	}
+	if p.hostRequests[cluster] == nil {
+		p.hostRequests[cluster] = map[string]int64{}
+	}
+	p.hostRequests[cluster][addr]++
+}
+
+// HostRequests returns, for one cluster, how many requests each host
+// (host:port) answered: HTTP responses received from it, gRPC calls it
+// answered. Envoy reports the same as the per-host rq_total of its
+// /clusters admin endpoint.
+func (p *Proxy) HostRequests(cluster string) map[string]int64 {
+	p.hostMu.Lock()
+	defer p.hostMu.Unlock()
+	out := map[string]int64{}
+	for k, v := range p.hostRequests[cluster] {
+		out[k] = v
+	}
+	return out
+}
+
+// CheckRecord is one ext_authz Check the proxy made: which host of the
+// ext_authz cluster it went to and how it ended. Not an Envoy feature
+// (Envoy's per-host stats count the same without the request id); it lets
+// a test attribute each downstream request to the replica that decided it.
+type CheckRecord struct {
+	RequestID string // the request's x-request-id (Envoy's own on edge requests)
+	Path      string // the request's :path, query included
+	Host      string // host:port of the ext_authz endpoint
+	Start     time.Time
+	Allowed   bool   // an OK CheckResponse
+	Err       string // the call failed (status_on_error applied); "" otherwise
+}
+
+func (p *Proxy) recordCheck(r CheckRecord) {
+	p.hostMu.Lock()
+	p.checkLog = append(p.checkLog, r)
+	p.hostMu.Unlock()
+}
+
+// CheckLog returns every ext_authz Check made so far, oldest first.
+func (p *Proxy) CheckLog() []CheckRecord {
+	p.hostMu.Lock()
+	defer p.hostMu.Unlock()
+	return append([]CheckRecord(nil), p.checkLog...)
 }

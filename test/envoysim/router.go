@@ -1,6 +1,7 @@
 package envoysim
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -72,7 +73,7 @@ func (st *stream) route() {
 		st.h.set("x-envoy-expected-rq-timeout-ms", strconv.FormatInt(a.timeout.Milliseconds(), 10))
 	}
 
-	ep, ok := c.pick()
+	ep, ok := c.pick(nil, 0)
 	if !ok {
 		st.localReply(http.StatusServiceUnavailable, []byte("no healthy upstream"), nil)
 		return
@@ -91,7 +92,7 @@ func (st *stream) route() {
 	if a.maxStream != nil {
 		maxStream = *a.maxStream
 	}
-	st.forward(c, ep, a.timeout, maxStream)
+	st.forward(c, ep, a, maxStream)
 }
 
 // requestMutationLevels orders the request header mutations of the route,
@@ -141,9 +142,11 @@ func (a *activityReader) Read(p []byte) (int, error) {
 
 func (a *activityReader) Close() error { return nil }
 
-// forward sends the request to one endpoint of the cluster and streams the
-// response back, flushing every chunk as it arrives.
-func (st *stream) forward(c *cluster, ep endpoint, timeout, maxStream time.Duration) {
+// forward sends the request to one host of the cluster, and to others as
+// the route's retry policy allows, and streams the response back, flushing
+// every chunk as it arrives.
+func (st *stream) forward(c *cluster, up *host, a *routeAction, maxStream time.Duration) {
+	timeout := a.timeout
 	ctx, cancel := context.WithCancelCause(st.r.Context())
 	defer cancel(nil)
 	st.idle.bind(cancel)
@@ -175,44 +178,97 @@ func (st *stream) forward(c *cluster, ep endpoint, timeout, maxStream time.Durat
 		timerMu.Unlock()
 	}()
 
-	path := st.h.value(":path")
-	u := &url.URL{Scheme: c.scheme(), Host: ep.addr}
-	if strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") {
-		p, q := splitPath(path)
-		u.Opaque = p
-		u.RawQuery = strings.TrimPrefix(q, "?")
-		u.ForceQuery = q == "?"
-	} else if pu, err := url.ParseRequestURI(path); err == nil {
-		u.Path, u.RawPath, u.RawQuery = pu.Path, pu.RawPath, pu.RawQuery
-	}
-
-	var body io.ReadCloser = http.NoBody
+	rp := a.retry
 	contentLength := st.r.ContentLength
+	// The router keeps the request body for retries up to the buffer
+	// limit; a longer body disables them (router.cc, retry_shadow_buffer
+	// limit). The harness reads the kept body before the first attempt,
+	// where Envoy buffers it as it streams.
+	var replay []byte
+	replayable := contentLength == 0
+	var stream io.ReadCloser = http.NoBody
 	if contentLength != 0 {
-		body = &activityReader{r: st.body, idle: st.idle, onEOF: startTimeout}
+		stream = &activityReader{r: st.body, idle: st.idle, onEOF: startTimeout}
+		if rp != nil && rp.numRetries > 0 {
+			buf, err := readUpTo(stream, a.bufferLimit+1)
+			if err != nil {
+				st.p.log.Debug("envoysim: reading request body", "err", err)
+				panic(http.ErrAbortHandler) // downstream reset
+			}
+			if int64(len(buf)) <= a.bufferLimit {
+				replay, replayable = buf, true
+			} else {
+				stream = &activityReader{r: io.MultiReader(bytes.NewReader(buf), st.body), idle: st.idle, onEOF: startTimeout}
+			}
+		}
 	} else {
 		startTimeout()
 	}
+	canRetry := rp != nil && replayable
+
 	if c.autoSNI {
 		ctx = context.WithValue(ctx, sniKey{}, hostOnly(st.h.value(":authority")))
 	}
-	req, err := http.NewRequestWithContext(ctx, st.h.value(":method"), "http://placeholder/", body)
-	if err != nil {
-		st.localReply(http.StatusBadRequest, nil, nil)
-		return
+	tried := map[*host]bool{}
+	var resp *http.Response
+	var err error
+	var sent time.Time
+	for attempt := uint32(0); ; attempt++ {
+		tried[up] = true
+		if a.autoHost && up.hostname != "" {
+			st.h.set(":authority", up.hostname)
+		}
+		body := stream
+		if replay != nil {
+			body = io.NopCloser(bytes.NewReader(replay))
+		}
+		req, rerr := st.upstreamRequest(ctx, c, up, body, contentLength)
+		if rerr != nil {
+			st.localReply(http.StatusBadRequest, nil, nil)
+			return
+		}
+		sent = time.Now()
+		resp, err = c.transport.RoundTrip(req)
+		f, code := failNone, 0
+		switch {
+		case err == nil:
+			code = resp.StatusCode
+			c.report(up, code)
+			st.p.countHost(c.name, up.addr)
+		case ctx.Err() != nil:
+			if errors.Is(context.Cause(ctx), errRouteTimeout) {
+				c.report(up, http.StatusGatewayTimeout)
+			}
+		case isConnectFailure(err):
+			f = failConnect
+			c.report(up, http.StatusServiceUnavailable)
+		default:
+			f = failReset
+			c.report(up, http.StatusServiceUnavailable)
+		}
+		if !canRetry || attempt >= rp.numRetries || ctx.Err() != nil || (err != nil && f == failNone) || !rp.retriable(f, code) {
+			break
+		}
+		if resp != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			_ = resp.Body.Close()
+			resp = nil
+		}
+		if !rp.backoff(ctx, attempt+1) {
+			err = context.Cause(ctx)
+			break
+		}
+		var reject func(*host) bool
+		if rp.previousHosts {
+			reject = func(x *host) bool { return tried[x] }
+		}
+		next, ok := c.pick(reject, rp.hostSelectionAttempts)
+		if !ok {
+			st.localReply(http.StatusServiceUnavailable, []byte("no healthy upstream"), nil)
+			return
+		}
+		up = next
 	}
-	req.URL = u
-	req.Host = st.h.value(":authority")
-	req.ContentLength = contentLength
-	req.Header = st.h.toHTTP(func(k string) bool {
-		return k == "host" || k == "content-length"
-	})
-	if _, ok := req.Header["User-Agent"]; !ok {
-		req.Header["User-Agent"] = []string{""} // keep Go from adding its own
-	}
-
-	sent := time.Now()
-	resp, err := c.transport.RoundTrip(req)
 	if err != nil {
 		st.upstreamFailure(ctx, err, false)
 		return
@@ -278,6 +334,41 @@ func (st *stream) forward(c *cluster, ep endpoint, timeout, maxStream time.Durat
 	}
 }
 
+// upstreamRequest builds one attempt's request to host h.
+func (st *stream) upstreamRequest(ctx context.Context, c *cluster, h *host, body io.ReadCloser, contentLength int64) (*http.Request, error) {
+	path := st.h.value(":path")
+	u := &url.URL{Scheme: c.scheme(), Host: h.addr}
+	if strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") {
+		p, q := splitPath(path)
+		u.Opaque = p
+		u.RawQuery = strings.TrimPrefix(q, "?")
+		u.ForceQuery = q == "?"
+	} else if pu, err := url.ParseRequestURI(path); err == nil {
+		u.Path, u.RawPath, u.RawQuery = pu.Path, pu.RawPath, pu.RawQuery
+	}
+	req, err := http.NewRequestWithContext(ctx, st.h.value(":method"), "http://placeholder/", body)
+	if err != nil {
+		return nil, err
+	}
+	req.URL = u
+	req.Host = st.h.value(":authority")
+	req.ContentLength = contentLength
+	req.Header = st.h.toHTTP(func(k string) bool {
+		return k == "host" || k == "content-length"
+	})
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header["User-Agent"] = []string{""} // keep Go from adding its own
+	}
+	return req, nil
+}
+
+// isConnectFailure reports whether the connection to the upstream was
+// never established (refused, unreachable, TLS handshake failed).
+func isConnectFailure(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" || strings.Contains(err.Error(), "TLS error")
+}
+
 // upstreamFailure answers a failed upstream exchange the way the router
 // and the connection manager do.
 func (st *stream) upstreamFailure(ctx context.Context, err error, headersSent bool) {
@@ -297,8 +388,7 @@ func (st *stream) upstreamFailure(ctx context.Context, err error, headersSent bo
 	case st.r.Context().Err() != nil:
 		// The downstream went away; nobody to answer.
 	default:
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" || strings.Contains(err.Error(), "TLS error") {
+		if isConnectFailure(err) {
 			st.localReply(http.StatusServiceUnavailable, []byte(connectFailure(err)), nil)
 			return
 		}

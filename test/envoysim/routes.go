@@ -75,6 +75,12 @@ type routeAction struct {
 	// maxStream is max_stream_duration.max_stream_duration; nil: the
 	// connection manager's applies, 0: none.
 	maxStream *time.Duration
+
+	// retry is the route's retry_policy, or its virtual host's; nil: no
+	// retries. bufferLimit is how much request body is kept for them.
+	retry       *retryPolicy
+	ownRetry    bool
+	bufferLimit int64
 }
 
 // routeMatcher is a compiled RouteMatch.
@@ -154,10 +160,33 @@ func compileVirtualHost(vh *routev3.VirtualHost) (*virtualHost, error) {
 	if out.respHeaders, err = compileHeaderMutations(vh.GetResponseHeadersToAdd(), vh.GetResponseHeadersToRemove()); err != nil {
 		return nil, err
 	}
+	vhRetry, err := compileRetryPolicy(vh.GetRetryPolicy())
+	if err != nil {
+		return nil, fmt.Errorf("retry_policy: %w", err)
+	}
+	if vh.GetRetryPolicyTypedConfig() != nil || vh.GetHedgePolicy() != nil {
+		return nil, errors.New("retry_policy_typed_config and hedge_policy are not supported by envoysim")
+	}
+	vhLimit := int64(defaultBufferLimit)
+	//lint:ignore SA1019 Envoy still honours the deprecated per_request_buffer_limit_bytes
+	if l := vh.GetPerRequestBufferLimitBytes(); l != nil {
+		vhLimit = int64(l.GetValue())
+	}
 	for i, r := range vh.GetRoutes() {
 		cr, err := compileRoute(r)
 		if err != nil {
 			return nil, fmt.Errorf("route %d (%q): %w", i, r.GetName(), err)
+		}
+		// A route's retry_policy replaces the virtual host's as a whole.
+		if a := cr.action; a != nil {
+			if !a.ownRetry {
+				a.retry = vhRetry
+			}
+			a.bufferLimit = vhLimit
+			//lint:ignore SA1019 see above
+			if l := r.GetPerRequestBufferLimitBytes(); l != nil {
+				a.bufferLimit = int64(l.GetValue())
+			}
 		}
 		out.routes = append(out.routes, cr)
 	}
@@ -274,6 +303,14 @@ func compileRouteAction(a *routev3.RouteAction, m *routeMatcher) (*routeAction, 
 		timeout:      durationOr(a.GetTimeout(), defaultRouteTimeout),
 		notFoundCode: 503,
 		appendXFH:    a.GetAppendXForwardedHost(),
+	}
+	rp, err := compileRetryPolicy(a.GetRetryPolicy())
+	if err != nil {
+		return nil, fmt.Errorf("retry_policy: %w", err)
+	}
+	ra.retry, ra.ownRetry = rp, rp != nil
+	if a.GetRetryPolicyTypedConfig() != nil || a.GetHedgePolicy() != nil || len(a.GetRequestMirrorPolicies()) > 0 {
+		return nil, errors.New("retry_policy_typed_config, hedge_policy and request_mirror_policies are not supported by envoysim")
 	}
 	switch a.GetClusterNotFoundResponseCode() {
 	case routev3.RouteAction_NOT_FOUND:

@@ -8,14 +8,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/grpc"
@@ -45,7 +43,10 @@ type endpoint struct {
 type cluster struct {
 	name           string
 	src            *clusterv3.Cluster
-	endpoints      []endpoint
+	hosts          []*host
+	weighted       bool // some load_balancing_weight differs from the others
+	panicThreshold float64
+	outlier        *outlierDetection // nil: no outlier detection
 	connectTimeout time.Duration
 	http2          bool
 
@@ -54,11 +55,9 @@ type cluster struct {
 	autoSNI bool
 
 	next      atomic.Uint64
+	wrrMu     sync.Mutex
+	ejectMu   sync.Mutex
 	transport *http.Transport
-
-	grpcOnce sync.Once
-	grpcConn *grpc.ClientConn
-	grpcErr  error
 }
 
 // compileCluster turns a Cluster into something the router can send to.
@@ -88,27 +87,29 @@ func compileCluster(c *clusterv3.Cluster, roots *x509.CertPool) (*cluster, error
 	default:
 		return nil, fmt.Errorf("cluster discovery type %T is not supported by envoysim", t)
 	}
-	for _, loc := range c.GetLoadAssignment().GetEndpoints() {
-		for _, lbe := range loc.GetLbEndpoints() {
-			switch lbe.GetHealthStatus() {
-			case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
-				continue // Envoy does not balance onto these
-			}
-			ep := lbe.GetEndpoint()
-			sa := ep.GetAddress().GetSocketAddress()
-			if sa == nil {
-				return nil, errors.New("only socket_address endpoints are supported by envoysim")
-			}
-			port, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_PortValue)
-			if !ok {
-				return nil, errors.New("endpoint port_value is required by envoysim")
-			}
-			e := endpoint{addr: net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(port.PortValue))), hostname: ep.GetHostname()}
-			if e.hostname == "" && dnsType {
-				e.hostname = sa.GetAddress()
-			}
-			out.endpoints = append(out.endpoints, e)
+	// ROUND_ROBIN is the zero value; Envoy's other policies are not modelled.
+	if c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN || c.GetLoadBalancingPolicy() != nil {
+		return nil, fmt.Errorf("lb_policy %s is not supported by envoysim (only ROUND_ROBIN)", c.GetLbPolicy())
+	}
+	if len(c.GetHealthChecks()) > 0 {
+		return nil, errors.New("active health_checks are not supported by envoysim")
+	}
+	hosts, err := compileHosts(c, dnsType)
+	if err != nil {
+		return nil, err
+	}
+	out.hosts = hosts
+	for _, h := range hosts {
+		if h.weight != hosts[0].weight {
+			out.weighted = true
 		}
+	}
+	out.panicThreshold = defaultPanicThreshold
+	if pt := c.GetCommonLbConfig().GetHealthyPanicThreshold(); pt != nil {
+		out.panicThreshold = pt.GetValue()
+	}
+	if out.outlier, err = compileOutlier(c.GetOutlierDetection(), len(hosts)); err != nil {
+		return nil, err
 	}
 
 	//lint:ignore SA1019 the deprecated field is still honoured by Envoy
@@ -358,15 +359,6 @@ func (c *cluster) newTransport() *http.Transport {
 	return t
 }
 
-// pick round-robins over the healthy endpoints (Envoy's default ROUND_ROBIN).
-func (c *cluster) pick() (endpoint, bool) {
-	if len(c.endpoints) == 0 {
-		return endpoint{}, false
-	}
-	n := c.next.Add(1) - 1
-	return c.endpoints[n%uint64(len(c.endpoints))], true
-}
-
 func (c *cluster) scheme() string {
 	if c.tls != nil {
 		return "https"
@@ -374,15 +366,12 @@ func (c *cluster) scheme() string {
 	return "http"
 }
 
-// grpcClient returns the gRPC connection Envoy's envoy_grpc client would
-// use for this cluster (HTTP/2, plaintext or TLS per the cluster).
-func (c *cluster) grpcClient(authority string) (*grpc.ClientConn, error) {
-	c.grpcOnce.Do(func() {
-		ep, ok := c.pick()
-		if !ok {
-			c.grpcErr = errors.New("no healthy upstream")
-			return
-		}
+// grpcClient returns the connection Envoy's envoy_grpc client would use
+// to one host of this cluster (HTTP/2, plaintext or TLS per the cluster).
+// Envoy's async client picks a host for every call through the cluster's
+// load balancer, so every host has its own connection.
+func (c *cluster) grpcClient(h *host, authority string) (*grpc.ClientConn, error) {
+	h.grpcOnce.Do(func() {
 		creds := insecure.NewCredentials()
 		if c.tls != nil {
 			cfg := c.tls.Clone()
@@ -407,15 +396,17 @@ func (c *cluster) grpcClient(authority string) (*grpc.ClientConn, error) {
 			authority = c.name // envoy_grpc sends the cluster name as :authority by default
 		}
 		opts = append(opts, grpc.WithAuthority(authority))
-		c.grpcConn, c.grpcErr = grpc.NewClient("passthrough:///"+ep.addr, opts...)
+		h.grpcConn, h.grpcErr = grpc.NewClient("passthrough:///"+h.addr, opts...)
 	})
-	return c.grpcConn, c.grpcErr
+	return h.grpcConn, h.grpcErr
 }
 
 func (c *cluster) close() {
 	c.transport.CloseIdleConnections()
-	if c.grpcConn != nil {
-		_ = c.grpcConn.Close()
+	for _, h := range c.hosts {
+		if h.grpcConn != nil {
+			_ = h.grpcConn.Close()
+		}
 	}
 }
 

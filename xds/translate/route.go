@@ -6,8 +6,10 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/warden-mcp/warden/xds/ir"
 )
@@ -91,6 +93,26 @@ func validateRoutes(routes []*route.Route) error {
 	return nil
 }
 
+// wardenRetryPolicy lets Envoy move a request for Warden's own endpoints to
+// another replica when the connection to one is refused (a replica
+// restarting or killed): such a request never reached a replica, so even a
+// POST to /oauth/token (a single-use code, a rotating refresh handle) is
+// safe to send again. Nothing that may have reached a replica (a reset, a
+// 5xx, a timeout) is retried: a code redeemed twice is a replay and revokes
+// the grant. previous_hosts makes the retry pick another replica when
+// Warden's cluster lists several.
+func wardenRetryPolicy(previousHosts *anypb.Any) *route.RetryPolicy {
+	return &route.RetryPolicy{
+		RetryOn:    "connect-failure",
+		NumRetries: wrapperspb.UInt32(2),
+		RetryHostPredicate: []*route.RetryPolicy_RetryHostPredicate{{
+			Name:       "envoy.retry_host_predicates.previous_hosts",
+			ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: previousHosts},
+		}},
+		HostSelectionRetryMaxAttempts: 3,
+	}
+}
+
 // routeConfiguration assembles the one RouteConfiguration: server routes in
 // name order, then Warden's own endpoints, then the 404.
 func routeConfiguration(serverRoutes []*route.Route) (*route.RouteConfiguration, error) {
@@ -103,6 +125,10 @@ func routeConfiguration(serverRoutes []*route.Route) (*route.RouteConfiguration,
 		return nil, err
 	}
 	off := map[string]*anypb.Any{ExtAuthzFilter: disabled, ExtProcFilter: procDisabled}
+	previousHosts, err := pack(&previoushosts.PreviousHostsPredicate{})
+	if err != nil {
+		return nil, err
+	}
 	routes := make([]*route.Route, 0, len(serverRoutes)+len(wardenPrefixes)+1)
 	routes = append(routes, serverRoutes...)
 	for _, p := range wardenPrefixes {
@@ -111,6 +137,7 @@ func routeConfiguration(serverRoutes []*route.Route) (*route.RouteConfiguration,
 			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: p.prefix}},
 			Action: &route.Route_Route{Route: &route.RouteAction{
 				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: HTTPCluster},
+				RetryPolicy:      wardenRetryPolicy(previousHosts),
 			}},
 			TypedPerFilterConfig: off,
 		})

@@ -1,0 +1,649 @@
+package replicas
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/warden-mcp/warden/internal/audit"
+	"github.com/warden-mcp/warden/internal/store/postgres"
+	"github.com/warden-mcp/warden/oauth/oauthtest"
+	"github.com/warden-mcp/warden/test/envoysim"
+	"github.com/warden-mcp/warden/test/idp"
+	"github.com/warden-mcp/warden/test/load"
+	"github.com/warden-mcp/warden/test/mcpserver"
+	"github.com/warden-mcp/warden/xds/translate"
+)
+
+// envAddr is the address a replica was told to listen on with key.
+func envAddr(t *testing.T, r *replica, key string) string {
+	t.Helper()
+	for _, kv := range r.cmd.Env {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
+	}
+	t.Fatalf("replica %s has no %s", r.name, key)
+	return ""
+}
+
+// replicaCluster is the bootstrap static cluster that lists every replica
+// as an endpoint, as an operator's Envoy does for a Warden Deployment:
+// ROUND_ROBIN (the default lb_policy), and outlier detection so that a
+// dead replica is ejected after three consecutive failures (a third of
+// the hosts may be ejected; Envoy's default 10% would eject none of
+// three).
+func replicaCluster(t *testing.T, name string, http2 bool, addrs []string) *clusterv3.Cluster {
+	t.Helper()
+	var lbes []*endpointv3.LbEndpoint
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := strconv.Atoi(port)
+		lbes = append(lbes, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)},
+			}}},
+		}}})
+	}
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(2 * time.Second),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbes}},
+		},
+		OutlierDetection: &clusterv3.OutlierDetection{
+			Consecutive_5Xx:    wrapperspb.UInt32(3),
+			BaseEjectionTime:   durationpb.New(time.Minute),
+			MaxEjectionPercent: wrapperspb.UInt32(34),
+		},
+	}
+	if http2 {
+		po, err := anypb.New(&httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": po}
+	}
+	return c
+}
+
+// metric sums the samples of a counter on a replica's /metrics whose
+// labels include every label given ("k=\"v\"").
+func metric(t *testing.T, r *replica, name string, labels ...string) float64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", r.admin+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", r.name, err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics of %s: %q: %v", r.name, line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// counters is one reading of the counters the phases are attributed by.
+type counters struct{ codes, refreshes, allows []float64 }
+
+func readCounters(t *testing.T, reps []*replica) counters {
+	var c counters
+	for _, r := range reps {
+		c.codes = append(c.codes, metric(t, r, "warden_oauth_token_requests_total", `grant_type="authorization_code"`, `result="issued"`))
+		c.refreshes = append(c.refreshes, metric(t, r, "warden_oauth_token_requests_total", `grant_type="refresh_token"`, `result="issued"`))
+		c.allows = append(c.allows, metric(t, r, "warden_authz_decisions_total", `decision="allow"`))
+	}
+	return c
+}
+
+func diff(a, b []float64) []float64 {
+	out := make([]float64, len(a))
+	for i := range a {
+		out[i] = b[i] - a[i]
+	}
+	return out
+}
+
+// The deployment issue 10 describes: three replicas on one PostgreSQL,
+// the Envoy-faithful harness in front with all three as endpoints of the
+// ext_authz cluster and of Warden's HTTP (OAuth) cluster, round robin, the
+// listener and routes from replica A's xDS. The official TypeScript SDK
+// client signs in, refreshes and calls tools through the proxy; each phase
+// is attributed to the replica that served it from the replicas' own
+// metrics. Then, under load through the proxy on all three: `warden revoke
+// --user` through B (0 allows after it returns, counted per replica from
+// the proxy's record of which replica decided each request), and C killed
+// with SIGKILL (A and B go on; a Check the balancer still sends to C
+// answers status_on_error until outlier detection ejects it, and the
+// client's retry succeeds; OAuth requests are retried by Envoy's
+// connect-failure retry policy). The trail verifies and holds every
+// allowed decision once.
+func TestEnvoysimInFrontOfReplicas(t *testing.T) {
+	dsn := database(t)
+	bin := wardenBinary(t)
+	node := idp.Node(t)
+	pdir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kek := make([]byte, 32)
+	_, _ = rand.Read(kek)
+	sealing := "kek1:" + base64.StdEncoding.EncodeToString(kek)
+	hash, err := bcrypt.GenerateFromPassword([]byte(oauthtest.Password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyAddr := load.FreePort()
+	public := "http://" + proxyAddr
+	cfg := filepath.Join(t.TempDir(), "warden.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`public_url: %s
+oauth:
+  connector:
+    type: static
+    static:
+      users:
+        - username: %s
+          email: alice@example.com
+          password_hash: %q
+`, public, oauthtest.User, hash)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reps := []*replica{startReplica(t, bin, "a", dsn, sealing, pdir, replicaOpts{config: cfg})}
+	reps = append(reps, startReplica(t, bin, "b", dsn, sealing, pdir, replicaOpts{config: cfg}), startReplica(t, bin, "c", dsn, sealing, pdir, replicaOpts{config: cfg}))
+	byHost := map[string]int{}
+	var authzAddrs, httpAddrs []string
+	for i, r := range reps {
+		authzAddrs = append(authzAddrs, r.authz)
+		httpAddrs = append(httpAddrs, httpAddr(t, r))
+		byHost[r.authz] = i
+	}
+
+	// Upstreams: test/mcpserver for the SDK client (trusting only Warden's
+	// JWT, its JWKS fetched through the proxy), and a plain one for the
+	// load that records every request it was let through.
+	mcp, err := mcpserver.New(t.Context(), mcpserver.Options{JWKSURL: public + "/oauth/jwks", Issuer: public, Audience: public + "/mcp/bi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcpSrv := httptest.NewServer(mcp)
+	t.Cleanup(mcpSrv.Close)
+	var upMu sync.Mutex
+	reached := map[string]int{}
+	loadSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		upMu.Lock()
+		reached[r.URL.Query().Get("rq")]++
+		upMu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"hello"}]}}`)
+	}))
+	t.Cleanup(loadSrv.Close)
+	reps[0].call(t, "POST", "/api/v1/servers", map[string]any{"name": "bi", "url": mcpSrv.URL + "/mcp"})
+	reps[0].call(t, "POST", "/api/v1/servers", map[string]any{"name": "load", "url": loadSrv.URL + "/mcp"})
+
+	proxy, err := envoysim.Start(t.Context(), envoysim.Options{
+		ADSAddress: envAddr(t, reps[0], "WARDEN_LISTEN_XDS"), NodeID: "envoy-replicas", Listen: proxyAddr,
+		StaticClusters: []*clusterv3.Cluster{
+			replicaCluster(t, translate.AuthzCluster, true, authzAddrs),
+			replicaCluster(t, translate.HTTPCluster, false, httpAddrs),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	if _, err := proxy.WaitForRoutes(ctx, func(c *envoysim.Config) bool {
+		a, ok1 := c.Match(proxyAddr, "/mcp/bi")
+		b, ok2 := c.Match(proxyAddr, "/mcp/load")
+		o, ok3 := c.Match(proxyAddr, "/oauth/token")
+		return ok1 && ok2 && ok3 && a.Cluster == "mcp_bi" && b.Cluster == "mcp_load" && o.Cluster == translate.HTTPCluster
+	}); err != nil {
+		t.Fatalf("routes from replica a's xDS: %v", err)
+	}
+	cancel()
+
+	// ---- The SDK client: sign in, refresh, tools, phase by phase ----
+	res, phases := runReplicaClient(t, node, public, reps)
+	for _, e := range res.Exchanges {
+		if e.Origin != public {
+			t.Errorf("the client talked to %s directly: %+v", e.Origin, e)
+		}
+	}
+	if !strings.Contains(res.Whoami, "sub=") || len(res.Echoes) != 6 || res.Echoes[5] != "call 5" {
+		t.Fatalf("tool results through the proxy: whoami %q, echoes %q", res.Whoami, res.Echoes)
+	}
+	if res.SignInToken == "" || res.RefreshedToken == "" || res.SignInToken == res.RefreshedToken || res.RefreshResult != "AUTHORIZED" {
+		t.Fatalf("the refresh did not give a new handle (result %q)", res.RefreshResult)
+	}
+	signin := diff(phases["signin"].codes, phases["refresh"].codes)
+	refresh := diff(phases["refresh"].refreshes, phases["tools"].refreshes)
+	tools := diff(phases["tools"].allows, phases["done"].allows)
+	where := func(d []float64) int {
+		at, total := -1, 0.0
+		for i, v := range d {
+			total += v
+			if v > 0 {
+				at = i
+			}
+		}
+		if total != 1 {
+			t.Fatalf("one issuance expected in the phase, counted per replica %v", d)
+		}
+		return at
+	}
+	codeAt, refreshAt := where(signin), where(refresh)
+	served := map[int]bool{codeAt: true, refreshAt: true}
+	for i, n := range tools {
+		if n == 0 {
+			t.Errorf("replica %s decided none of the tool-phase Checks (%v): not round robin", reps[i].name, tools)
+		}
+		if n > 0 {
+			served[i] = true
+		}
+	}
+	if len(served) != 3 {
+		t.Errorf("the three phases were served by %d replicas, want all three", len(served))
+	}
+	t.Logf("SDK client through the proxy: code redeemed at %s, refresh at %s, tool-phase allows per replica %v (round robin makes every phase land somewhere; which replica is not fixed)",
+		reps[codeAt].name, reps[refreshAt].name, tools)
+
+	// ---- Load through the proxy on all three; revoke; kill -9 ----
+	const users = 3
+	handles := make([]string, users)
+	for u := range handles {
+		out := reps[u%3].call(t, "POST", "/api/v1/tokens", map[string]any{"subject": fmt.Sprintf("user%d@example.com", u), "servers": []string{"load"}, "ttl": "1h"})
+		handles[u], _ = out["access_token"].(string)
+		if handles[u] == "" {
+			t.Fatalf("no token: %v", out)
+		}
+	}
+	type result struct {
+		user    int
+		id      string
+		status  int
+		start   time.Time
+		retryOf string // the request this one retried
+	}
+	var mu sync.Mutex
+	var results []result
+	var seq atomic.Int64
+	var dead atomic.Bool
+	client := &http.Client{Timeout: 10 * time.Second}
+	send := func(u int, id string) (int, error) {
+		body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}`
+		// Envoy replaces an edge request's x-request-id, so the request's
+		// own id travels in the query, which ext_authz and the upstream see.
+		req, _ := http.NewRequest("POST", public+"/mcp/load?rq="+id, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+handles[u])
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 2*users; w++ {
+		u := w % users
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("ld-%d", seq.Add(1))
+				start := time.Now()
+				code, err := send(u, id)
+				if err != nil {
+					t.Errorf("request %s: %v", id, err)
+					return
+				}
+				mu.Lock()
+				results = append(results, result{user: u, id: id, status: code, start: start})
+				mu.Unlock()
+				// status_on_error: the Check (503) or the ext_proc stream of
+				// the response (500) went to the killed replica. Only that
+				// may cause it; the client retries, and the balancer sends
+				// the retry to the next replica. The dead one can fail at most
+				// consecutive_5xx calls plus those already on their way when
+				// it is ejected, so ten attempts always get an answer.
+				for attempt := 1; failedAtDead(code); attempt++ {
+					if !dead.Load() {
+						t.Errorf("request %s: 503 while every replica was alive", id)
+						return
+					}
+					if attempt > 10 {
+						t.Errorf("request %s: still 503 after 10 retries", id)
+						return
+					}
+					rid := fmt.Sprintf("%s-retry%d", id, attempt)
+					rstart := time.Now()
+					if code, err = send(u, rid); err != nil {
+						t.Errorf("retry %s: %v", rid, err)
+						return
+					}
+					mu.Lock()
+					results = append(results, result{user: u, id: rid, status: code, start: rstart, retryOf: id})
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	reps[1].cli(t, bin, "revoke", "--user", "user0@example.com")
+	returned := time.Now()
+	time.Sleep(time.Second)
+	dead.Store(true)
+	if err := reps[2].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-reps[2].done
+	killed := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+
+	// OAuth through the proxy with C dead: the route's connect-failure
+	// retry (or C's ejection) answers every request from A or B.
+	for i := 0; i < 6; i++ {
+		resp, err := http.Get(public + "/oauth/jwks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"kid"`)) {
+			t.Errorf("GET /oauth/jwks through the proxy after the kill: %d %.200s", resp.StatusCode, b)
+		}
+	}
+	close(stop)
+	wg.Wait()
+
+	// Which replica decided each request: the proxy's record of the
+	// ext_authz host of every Check.
+	decidedBy := map[string]int{}
+	checkAllowed := map[string]bool{}
+	envoyID := map[string]string{} // the x-request-id Envoy gave it, the trail's request id
+	for _, c := range proxy.CheckLog() {
+		_, q, _ := strings.Cut(c.Path, "?rq=")
+		if !strings.HasPrefix(q, "ld-") {
+			continue
+		}
+		if _, dup := decidedBy[q]; dup {
+			t.Errorf("request %s was checked twice", q)
+		}
+		decidedBy[q] = byHost[c.Host]
+		checkAllowed[q] = c.Allowed
+		envoyID[q] = c.RequestID
+	}
+	after := make([]int, len(reps))
+	before := make([]int, len(reps))
+	var failedAfterKill, retriesOK, survivorsAllowed, otherStatus int
+	for _, r := range results {
+		rep, ok := decidedBy[r.id]
+		if !ok && r.status != http.StatusServiceUnavailable {
+			t.Errorf("request %s (status %d) has no Check in the proxy's record", r.id, r.status)
+			continue
+		}
+		switch r.status {
+		case http.StatusOK:
+			if !checkAllowed[r.id] {
+				t.Errorf("request %s reached the upstream without an allowed Check", r.id)
+			}
+			upMu.Lock()
+			n := reached[r.id]
+			upMu.Unlock()
+			if n != 1 {
+				t.Errorf("request %s answered 200 but reached the upstream %d times", r.id, n)
+			}
+			if r.user == 0 {
+				if r.start.After(returned) {
+					after[rep]++
+				} else {
+					before[rep]++
+				}
+			}
+			if r.user != 0 && r.start.After(killed) {
+				survivorsAllowed++
+			}
+		case http.StatusServiceUnavailable:
+			failedAfterKill++
+			if ok && rep != 2 {
+				t.Errorf("request %s failed its Check at live replica %s", r.id, reps[rep].name)
+			}
+		case http.StatusInternalServerError:
+			// Allowed by a live replica; the response's ext_proc stream
+			// went to the dead one (ext_proc's status_on_error).
+			failedAfterKill++
+		case http.StatusUnauthorized, http.StatusForbidden:
+			if r.user != 0 {
+				t.Errorf("request %s of user%d denied (%d)", r.id, r.user, r.status)
+			}
+		default:
+			otherStatus++
+			t.Errorf("request %s: status %d", r.id, r.status)
+		}
+		if r.retryOf != "" && (r.status == http.StatusOK || (r.user == 0 && r.status == http.StatusUnauthorized)) {
+			retriesOK++
+		}
+	}
+	_, _, procFailures := proxy.ExtProc()
+	t.Logf("ext_proc failures: %d", procFailures)
+	t.Logf("load through the proxy: %d requests; user0 allows per replica before the revoke returned %v, after %v; calls failed at the killed replica (status_on_error, before its ejection) %d, requests answered by the client's retry %d; allows after the kill %d; per-host Checks %v",
+		len(results), before, after, failedAfterKill, retriesOK, survivorsAllowed, proxy.HostRequests(translate.AuthzCluster))
+	for i, n := range after {
+		if n != 0 {
+			t.Errorf("replica %s allowed the revoked user %d times after `warden revoke` returned", reps[i].name, n)
+		}
+		if before[i] == 0 {
+			t.Errorf("replica %s never allowed user0 before the revocation: the test proves nothing there", reps[i].name)
+		}
+	}
+	if survivorsAllowed == 0 {
+		t.Error("no allow after the kill")
+	}
+	// Every request that met the dead replica was answered by a retry.
+	failedFirst := 0
+	for _, r := range results {
+		if r.retryOf == "" && failedAtDead(r.status) {
+			failedFirst++
+		}
+	}
+	if failedFirst != retriesOK {
+		t.Errorf("%d requests failed at the killed replica, %d were answered by a retry", failedFirst, retriesOK)
+	}
+
+	// The trail verifies and holds every allowed decision once.
+	if out := reps[0].cli(t, bin, "audit", "verify"); !strings.Contains(out, "audit chain intact") {
+		t.Fatalf("warden audit verify: %s", out)
+	}
+	reps[0].stop()
+	reps[1].stop()
+	st, err := postgres.Open(context.Background(), postgres.Options{DSN: dsn, SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rep, err := audit.Verify(context.Background(), st)
+	if err != nil || !rep.OK() {
+		t.Fatalf("audit verify: %+v %v", rep, err)
+	}
+	events, err := st.ListAudit(context.Background(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, ev := range events {
+		if ev.Type == "decision" && ev.RequestID != "" {
+			seen[ev.RequestID]++
+		}
+	}
+	missing := 0
+	for _, r := range results {
+		rp, ok := decidedBy[r.id]
+		// Allows are stored before they are answered, on every replica;
+		// denials are queued, so only the survivors' must all be there.
+		if ok && (r.status == http.StatusOK || rp != 2) && r.status != http.StatusServiceUnavailable && seen[envoyID[r.id]] != 1 {
+			missing++
+		}
+	}
+	for id, n := range seen {
+		if n > 1 {
+			t.Errorf("decision %s recorded %d times", id, n)
+		}
+	}
+	if missing != 0 {
+		t.Errorf("%d answered decisions are missing from the trail", missing)
+	}
+	t.Logf("trail: %d events, chain ok through seq %d", len(events), rep.Last)
+}
+
+// failedAtDead reports a status the proxy answers when a call to a dead
+// Warden host fails: ext_authz's status_on_error (Warden sets 503) or
+// ext_proc's (500 by default).
+func failedAtDead(code int) bool {
+	return code == http.StatusServiceUnavailable || code == http.StatusInternalServerError
+}
+
+type replicaClientResult struct {
+	SignInToken    string `json:"signInToken"`
+	RefreshedToken string `json:"refreshedToken"`
+	RefreshResult  string `json:"refreshResult"`
+	Whoami         string `json:"whoami"`
+	Echoes         []string
+	Exchanges      []struct {
+		Phase, Method, Origin, Path, GrantType string
+		Status                                 int
+	}
+}
+
+// runReplicaClient drives test/replicas/client.mjs, plays the browser,
+// and reads every replica's counters at each phase mark.
+func runReplicaClient(t *testing.T, node, public string, reps []*replica) (*replicaClientResult, map[string]counters) {
+	redirect := "http://" + load.FreePort() + "/callback" // nobody listens: the browser stops there
+	arg, _ := json.Marshal(map[string]any{"serverUrl": public + "/mcp/bi", "redirectUrl": redirect, "calls": 6})
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join("replicas", "client.mjs"), string(arg))
+	cmd.Dir = idp.TestDir()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Wait() }()
+	defer cancel()
+	defer stdin.Close()
+	reply := func(v any) {
+		raw, _ := json.Marshal(v)
+		if _, err := stdin.Write(append(raw, '\n')); err != nil {
+			t.Fatalf("write to client: %v", err)
+		}
+	}
+	phases := map[string]counters{}
+	var res *replicaClientResult
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var msg struct{ Event, URL, Phase string }
+		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
+			t.Fatalf("client printed a non-JSON line: %v\nstderr:\n%s", err, stderr.String())
+		}
+		switch msg.Event {
+		case "mark":
+			phases[msg.Phase] = readCounters(t, reps)
+			reply(map[string]any{})
+		case "authorize":
+			b := oauthtest.NewBrowser()
+			back, err := b.Authorize(msg.URL, redirect)
+			if err != nil {
+				t.Fatalf("browser through the proxy: %v (visited %v)", err, b.Visited)
+			}
+			reply(map[string]string{"callback": back.String()})
+		case "done":
+			phases["done"] = readCounters(t, reps)
+			res = &replicaClientResult{}
+			if err := json.Unmarshal(sc.Bytes(), res); err != nil {
+				t.Fatalf("client result: %v", err)
+			}
+		default:
+			t.Fatalf("unexpected client event %q", msg.Event)
+		}
+	}
+	if res == nil {
+		// Never print stdout: it carries handles.
+		t.Fatalf("the client ended without a result\nstderr:\n%s", stderr.String())
+	}
+	return res, phases
+}
