@@ -248,7 +248,9 @@ func hvo(h header) *corev3.HeaderValueOption {
 // record writes the decision's audit event and turns the outcome into
 // Envoy's answer. An allow is answered only once its event is stored: an
 // allow the trail cannot hold is a 503, so that the trail has every request
-// that reached a server. A denial's event is queued.
+// that reached a server. A denial goes through Record, which in
+// audit.durability: sync (audit.Trail.Decisions) also waits for the group
+// commit; a denial the trail cannot hold is still refused, and logged.
 func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.CheckResponse {
 	ev := s.event(c, o)
 	var err error

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/internal/keys"
 	"github.com/warden-mcp/warden/internal/registry"
@@ -24,6 +26,25 @@ func openServeStore(ctx context.Context, cfg config.Config, log *slog.Logger) (s
 	}
 	return postgres.Open(ctx, postgres.Options{DSN: cfg.Store.Postgres.DSN, MaxConns: cfg.Store.Postgres.MaxConns, Logger: log,
 		Replica: &postgres.ReplicaOptions{Lease: cfg.Store.Postgres.ReplicaLease.D()}})
+}
+
+// replicaReady is the /readyz check of a replica on PostgreSQL: not
+// ready while its lease is lapsed (it fails closed anyway). Always ready
+// on Badger.
+func replicaReady(st store.Store) func() error {
+	if pg, ok := st.(*postgres.Store); ok {
+		return pg.ReplicaReady
+	}
+	return func() error { return nil }
+}
+
+// registerReplicaMetrics exports the replica's lease state on PostgreSQL;
+// nothing on Badger.
+func registerReplicaMetrics(st store.Store, reg prometheus.Registerer) error {
+	if pg, ok := st.(*postgres.Store); ok {
+		return pg.RegisterReplicaMetrics(reg)
+	}
+	return nil
 }
 
 // replicaKeys are the keys replicas share through the store: nil on

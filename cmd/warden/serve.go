@@ -144,6 +144,9 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	auditErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "warden_audit_write_errors_total", Help: "Failed audit store writes (retried until they succeed)."})
 	reg.MustRegister(auditErrors)
+	if err := registerReplicaMetrics(st, reg); err != nil {
+		return err
+	}
 
 	sink, closeSink, err := auditSink(cfg.Audit.Sink, stdout)
 	if err != nil {
@@ -307,7 +310,8 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 			},
 		},
 		Ready: map[string]admin.Check{
-			"store": storeHealth(st),
+			"store":   storeHealth(st),
+			"replica": replicaReady(st),
 			"xds": func() error {
 				if st := xdsSrv.Status(); !st.Ready {
 					return fmt.Errorf("no snapshot published yet: %s", st.LastError)

@@ -1,7 +1,8 @@
 // Package crash kills `warden serve` with SIGKILL in the middle of a Check
 // load in audit.durability: sync, restarts it on the same data directory,
-// and checks that every decision whose allow reached the client is in the
-// trail and that the chain verifies (`warden audit verify`).
+// and checks that every decision whose answer reached the client, allow or
+// denial, is in the trail and that the chain verifies (`warden audit
+// verify`).
 package crash
 
 import (
@@ -29,7 +30,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-func TestKill9UnderLoadLosesNoAnsweredAllow(t *testing.T) {
+func TestKill9UnderLoadLosesNoAnsweredDecision(t *testing.T) {
 	bin := wardenBinary(t)
 	dir := t.TempDir()
 	w := start(t, bin, dir)
@@ -48,14 +49,17 @@ func TestKill9UnderLoadLosesNoAnsweredAllow(t *testing.T) {
 	defer conn.Close()
 	client := authv3.NewAuthorizationClient(conn)
 
-	// Callers record the request id of every allow they were answered;
-	// after enough, the process is killed while they keep calling.
+	// Callers record the request id of every allow and every denial they
+	// were answered (every other call presents a token Warden never
+	// issued: a 401); after enough, the process is killed while they keep
+	// calling.
 	var (
 		mu       sync.Mutex
-		allowed  []string
+		answers  = map[string][]string{} // decision -> request ids
 		answered atomic.Int64
 		failed   atomic.Int64
 	)
+	bogus := "wdn_at_" + strings.Repeat("x", 43)
 	const callers, killAfter = 8, 400
 	killed := make(chan struct{})
 	var wg sync.WaitGroup
@@ -65,8 +69,12 @@ func TestKill9UnderLoadLosesNoAnsweredAllow(t *testing.T) {
 			defer wg.Done()
 			for n := 0; ; n++ {
 				id := fmt.Sprintf("crash-%d-%d", c, n)
+				want, h := "allow", handle
+				if n%2 == 1 {
+					want, h = "deny", bogus
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				resp, err := client.Check(ctx, checkRequest(handle, id))
+				resp, err := client.Check(ctx, checkRequest(h, id))
 				cancel()
 				if err != nil {
 					failed.Add(1)
@@ -78,12 +86,12 @@ func TestKill9UnderLoadLosesNoAnsweredAllow(t *testing.T) {
 						continue
 					}
 				}
-				if resp.GetOkResponse() == nil {
-					t.Errorf("check %s denied: %v", id, resp.GetDeniedResponse())
+				if got := decision(resp); got != want {
+					t.Errorf("check %s: %s (%v), want %s", id, got, resp.GetDeniedResponse(), want)
 					return
 				}
 				mu.Lock()
-				allowed = append(allowed, id)
+				answers[want] = append(answers[want], id)
 				mu.Unlock()
 				answered.Add(1)
 			}
@@ -110,7 +118,7 @@ func TestKill9UnderLoadLosesNoAnsweredAllow(t *testing.T) {
 
 	w2 := start(t, bin, dir)
 	defer w2.stop(t)
-	inTrail := map[string]bool{}
+	inTrail := map[string]map[string]bool{"allow": {}, "deny": {}}
 	var from uint64
 	for {
 		var evs []struct {
@@ -121,8 +129,8 @@ func TestKill9UnderLoadLosesNoAnsweredAllow(t *testing.T) {
 		}
 		get(t, fmt.Sprintf("%s/api/v1/audit?from=%d&limit=1000", w2.admin, from), tok, &evs)
 		for _, e := range evs {
-			if e.Type == "decision" && e.Decision == "allow" {
-				inTrail[e.RequestID] = true
+			if e.Type == "decision" && inTrail[e.Decision] != nil {
+				inTrail[e.Decision][e.RequestID] = true
 			}
 			from = e.Seq + 1
 		}
@@ -130,14 +138,19 @@ func TestKill9UnderLoadLosesNoAnsweredAllow(t *testing.T) {
 			break
 		}
 	}
-	missing := 0
-	for _, id := range allowed {
-		if !inTrail[id] {
-			missing++
-			t.Errorf("allow %s was answered but is not in the trail", id)
+	for _, d := range []string{"allow", "deny"} {
+		if len(answers[d]) == 0 {
+			t.Fatalf("no %s was answered before the kill", d)
 		}
+		missing := 0
+		for _, id := range answers[d] {
+			if !inTrail[d][id] {
+				missing++
+				t.Errorf("%s %s was answered but is not in the trail", d, id)
+			}
+		}
+		t.Logf("%d %s answers before the kill, %d %s events in the trail, %d missing", len(answers[d]), d, len(inTrail[d]), d, missing)
 	}
-	t.Logf("%d allows answered before the kill, %d allow events in the trail, %d missing", len(allowed), len(inTrail), missing)
 
 	verify := exec.Command(bin, "audit", "verify")
 	verify.Env = w2.env
@@ -146,6 +159,14 @@ func TestKill9UnderLoadLosesNoAnsweredAllow(t *testing.T) {
 		t.Fatalf("warden audit verify after the crash: %v\n%s", err, vout)
 	}
 	t.Logf("verify: %s", strings.TrimSpace(string(vout)))
+}
+
+// decision is how Envoy would read resp.
+func decision(resp *authv3.CheckResponse) string {
+	if resp.GetOkResponse() != nil {
+		return "allow"
+	}
+	return "deny"
 }
 
 func checkRequest(handle, id string) *authv3.CheckRequest {

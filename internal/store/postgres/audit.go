@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,45 @@ import (
 // shared by every schema of the database), and it is released with the
 // transaction whatever happens to the connection.
 func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) error {
+	data := make([]string, len(events))
+	for i, e := range events {
+		raw, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("append audit: %w", err)
+		}
+		data[i] = string(raw)
+	}
+	return s.appendAudit(ctx, events, data)
+}
+
+// AppendAuditLines is AppendAudit for events the trail has already
+// encoded, one JSON line each (exactly json.Marshal of the event): the
+// group commit's batch is stored without encoding it a second time.
+func (s *Store) AppendAuditLines(ctx context.Context, events []store.AuditEvent, lines []byte) error {
+	data := make([]string, 0, len(events))
+	for len(lines) > 0 {
+		i := bytes.IndexByte(lines, '\n')
+		if i < 0 {
+			i = len(lines)
+		}
+		data = append(data, string(lines[:i]))
+		lines = lines[min(i+1, len(lines)):]
+	}
+	if len(data) != len(events) {
+		return fmt.Errorf("append audit: %d lines for %d events", len(data), len(events))
+	}
+	return s.appendAudit(ctx, events, data)
+}
+
+// appendBatchSQL is a whole group commit in one statement, so one round
+// trip and one WAL flush: it moves the head from $1 to $2 (taking its row
+// lock) and inserts the rows only if the head was where the batch starts.
+// Run outside a transaction block, the statement is its own transaction.
+const appendBatchSQL = `WITH head AS (UPDATE audit_head SET seq = $2 WHERE seq = $1 RETURNING seq)
+INSERT INTO audit_events (seq, data)
+SELECT u.seq, u.data::json FROM head, unnest($3::bigint[], $4::text[]) AS u(seq, data)`
+
+func (s *Store) appendAudit(ctx context.Context, events []store.AuditEvent, data []string) error {
 	if len(events) == 0 {
 		return nil
 	}
@@ -34,45 +74,38 @@ func (s *Store) AppendAudit(ctx context.Context, events ...store.AuditEvent) err
 	if first > math.MaxInt64-uint64(len(events)) {
 		return errors.New("append audit: audit seq out of range")
 	}
-	rows := make([][]any, len(events))
+	seqs := make([]int64, len(events))
 	for i, e := range events {
 		if e.Seq != first+uint64(i) {
 			return fmt.Errorf("append audit: audit seq %d does not continue the batch at %d", e.Seq, first+uint64(i))
 		}
-		raw, err := json.Marshal(e)
-		if err != nil {
-			return fmt.Errorf("append audit: %w", err)
-		}
-		rows[i] = []any{int64(e.Seq), raw}
+		seqs[i] = int64(e.Seq)
 	}
 	last := first + uint64(len(events)) - 1
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, "UPDATE audit_head SET seq = $2 WHERE seq = $1", int64(first-1), int64(last))
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			var head int64
-			if err := tx.QueryRow(ctx, "SELECT seq FROM audit_head").Scan(&head); err != nil {
-				return err
-			}
-			if uint64(head) >= first {
-				return fmt.Errorf("audit seq %d is already stored: %w", first, store.ErrAlreadyExists)
-			}
-			return fmt.Errorf("audit seq %d leaves a gap after the stored chain (last %d)", first, head)
-		}
-		_, err = tx.CopyFrom(ctx, pgx.Identifier{"audit_events"}, []string{"seq", "data"}, pgx.CopyFromRows(rows))
-		if uniqueViolation(err) {
-			// The head and the events disagree: only a hand edit of the
-			// tables does that.
-			return fmt.Errorf("audit seq %d..%d collides with stored events: %w", first, last, store.ErrAlreadyExists)
-		}
-		return err
-	})
+	db, err := s.db()
 	if err != nil {
 		return fmt.Errorf("append audit: %w", err)
 	}
-	return nil
+	tag, err := db.Exec(ctx, appendBatchSQL, int64(first-1), int64(last), seqs, data)
+	if uniqueViolation(err) {
+		// The head and the events disagree: only a hand edit of the
+		// tables does that.
+		return fmt.Errorf("append audit: audit seq %d..%d collides with stored events: %w", first, last, store.ErrAlreadyExists)
+	}
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	if tag.RowsAffected() == int64(len(events)) {
+		return nil
+	}
+	var head int64
+	if err := db.QueryRow(ctx, "SELECT seq FROM audit_head").Scan(&head); err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	if uint64(head) >= first {
+		return fmt.Errorf("append audit: audit seq %d is already stored: %w", first, store.ErrAlreadyExists)
+	}
+	return fmt.Errorf("append audit: audit seq %d leaves a gap after the stored chain (last %d)", first, head)
 }
 
 // ListAudit returns up to limit events with Seq >= from (all when limit is
@@ -118,15 +151,16 @@ func (s *Store) LastAudit(ctx context.Context) (store.AuditEvent, error) {
 // failed write.
 func (s *Store) AppendAuditChained(ctx context.Context, chain func(head store.AuditEvent) []store.AuditEvent) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// The head's seq and event in one round trip, the row locked.
 		var seq int64
-		if err := tx.QueryRow(ctx, "SELECT seq FROM audit_head FOR UPDATE").Scan(&seq); err != nil {
+		var raw []byte
+		if err := tx.QueryRow(ctx, "SELECT h.seq, e.data FROM audit_head h LEFT JOIN audit_events e ON e.seq = h.seq FOR UPDATE OF h").Scan(&seq, &raw); err != nil {
 			return err
 		}
 		var head store.AuditEvent
 		if seq > 0 {
-			var raw []byte
-			if err := tx.QueryRow(ctx, "SELECT data FROM audit_events WHERE seq = $1", seq).Scan(&raw); err != nil {
-				return fmt.Errorf("read audit head %d: %w", seq, err)
+			if raw == nil {
+				return fmt.Errorf("read audit head %d: %w", seq, store.ErrNotFound)
 			}
 			var err error
 			if head, err = decode[store.AuditEvent]("audit event", raw); err != nil {
@@ -137,7 +171,8 @@ func (s *Store) AppendAuditChained(ctx context.Context, chain func(head store.Au
 		if len(events) == 0 {
 			return nil
 		}
-		rows := make([][]any, len(events))
+		seqs := make([]int64, len(events))
+		data := make([]string, len(events))
 		for i, e := range events {
 			if e.Seq != uint64(seq)+uint64(i)+1 {
 				return fmt.Errorf("audit seq %d does not continue the chain at %d", e.Seq, seq+int64(i)+1)
@@ -146,12 +181,13 @@ func (s *Store) AppendAuditChained(ctx context.Context, chain func(head store.Au
 			if err != nil {
 				return err
 			}
-			rows[i] = []any{int64(e.Seq), raw}
+			seqs[i], data[i] = int64(e.Seq), string(raw)
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_events"}, []string{"seq", "data"}, pgx.CopyFromRows(rows)); err != nil {
-			return err
+		tag, err := tx.Exec(ctx, appendBatchSQL, seq, seqs[len(seqs)-1], seqs, data)
+		if err == nil && tag.RowsAffected() != int64(len(events)) {
+			// The head is locked by this transaction: it cannot have moved.
+			err = fmt.Errorf("audit head moved from %d under its lock", seq)
 		}
-		_, err := tx.Exec(ctx, "UPDATE audit_head SET seq = $1", int64(events[len(events)-1].Seq))
 		return err
 	})
 	if err != nil {

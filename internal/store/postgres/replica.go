@@ -92,8 +92,14 @@ type replica struct {
 	subs   map[byte][]chan string
 
 	lapses atomic.Uint64
-	stop   context.CancelFunc
-	done   chan struct{}
+	// renewed is when the lease was last renewed (r.mono(); 0: never);
+	// acked the epoch the replicas table last stored as acknowledged;
+	// listening whether the notification session is LISTENing.
+	renewed   atomic.Int64
+	acked     atomic.Int64
+	listening atomic.Bool
+	stop      context.CancelFunc
+	done      chan struct{}
 }
 
 func (s *Store) startReplica(o ReplicaOptions) {
@@ -126,6 +132,7 @@ func (r *replica) extend(t0 int64) {
 		r.cache.Clear()
 	}
 	r.deadline.Store(t0 + int64(r.o.Lease-r.o.Lease/10))
+	r.renewed.Store(max(t0, 1))
 }
 
 // lapse makes the cache unusable at once and empties it.
@@ -183,6 +190,7 @@ func (r *replica) run(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		err := r.session(ctx)
+		r.listening.Store(false)
 		r.lapse()
 		if ctx.Err() != nil {
 			break
@@ -204,7 +212,8 @@ func (r *replica) run(ctx context.Context) {
 
 const registerSQL = `INSERT INTO replicas (id, acked_epoch, lease_until, started_at, info)
 VALUES ($1, (SELECT epoch FROM revocation_epoch), clock_timestamp() + make_interval(secs => $2), clock_timestamp(), $3)
-ON CONFLICT (id) DO UPDATE SET acked_epoch = GREATEST(replicas.acked_epoch, EXCLUDED.acked_epoch), lease_until = EXCLUDED.lease_until`
+ON CONFLICT (id) DO UPDATE SET acked_epoch = GREATEST(replicas.acked_epoch, EXCLUDED.acked_epoch), lease_until = EXCLUDED.lease_until
+RETURNING acked_epoch`
 
 const renewSQL = `WITH u AS (
   UPDATE replicas SET acked_epoch = GREATEST(acked_epoch, $2), lease_until = clock_timestamp() + make_interval(secs => $3)
@@ -232,18 +241,20 @@ func (r *replica) session(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	r.listening.Store(true)
 	// Listening from here on, the cache is empty (lapse and start clear
 	// it) and the acknowledged epoch is the one current now: every later
 	// epoch arrives as a notification.
 	info, _ := json.Marshal(map[string]any{"pid": os.Getpid()})
 	t0 := r.mono()
+	var registered int64
 	if err := r.query(ctx, func(qctx context.Context) error {
-		_, err := conn.Exec(qctx, registerSQL, r.o.ID, r.o.Lease.Seconds(), info)
-		return err
+		return conn.QueryRow(qctx, registerSQL, r.o.ID, r.o.Lease.Seconds(), info).Scan(&registered)
 	}); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
 	r.extend(t0)
+	r.acked.Store(registered)
 	_, _ = conn.Exec(ctx, "DELETE FROM replicas WHERE lease_until < clock_timestamp() - interval '1 hour'")
 	acked := int64(-1)
 	next := time.Now().Add(r.o.Heartbeat)
@@ -257,15 +268,15 @@ func (r *replica) session(ctx context.Context) error {
 			if errors.Is(err, pgx.ErrNoRows) {
 				// Our row was removed (a long lapse): register again.
 				err = r.query(ctx, func(qctx context.Context) error {
-					_, err := conn.Exec(qctx, registerSQL, r.o.ID, r.o.Lease.Seconds(), info)
-					return err
+					return conn.QueryRow(qctx, registerSQL, r.o.ID, r.o.Lease.Seconds(), info).Scan(&got)
 				})
-				got = seen
+				got = max(got, seen)
 			}
 			if err != nil {
 				return fmt.Errorf("renew lease: %w", err)
 			}
 			acked = max(got, seen)
+			r.acked.Store(acked)
 			r.extend(t0)
 			next = time.Now().Add(r.o.Heartbeat)
 			continue
@@ -315,13 +326,28 @@ func (s *Store) Subscribe(kind byte) <-chan string {
 	return s.replica.subscribe(kind)
 }
 
-// ReplicaStatus says whether this replica's hot cache is in use.
+// ReplicaStatus is this replica's side of the protocol as /readyz and
+// the metrics show it.
 type ReplicaStatus struct {
-	ID          string `json:"id"`
-	CacheUsable bool   `json:"cache_usable"`
-	Cached      int    `json:"cached_handles"`
-	Lapses      uint64 `json:"lapses"`
-	AckedEpoch  int64  `json:"seen_epoch"`
+	ID string `json:"id"`
+	// CacheUsable: the lease is live by this process's monotonic clock,
+	// so the hot cache answers; false is a lapsed lease (every read goes
+	// to PostgreSQL, and fails closed when it cannot be reached).
+	CacheUsable bool `json:"cache_usable"`
+	Cached      int  `json:"cached_handles"`
+	// Lapses counts the times the lease lapsed or the session was lost.
+	Lapses uint64 `json:"lapses"`
+	// SeenEpoch is the newest revocation epoch whose notification was
+	// handled; AckedEpoch the newest the replicas table holds as
+	// acknowledged by this replica (what Fence waits for).
+	SeenEpoch  int64 `json:"seen_epoch"`
+	AckedEpoch int64 `json:"acked_epoch"`
+	// Listening: the notification session is connected and LISTENs. A
+	// partition does not close it: the lease is what stops the cache.
+	Listening bool `json:"listening"`
+	// SinceRenewal is the time since the lease was last renewed; -1 when
+	// it never was.
+	SinceRenewal time.Duration `json:"since_renewal_ns"`
 }
 
 // Replica returns this replica's status; false without ReplicaOptions.
@@ -330,7 +356,27 @@ func (s *Store) Replica() (ReplicaStatus, bool) {
 	if r == nil {
 		return ReplicaStatus{}, false
 	}
-	return ReplicaStatus{ID: r.o.ID, CacheUsable: r.usable(), Cached: r.cache.Len(), Lapses: r.lapses.Load(), AckedEpoch: r.seen.Load()}, true
+	since := time.Duration(-1)
+	if at := r.renewed.Load(); at > 0 {
+		since = time.Duration(r.mono() - at)
+	}
+	return ReplicaStatus{ID: r.o.ID, CacheUsable: r.usable(), Cached: r.cache.Len(), Lapses: r.lapses.Load(),
+		SeenEpoch: r.seen.Load(), AckedEpoch: r.acked.Load(), Listening: r.listening.Load(), SinceRenewal: since}, true
+}
+
+// ReplicaReady is the /readyz check of a replica: not ready while its
+// lease is lapsed. Such a replica fails closed on every read PostgreSQL
+// does not answer, so a load balancer should send Checks elsewhere. A
+// store without ReplicaOptions is always ready by this check.
+func (s *Store) ReplicaReady() error {
+	st, ok := s.Replica()
+	if !ok || st.CacheUsable {
+		return nil
+	}
+	if st.SinceRenewal < 0 {
+		return fmt.Errorf("replica %s: no lease yet (listening: %t)", st.ID, st.Listening)
+	}
+	return fmt.Errorf("replica %s: lease lapsed, last renewed %s ago (listening: %t)", st.ID, st.SinceRenewal.Round(time.Millisecond), st.Listening)
 }
 
 // ErrFenceTimeout is returned by Fence when live replicas did not
