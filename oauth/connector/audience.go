@@ -89,7 +89,9 @@ func (o *OIDC) RefreshFor(ctx context.Context, t Tokens, resource string, scopes
 		case resp.StatusCode >= 500:
 			return t, fmt.Errorf("refresh at identity provider: status %d: %s", resp.StatusCode, code)
 		}
-		desc := body.Description
+		// The description is for the operator; an IdP that echoes the
+		// request must not put the refresh token into Warden's errors.
+		desc := strings.ReplaceAll(body.Description, t.RefreshToken, "[redacted]")
 		if len(desc) > 200 {
 			desc = desc[:200]
 		}
