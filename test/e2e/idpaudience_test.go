@@ -82,7 +82,7 @@ listen:
   admin: 127.0.0.1:%[5]s
   xds: 127.0.0.1:%[6]s
 log:
-  level: debug
+  level: info
   format: json
 policy:
   dir: %[7]s

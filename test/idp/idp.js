@@ -20,6 +20,8 @@
 //   GET  /__test/counts                      {"refresh_token": n, "token_exchange": n, ...}
 //                                            successful grants by type,
 //                                            exchange_refused and resource_refused
+//                                            (token requests refused with
+//                                            invalid_target)
 //
 // With "token_exchange": true the provider also accepts RFC 8693 token
 // exchange (urn:ietf:params:oauth:grant-type:token-exchange), added through
@@ -85,7 +87,6 @@ function resourceIndicators(resources) {
     useGrantedResource: () => false,
     getResourceServerInfo: (_ctx, indicator) => {
       if (!resources[indicator]) {
-        count('resource_refused');
         throw new errors.InvalidTarget('unknown resource server');
       }
       return {
@@ -162,6 +163,8 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
     }
   });
   provider.on('grant.success', (ctx) => count(ctx.oidc.params.grant_type));
+  // Token requests refused for their resource (RFC 8707 invalid_target).
+  provider.on('grant.error', (_ctx, err) => { if (err.error === 'invalid_target') count('resource_refused'); });
 
   if (cfg.token_exchange) {
     const refuse = new Set(cfg.refuse_audiences || []);
