@@ -130,3 +130,68 @@ func (s *Server) IdPAccessToken(ctx context.Context, g store.Grant) (string, tim
 	}
 	return t.AccessToken, t.Expiry, nil
 }
+
+// AudienceRefresher is a connector that can spend the refresh token for
+// an access token for one resource server (connector.OIDC).
+type AudienceRefresher interface {
+	RefreshFor(ctx context.Context, t connector.Tokens, resource string, scopes []string) (connector.Tokens, error)
+}
+
+// IdPAudienceToken returns a fresh IdP access token for audience (the RFC
+// 8707 resource) and scopes, for the "idp" mode of a server that names
+// them. The refresh token is spent for it, so the rotated one is stored
+// in the grant under the same lock as the sign-in refresh; the sign-in
+// access token stays as it is. The caller caches the result. A refused
+// refresh token revokes the grant (connector.ErrRefused); a refused
+// audience or scope is a *connector.TargetError and leaves the grant.
+func (s *Server) IdPAudienceToken(ctx context.Context, g store.Grant, audience string, scopes []string) (string, time.Time, error) {
+	ar, ok := s.redirectConn.(AudienceRefresher)
+	if !ok {
+		return "", time.Time{}, ErrNoUpstreamToken
+	}
+	unlock := s.lockGrant(g.ID)
+	defer unlock()
+	g, err := s.st.GetGrant(ctx, g.ID)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	t, ok, err := s.openTokens(g)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if !ok || t.RefreshToken == "" {
+		return "", time.Time{}, ErrNoUpstreamToken
+	}
+	next, err := ar.RefreshFor(ctx, t, audience, scopes)
+	if errors.Is(err, connector.ErrRefused) {
+		_ = s.audit.RecordSync(ctx, store.AuditEvent{Type: "idp_refresh_refused", Subject: g.Subject, ClientID: g.ClientID, Kind: g.Kind, GrantID: g.ID, Reason: err.Error(),
+			Details: map[string]any{"audience": audience}})
+		if _, rerr := s.grants.Revoke(ctx, grant.ActorSystem, grant.Target{GrantID: g.ID}, grant.ReasonIdPRefused); rerr != nil {
+			return "", time.Time{}, rerr
+		}
+		return "", time.Time{}, err
+	}
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if next.RefreshToken != t.RefreshToken {
+		kept := t
+		kept.RefreshToken = next.RefreshToken
+		sealed, err := s.sealTokens(g.ID, kept)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		if err := s.st.UpdateGrant(ctx, g.ID, func(cur store.Grant) (store.Grant, error) {
+			if cur.Upstream == nil {
+				cur.Upstream = map[string]store.Sealed{}
+			}
+			cur.Upstream[upstreamIdP] = sealed
+			return cur, nil
+		}); err != nil {
+			// The IdP has rotated the token: losing the new one loses the
+			// grant's upstream access at the next refresh.
+			return "", time.Time{}, fmt.Errorf("store rotated identity provider refresh token of grant %s: %w", g.ID, err)
+		}
+	}
+	return next.AccessToken, next.Expiry, nil
+}

@@ -43,6 +43,23 @@ func (a *lateOAuth) IdPAccessToken(ctx context.Context, g store.Grant) (string, 
 	return tok, exp, err
 }
 
+// IdPAudienceToken adapts the authorization server's per-audience IdP
+// tokens to the broker: a refused refresh token or a refused audience is
+// upstream.ErrRefused (the client signs in again).
+func (a *lateOAuth) IdPAudienceToken(ctx context.Context, g store.Grant, audience string, scopes []string) (string, time.Time, error) {
+	tok, exp, err := a.s.IdPAudienceToken(ctx, g, audience, scopes)
+	var te *connector.TargetError
+	switch {
+	case errors.Is(err, connector.ErrRefused):
+		return "", exp, fmt.Errorf("%w: the grant was revoked: %w", upstream.ErrRefused, err)
+	case errors.As(err, &te):
+		return "", exp, fmt.Errorf("%w: %w", upstream.ErrRefused, err)
+	case errors.Is(err, oauth.ErrNoUpstreamToken):
+		return "", exp, fmt.Errorf("%w: %w", upstream.ErrUnsupported, err)
+	}
+	return tok, exp, err
+}
+
 // accountRevoker is grant.Service's RevokeAccounts for one account.
 type accountRevoker struct{ g *grant.Service }
 

@@ -21,8 +21,8 @@ func newServersCmd(af *adminFlags) *cobra.Command {
 	specFlags := func(c *cobra.Command, s *registry.Spec, labels *[]string) {
 		c.Flags().StringVar(&s.URL, "url", "", "upstream URL of the MCP endpoint (http or https)")
 		c.Flags().StringVar(&s.Credential, "credential", "", "upstream credential: jwt (default), static, none, idp, exchange or provider")
-		c.Flags().StringVar(&s.IdPAudience, "idp-audience", "", "exchange: audience to exchange the user's IdP token for")
-		c.Flags().StringSliceVar(&s.IdPScopes, "idp-scope", nil, "exchange: scope to request at the IdP (repeatable)")
+		c.Flags().StringVar(&s.IdPAudience, "idp-audience", "", "idp: audience (RFC 8707 resource) of the IdP token Warden gets for this server with the user's refresh token; exchange: audience to exchange the user's IdP token for")
+		c.Flags().StringSliceVar(&s.IdPScopes, "idp-scope", nil, "idp and exchange: scope to request at the IdP, narrowing the token (repeatable)")
 		c.Flags().StringVar(&s.Provider, "provider", "", "provider: the provider whose per-user account is attached")
 		c.Flags().StringVar(&s.Unconnected, "unconnected", "", "provider: for users without an account: elicit (tools/call, resources/read, prompts/get; default), elicit_all or pass")
 		c.Flags().StringSliceVar(&s.Scopes, "scope", nil, "scope a token needs for this server (repeatable)")

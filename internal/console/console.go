@@ -169,6 +169,8 @@ func New(o Options) (*Server, error) {
 	s.mux.HandleFunc("GET /ui/audit", s.signedIn(s.auditPage))
 	s.mux.HandleFunc("GET /ui/audit/export", s.signedIn(s.auditExport))
 	s.mux.HandleFunc("GET /ui/audit/{seq}", s.signedIn(s.eventPage))
+	s.mux.HandleFunc("GET /ui/accounts", s.signedIn(s.accountsPage))
+	s.mux.HandleFunc("POST /ui/accounts/revoke", s.signedIn(s.revokeAccount))
 	s.mux.HandleFunc("GET /ui/policy", s.signedIn(s.policyPage))
 	s.mux.HandleFunc("POST /ui/policy/whatif", s.signedIn(s.whatIf))
 	return s, nil

@@ -20,7 +20,7 @@ import (
 	"github.com/warden-mcp/warden/policy/replay"
 )
 
-var pageNames = []string{"login", "signedin", "error", "servers", "access", "revoked", "audit", "event", "policy"}
+var pageNames = []string{"login", "signedin", "error", "servers", "access", "revoked", "audit", "event", "policy", "accounts", "accountrevoked"}
 
 func parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
@@ -182,6 +182,8 @@ type accessRow struct {
 	Kind                 store.Kind
 	Groups               []string
 	Cells                map[string][]admin.AccessEntry
+	// Accounts are the providers the identity has connected an account at.
+	Accounts []string
 }
 
 type clientRef struct{ ID, Name, Source string }
@@ -193,6 +195,8 @@ type accessData struct {
 	Clients    []clientRef
 	Connectors []string
 	Entries    int
+	// ShowAccounts: the server brokers upstream accounts.
+	ShowAccounts bool
 }
 
 func (s *Server) accessPage(w http.ResponseWriter, r *http.Request, sess session) {
@@ -224,7 +228,10 @@ func (s *Server) accessPage(w http.ResponseWriter, r *http.Request, sess session
 			connectors[e.Connector] = true
 		}
 	}
+	accounts := s.connectedAccounts(r, sess.Principal)
+	d.ShowAccounts = accounts != nil
 	for _, row := range rows {
+		row.Accounts = accounts[row.Subject]
 		d.Rows = append(d.Rows, *row)
 	}
 	slices.SortFunc(d.Rows, func(a, b accessRow) int { return strings.Compare(a.Subject, b.Subject) })

@@ -53,7 +53,9 @@ func TestAddValidates(t *testing.T) {
 		{"provider without provider", Spec{Name: "x", URL: "http://x", Credential: "provider"}, []string{"provider: required"}},
 		{"provider bad unconnected", Spec{Name: "x", URL: "http://x", Credential: "provider", Provider: "github", Unconnected: "sometimes"}, []string{"unconnected \"sometimes\""}},
 		{"provider settings on jwt", Spec{Name: "x", URL: "http://x", Provider: "github"}, []string{"only valid with the idp, exchange and provider"}},
-		{"audience on idp", Spec{Name: "x", URL: "http://x", Credential: "idp", IdPAudience: "api"}, []string{"use the exchange credential"}},
+		{"idp for an audience", Spec{Name: "files", URL: "http://files", Credential: "idp", IdPAudience: "api://files", IdPScopes: []string{"files.read"}}, nil},
+		{"idp audience with a space", Spec{Name: "x", URL: "http://x", Credential: "idp", IdPAudience: "api files"}, []string{"idp_audience: must not hold spaces"}},
+		{"idp bad scope", Spec{Name: "x", URL: "http://x", Credential: "idp", IdPScopes: []string{"a b"}}, []string{`idp scope "a b"`}},
 		{"audience on provider", Spec{Name: "x", URL: "http://x", Credential: "provider", Provider: "github", IdPAudience: "api"}, []string{"only valid with the idp and exchange"}},
 		{"static without secret", Spec{Name: "x", URL: "http://x", Credential: "static"}, []string{"static_secret: required"}},
 		{"secret without static", Spec{Name: "x", URL: "http://x", StaticSecret: "s"}, []string{"only valid"}},
@@ -84,8 +86,11 @@ func TestAddValidates(t *testing.T) {
 		})
 	}
 	all, _ := f.reg.List(ctx)
-	if len(all) != 2 || all[0].Name != "bi" || all[1].Name != "hr" {
+	if len(all) != 3 || all[0].Name != "bi" || all[1].Name != "files" || all[2].Name != "hr" {
 		t.Fatalf("bad registrations changed the registry: %+v", all)
+	}
+	if f := all[1]; f.IdPAudience != "api://files" || len(f.IdPScopes) != 1 || f.IdPScopes[0] != "files.read" {
+		t.Fatalf("idp audience and scopes not kept: %+v", f)
 	}
 	if _, err := f.reg.Add(ctx, "t", Spec{Name: "y", URL: "x"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("validation error not ErrInvalid: %v", err)

@@ -23,14 +23,11 @@ func (r *Registry) buildUpstream(spec Spec, mode store.CredentialMode, s *store.
 		if spec.Provider != "" || spec.Unconnected != "" {
 			bad("provider and unconnected: only valid with the provider credential")
 		}
-		if mode == store.CredentialIdP && (spec.IdPAudience != "" || len(spec.IdPScopes) > 0) {
-			// The idp mode attaches the token the user got at sign-in, for
-			// the connector's scopes; a per-server audience is exchange.
-			bad("idp_audience and idp_scopes: the idp credential attaches the sign-in token as it is; use the exchange credential for a per-server audience")
-		}
 		if mode == store.CredentialExchange && spec.IdPAudience == "" && len(spec.IdPScopes) == 0 {
 			bad("idp_audience or idp_scopes: the exchange credential needs what to exchange the user's token for")
 		}
+		// idp without audience and scopes attaches the sign-in token as it
+		// is; with them Warden refreshes for that resource and scopes.
 		if strings.ContainsAny(spec.IdPAudience, " \"\\") {
 			bad("idp_audience: must not hold spaces or quotes")
 		}

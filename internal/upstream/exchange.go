@@ -35,11 +35,11 @@ func (b *Broker) exchange(ctx context.Context, srv store.Server, g store.Grant) 
 	}
 	id := g.ID + "/" + srv.Name
 	aad := "exchange/" + id
-	if c, ok := b.cachedExchange(ctx, id, aad); ok {
+	if c, ok := b.cachedToken(ctx, exchangeKind, id, aad); ok {
 		return c, nil
 	}
 	v, err := b.once(ctx, "exchange/"+id, func() (any, error) {
-		if c, ok := b.cachedExchange(ctx, id, aad); ok {
+		if c, ok := b.cachedToken(ctx, exchangeKind, id, aad); ok {
 			return c, nil
 		}
 		subject, err := b.idp(ctx, store.Server{Name: srv.Name, Credential: store.CredentialExchange}, g)
@@ -59,15 +59,8 @@ func (b *Broker) exchange(ctx context.Context, srv store.Server, g store.Grant) 
 			Details: map[string]any{"mode": "exchange", "audience": srv.IdPAudience, "scopes": srv.IdPScopes, "flavor": b.o.Exchange.Flavor, "expires_at": tok.Expiry}}); err != nil {
 			return nil, err
 		}
-		if ttl := tok.Expiry.Sub(b.o.Now()) - b.o.Margin; ttl > 0 {
-			sealed, err := b.seal(tok, aad)
-			if err != nil {
-				return nil, fmt.Errorf("seal exchanged token: %w", err)
-			}
-			raw, _ := json.Marshal(sealed)
-			if err := b.o.Store.PutSession(ctx, exchangeKind, id, raw, ttl); err != nil {
-				return nil, fmt.Errorf("cache exchanged token: %w", err)
-			}
+		if err := b.cacheToken(ctx, exchangeKind, id, aad, tok); err != nil {
+			return nil, err
 		}
 		return Credential{Header: "authorization", Value: "Bearer " + tok.AccessToken, Expiry: tok.Expiry}, nil
 	})
@@ -75,22 +68,6 @@ func (b *Broker) exchange(ctx context.Context, srv store.Server, g store.Grant) 
 		return Credential{}, err
 	}
 	return v.(Credential), nil
-}
-
-func (b *Broker) cachedExchange(ctx context.Context, id, aad string) (Credential, bool) {
-	raw, err := b.o.Store.GetSession(ctx, exchangeKind, id)
-	if err != nil {
-		return Credential{}, false
-	}
-	var sealed store.Sealed
-	if json.Unmarshal(raw, &sealed) != nil {
-		return Credential{}, false
-	}
-	tok, err := b.open(sealed, aad)
-	if err != nil || b.due(tok.Expiry) {
-		return Credential{}, false
-	}
-	return Credential{Header: "authorization", Value: "Bearer " + tok.AccessToken, Expiry: tok.Expiry}, true
 }
 
 // postExchange makes the token request. Warden authenticates with

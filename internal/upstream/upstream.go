@@ -3,7 +3,9 @@
 // that act as the user at another API:
 //
 //   - idp: the user's access token from the enterprise IdP (sealed in the
-//     grant at login, refreshed before it expires);
+//     grant at login, refreshed before it expires), or, for a server that
+//     names an audience or scopes, one the IdP mints for them from the
+//     refresh token, cached sealed per grant and server;
 //   - exchange: an RFC 8693 token exchange (or Entra ID's on-behalf-of
 //     flow) at the IdP's token endpoint for the server's audience and
 //     scopes, cached sealed per grant and server;
@@ -61,6 +63,10 @@ type Auditor interface {
 // the IdP must come back wrapping ErrRefused (the grant is revoked by then).
 type IdP interface {
 	IdPAccessToken(ctx context.Context, g store.Grant) (token string, expiry time.Time, err error)
+	// IdPAudienceToken spends the grant's IdP refresh token for a token
+	// for audience (RFC 8707 resource) with scopes narrowed to scopes
+	// (oauth.Server.IdPAudienceToken); refusals wrap ErrRefused.
+	IdPAudienceToken(ctx context.Context, g store.Grant, audience string, scopes []string) (token string, expiry time.Time, err error)
 }
 
 // AccountRevoker removes accounts (internal/grant's RevokeAccounts, the
@@ -204,14 +210,21 @@ func (b *Broker) Credential(ctx context.Context, srv store.Server, g store.Grant
 // the caller before it (here or on another replica) may have done the
 // work.
 func (b *Broker) once(ctx context.Context, key string, fn func() (any, error)) (any, error) {
+	return b.onceLocked(ctx, key, key, fn)
+}
+
+// onceLocked is once with a store lock other than the flight's key: the
+// flights of one grant's audiences share the grant's refresh token, so
+// they take one lock across replicas.
+func (b *Broker) onceLocked(ctx context.Context, key, lockKey string, fn func() (any, error)) (any, error) {
 	v, err, _ := b.flight.Do(key, func() (any, error) {
 		l, ok := b.o.Store.(Locker)
 		if !ok {
 			return fn()
 		}
-		unlock, err := l.Lock(ctx, "upstream/"+key)
+		unlock, err := l.Lock(ctx, "upstream/"+lockKey)
 		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", key, err)
+			return nil, fmt.Errorf("lock %s: %w", lockKey, err)
 		}
 		defer unlock()
 		return fn()
@@ -230,10 +243,14 @@ func (b *Broker) record(ctx context.Context, ev store.AuditEvent) error {
 	return nil
 }
 
-// idp attaches the grant's own IdP access token.
+// idp attaches the grant's own IdP access token, or the one for the
+// server's audience and scopes.
 func (b *Broker) idp(ctx context.Context, srv store.Server, g store.Grant) (Credential, error) {
 	if b.o.IdP == nil {
 		return Credential{}, fmt.Errorf("%w: no identity provider connector", ErrUnsupported)
+	}
+	if srv.Credential == store.CredentialIdP && (srv.IdPAudience != "" || len(srv.IdPScopes) > 0) {
+		return b.idpAudience(ctx, srv, g)
 	}
 	v, err := b.once(ctx, "idp/"+g.ID, func() (any, error) {
 		tok, exp, err := b.o.IdP.IdPAccessToken(ctx, g)

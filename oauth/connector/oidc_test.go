@@ -163,3 +163,55 @@ func TestOIDCRefreshRefusal(t *testing.T) {
 		t.Fatalf("refresh keeps the old refresh token when none is returned: %+v %v", got, err)
 	}
 }
+
+// TestOIDCRefreshFor: the request carries resource and the narrowed
+// scope, a refused refresh token is ErrRefused (the grant ends), a refused
+// audience is a TargetError (it does not), a 5xx is neither, and no error
+// carries the token.
+func TestOIDCRefreshFor(t *testing.T) {
+	p := newHostileIdP(t)
+	c := NewOIDC(OIDCOptions{Issuer: p.srv.URL, ClientID: "warden", ClientSecret: "s", Claims: names, RedirectURL: "http://warden/cb"})
+	answer := func(status int, body string) func(w http.ResponseWriter) {
+		return func(w http.ResponseWriter) { w.WriteHeader(status); _, _ = w.Write([]byte(body)) }
+	}
+	cases := []struct {
+		name    string
+		answer  func(w http.ResponseWriter)
+		refused bool   // errors.Is ErrRefused
+		target  string // TargetError code
+		ok      bool
+	}{
+		{"refresh token refused", answer(400, `{"error":"invalid_grant","error_description":"token idp-rt is gone"}`), true, "", false},
+		{"audience refused", answer(400, `{"error":"invalid_target","error_description":"no idp-rt for you"}`), false, "invalid_target", false},
+		{"scope refused", answer(400, `{"error":"invalid_scope"}`), false, "invalid_scope", false},
+		{"idp down", answer(502, `{"error":"server_error"}`), false, "", false},
+		{"rotated", answer(200, `{"access_token":"aud-at","token_type":"Bearer","expires_in":120,"refresh_token":"idp-rt2"}`), false, "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p.refresh = tc.answer
+			got, err := c.RefreshFor(context.Background(), Tokens{RefreshToken: "idp-rt", AccessToken: "sign-in", IDToken: "x.y.z"}, "api://files", []string{"files.read", "files.list"})
+			if q := p.params; q.Get("resource") != "api://files" || q.Get("scope") != "files.read files.list" || q.Get("refresh_token") != "idp-rt" {
+				t.Fatalf("token request: %v", q)
+			}
+			var te *TargetError
+			switch {
+			case tc.ok:
+				if err != nil || got.AccessToken != "aud-at" || got.RefreshToken != "idp-rt2" || got.IDToken != "x.y.z" || got.Expiry.IsZero() {
+					t.Fatalf("RefreshFor: %+v %v", got, err)
+				}
+				return
+			case err == nil:
+				t.Fatal("accepted")
+			case strings.Contains(err.Error(), "idp-rt"):
+				t.Fatalf("the error carries the token: %v", err)
+			case errors.Is(err, ErrRefused) != tc.refused:
+				t.Fatalf("ErrRefused is %v for %v", !tc.refused, err)
+			case tc.target != "" && (!errors.As(err, &te) || te.Code != tc.target):
+				t.Fatalf("want TargetError %s, got %v", tc.target, err)
+			case tc.target == "" && errors.As(err, &te):
+				t.Fatalf("not a TargetError: %v", err)
+			}
+		})
+	}
+}

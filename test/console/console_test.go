@@ -493,6 +493,8 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("grant_revoked events for Bob:\n%s", out)
 		}
 	})
+
+	t.Run("providers and connected accounts", func(t *testing.T) { testAccounts(t, h) })
 }
 
 func merge(v url.Values, k, val string) url.Values {

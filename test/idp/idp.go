@@ -78,6 +78,9 @@ type Options struct {
 	// ActorJWKSURL and ActorIssuer: whose actor tokens the exchange
 	// accepts (Warden's JWKS and issuer).
 	ActorJWKSURL, ActorIssuer string
+	// Resources are resource servers (RFC 8707 indicator to its scopes)
+	// the refresh token can be spent for (see idp.js).
+	Resources map[string][]string
 }
 
 // Provider is a running oidc-provider.
@@ -113,6 +116,9 @@ func Start(t testing.TB, o Options) *Provider {
 		cfg["token_exchange"] = true
 		cfg["refuse_audiences"] = o.RefuseAudiences
 		cfg["actor_jwks_url"], cfg["actor_issuer"] = o.ActorJWKSURL, o.ActorIssuer
+	}
+	if len(o.Resources) > 0 {
+		cfg["resources"] = o.Resources
 	}
 	raw, _ := json.Marshal(cfg)
 	p := &Provider{}
@@ -183,7 +189,7 @@ func (p *Provider) Stderr() string {
 }
 
 // Counts returns the successful grants by grant_type the provider made so
-// far, and "exchange_refused".
+// far, "exchange_refused" and "resource_refused".
 func (p *Provider) Counts(t testing.TB) map[string]int {
 	t.Helper()
 	resp, err := http.Get(p.Issuer + "/__test/counts")

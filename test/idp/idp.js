@@ -18,8 +18,10 @@
 //                                            token goes to the client's
 //                                            backchannel_logout_uri
 //   GET  /__test/counts                      {"refresh_token": n, "token_exchange": n, ...}
-//                                            successful grants by type, and
-//                                            exchange_refused
+//                                            successful grants by type,
+//                                            exchange_refused and resource_refused
+//                                            (token requests refused with
+//                                            invalid_target)
 //
 // With "token_exchange": true the provider also accepts RFC 8693 token
 // exchange (urn:ietf:params:oauth:grant-type:token-exchange), added through
@@ -30,6 +32,15 @@
 // "refuse_audiences" are refused with invalid_target. With "actor_jwks_url"
 // and "actor_issuer" an actor_token (a JWT of that issuer, aud = this token
 // endpoint) is verified and its sub becomes act.sub.
+//
+// With "resources": {"<resource indicator>": ["scope", ...]} the provider
+// knows those resource servers (features.resourceIndicators): every
+// authorization includes them (defaultResource), so the refresh token can
+// be spent for any of them with resource=<indicator> (RFC 8707) and a
+// narrowed scope (RFC 6749 section 6); the access token is then a JWT with
+// aud = the indicator and only the granted scopes of that resource, signed
+// with the key in the JWKS. Other resource indicators are refused with
+// invalid_target.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
@@ -63,6 +74,31 @@ const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 // provider's own JWKS.
 const { privateKey } = await generateKeyPair('RS256', { extractable: true });
 const signingJwk = { ...(await exportJWK(privateKey)), kid: 'idp-rs256', alg: 'RS256', use: 'sig' };
+
+// The resourceIndicators feature for cfg.resources (see the header).
+function resourceIndicators(resources) {
+  if (!resources) return { enabled: true };
+  return {
+    enabled: true,
+    // At authorization the resources are granted; at the token endpoint
+    // nothing is defaulted, so the code and a refresh without resource
+    // get the userinfo token as before.
+    defaultResource: (ctx, _client, oneOf) => (oneOf || ctx.oidc.route === 'token' ? undefined : Object.keys(resources)),
+    useGrantedResource: () => false,
+    getResourceServerInfo: (_ctx, indicator) => {
+      if (!resources[indicator]) {
+        throw new errors.InvalidTarget('unknown resource server');
+      }
+      return {
+        scope: resources[indicator].join(' '),
+        audience: indicator,
+        accessTokenTTL: cfg.access_token_ttl || 3600,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      };
+    },
+  };
+}
 
 const server = http.createServer();
 server.listen(cfg.port || 0, '127.0.0.1', () => {
@@ -107,7 +143,10 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
       Grant: 86400,
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
-    features: { devInteractions: { enabled: false }, revocation: { enabled: true }, introspection: { enabled: true }, userinfo: { enabled: true }, backchannelLogout: { enabled: true } },
+    features: {
+      devInteractions: { enabled: false }, revocation: { enabled: true }, introspection: { enabled: true }, userinfo: { enabled: true }, backchannelLogout: { enabled: true },
+      resourceIndicators: resourceIndicators(cfg.resources),
+    },
     cookies: { keys: ['warden-test-idp-cookie-key'] },
     // The provider refuses outgoing requests to special-use addresses
     // (SSRF protection); the test's Warden is on 127.0.0.1, so its
@@ -124,6 +163,8 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
     }
   });
   provider.on('grant.success', (ctx) => count(ctx.oidc.params.grant_type));
+  // Token requests refused for their resource (RFC 8707 invalid_target).
+  provider.on('grant.error', (_ctx, err) => { if (err.error === 'invalid_target') count('resource_refused'); });
 
   if (cfg.token_exchange) {
     const refuse = new Set(cfg.refuse_audiences || []);
