@@ -13,24 +13,13 @@
 // content type, JSON-RPC method and id, OAuth grant type, phase).
 //
 // Usage: node client.mjs '{"serverUrl": "...", "redirectUrl": "..."}'
-import readline from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { memoryProvider } from '../sdk_provider.mjs';
+import { say, ask, text, describeError } from './script_io.mjs';
 
 const { serverUrl, redirectUrl } = JSON.parse(process.argv[2]);
-
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-function say(obj) {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-async function ask(obj) {
-  say(obj);
-  const { value, done } = await lines.next();
-  if (done) throw new Error('the test closed stdin');
-  return JSON.parse(value);
-}
 
 // ---- every HTTP exchange, in order ----
 let phase = 'connect';
@@ -97,10 +86,6 @@ async function untilExpired() {
   await new Promise((r) => { setTimeout(r, Math.max(left, 0)); });
 }
 
-function text(result) {
-  return result.content.filter((p) => p.type === 'text').map((p) => p.text).join('\n');
-}
-
 // waitFor polls until cond() holds (the SDK opens the GET stream in the
 // background after initialization).
 async function waitFor(what, cond) {
@@ -111,15 +96,6 @@ async function waitFor(what, cond) {
   throw new Error(`timed out waiting for ${what}`);
 }
 const getStreamOpen = (p) => () => exchanges.some((e) => e.phase === p && e.method === 'GET' && e.status === 200);
-
-function describeError(err) {
-  const out = { name: err?.constructor?.name, code: err?.code, message: String(err?.message ?? err) };
-  const i = out.message.indexOf('{');
-  if (i >= 0) {
-    try { out.body = JSON.parse(out.message.slice(i)); } catch { /* not JSON */ }
-  }
-  return out;
-}
 
 const out = {};
 

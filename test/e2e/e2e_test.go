@@ -1,14 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -131,63 +126,26 @@ func (r *clientResult) phase(name string) []exchange {
 
 // runClient drives test/e2e/client.mjs: it plays the user's browser and
 // the operator's CLI when the client asks, then checks what the client,
-// the upstream and the IdP saw. It returns what the client recorded (an
-// empty result when it did not finish).
+// the upstream and the IdP saw. It returns what the client recorded.
 func (h *harness) runClient(t *testing.T) *clientResult {
-	node := idp.Node(t)
 	resource := h.public + "/mcp/data"
 	// Nobody listens here: the browser stops at the redirect, as an
 	// installed app's loopback listener would receive it.
 	redirect := "http://127.0.0.1:" + freePort(t) + "/callback"
-	arg, _ := json.Marshal(map[string]string{"serverUrl": resource, "redirectUrl": redirect})
-
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "client.mjs"), string(arg))
-	cmd.Dir = idp.TestDir()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// On the way out (also after a failure): close stdin, stop the client
-	// if it is still running, reap it.
-	defer func() { _ = cmd.Wait() }()
-	defer cancel()
-	defer stdin.Close()
-	reply := func(v any) {
-		raw, _ := json.Marshal(v)
-		if _, err := stdin.Write(append(raw, '\n')); err != nil {
-			t.Fatalf("write to client: %v", err)
-		}
-	}
 
 	var (
-		res     *clientResult
 		browser *oauthtest.Browser
 		authURL string
 		revoked string
 	)
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
+	res := &clientResult{}
+	runScript(t, "client.mjs", map[string]string{"serverUrl": resource, "redirectUrl": redirect}, res, func(event string, line []byte) any {
 		var msg struct {
-			Event string `json:"event"`
-			URL   string `json:"url"`
-			Sub   string `json:"sub"`
+			URL string `json:"url"`
+			Sub string `json:"sub"`
 		}
-		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
-			t.Fatalf("client printed a non-JSON line: %v\nstderr:\n%s", err, stderr.String())
-		}
-		switch msg.Event {
+		_ = json.Unmarshal(line, &msg)
+		switch event {
 		case "authorize":
 			if browser != nil {
 				t.Fatalf("the client asked for a second sign-in")
@@ -198,23 +156,14 @@ func (h *harness) runClient(t *testing.T) *clientResult {
 			if err != nil {
 				t.Fatalf("browser: %v\nvisited %v\nidp:\n%s", err, browser.Visited, h.idp.Stderr())
 			}
-			reply(map[string]string{"callback": back.String()})
+			return map[string]string{"callback": back.String()}
 		case "revoke":
 			revoked = h.cli(t, "revoke", "--user", msg.Sub, "--reason", "e2e: user offboarded")
-			reply(map[string]bool{"revoked": true})
-		case "done":
-			res = &clientResult{}
-			if err := json.Unmarshal(sc.Bytes(), res); err != nil {
-				t.Fatalf("client result: %v", err)
-			}
-		default:
-			t.Fatalf("unexpected client event %q", msg.Event)
+			return map[string]bool{"revoked": true}
 		}
-	}
-	if res == nil {
-		// Never print stdout: it carries handles.
-		t.Fatalf("the client ended without a result\nstderr:\n%s", stderr.String())
-	}
+		t.Fatalf("unexpected client event %q", event)
+		return nil
+	})
 	t.Logf("client: %d HTTP exchanges through the proxy, %d access handles held, extra refresh before the revocation: %v",
 		len(res.Exchanges), len(res.HeldAccessTokens), res.RefreshedBeforeRevoke)
 

@@ -21,23 +21,12 @@
 //   -> {"event":"done",...}
 //
 // Usage: node lists_client.mjs '{"servers": [{"name", "url", "handle"}]}'
-import readline from 'node:readline';
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client';
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { say, ask, text, describeError } from './script_io.mjs';
 
 const { servers } = JSON.parse(process.argv[2]);
-
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-function say(obj) {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-async function ask(obj) {
-  say(obj);
-  const { value, done } = await lines.next();
-  if (done) throw new Error('the test closed stdin');
-  return JSON.parse(value);
-}
 
 // The key naming a list's items, and the field naming one item.
 const listItems = {
@@ -100,19 +89,6 @@ async function recordingFetch(input, init = {}) {
     }));
   }
   return res;
-}
-
-function text(result) {
-  return result.content.filter((p) => p.type === 'text').map((p) => p.text).join('\n');
-}
-
-function describeError(err) {
-  const out = { name: err?.constructor?.name, code: err?.code, message: String(err?.message ?? err) };
-  const i = out.message.indexOf('{');
-  if (i >= 0) {
-    try { out.body = JSON.parse(out.message.slice(i)); } catch { /* not JSON */ }
-  }
-  return out;
 }
 
 async function refused(what) {

@@ -17,24 +17,13 @@
 //   -> {"event":"done",...}
 //
 // Usage: node modern_client.mjs '{"serverUrl": "...", "redirectUrl": "..."}'
-import readline from 'node:readline';
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport, UnauthorizedError as ModernUnauthorized } from '@modelcontextprotocol/client';
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { memoryProvider } from '../sdk_provider.mjs';
+import { say, ask, text, describeError } from './script_io.mjs';
 
 const { serverUrl, redirectUrl } = JSON.parse(process.argv[2]);
-
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-function say(obj) {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-async function ask(obj) {
-  say(obj);
-  const { value, done } = await lines.next();
-  if (done) throw new Error('the test closed stdin');
-  return JSON.parse(value);
-}
 
 // ---- every HTTP exchange, in order, with the MCP headers it carried ----
 let phase = 'connect';
@@ -95,19 +84,6 @@ function modernClient() {
     versionNegotiation: { mode: { pin: '2026-07-28' } },
   });
   return { client, transport };
-}
-
-function text(result) {
-  return result.content.filter((p) => p.type === 'text').map((p) => p.text).join('\n');
-}
-
-function describeError(err) {
-  const out = { name: err?.constructor?.name, code: err?.code, message: String(err?.message ?? err) };
-  const i = out.message.indexOf('{');
-  if (i >= 0) {
-    try { out.body = JSON.parse(out.message.slice(i)); } catch { /* not JSON */ }
-  }
-  return out;
 }
 
 const out = {};

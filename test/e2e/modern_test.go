@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -226,53 +224,20 @@ func (r *modernResult) phase(name string) []modernExchange {
 func (h *harness) runModernClient(t *testing.T) {
 	resource := h.public + "/mcp/modern"
 	redirect := "http://127.0.0.1:" + freePort(t) + "/callback"
-	arg, _ := json.Marshal(map[string]string{"serverUrl": resource, "redirectUrl": redirect})
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, idp.Node(t), filepath.Join("e2e", "modern_client.mjs"), string(arg))
-	cmd.Dir = idp.TestDir()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Wait() }()
-	defer cancel()
-	defer stdin.Close()
-
 	browser := oauthtest.NewBrowser()
-	var res *modernResult
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var msg struct{ Event, URL string }
-		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
-			t.Fatalf("client printed a non-JSON line: %v\nstderr:\n%s", err, stderr.String())
+	res := &modernResult{}
+	runScript(t, "modern_client.mjs", map[string]string{"serverUrl": resource, "redirectUrl": redirect}, res, func(event string, line []byte) any {
+		var msg struct{ URL string }
+		_ = json.Unmarshal(line, &msg)
+		if event != "authorize" {
+			t.Fatalf("unexpected client event %q", event)
 		}
-		switch msg.Event {
-		case "authorize":
-			back, err := browser.Authorize(msg.URL, redirect)
-			if err != nil {
-				t.Fatalf("browser: %v\nvisited %v", err, browser.Visited)
-			}
-			raw, _ := json.Marshal(map[string]string{"callback": back.String()})
-			if _, err := stdin.Write(append(raw, '\n')); err != nil {
-				t.Fatal(err)
-			}
-		case "done":
-			res = &modernResult{}
-			if err := json.Unmarshal(sc.Bytes(), res); err != nil {
-				t.Fatalf("client result: %v", err)
-			}
-		default:
-			t.Fatalf("unexpected client event %q", msg.Event)
+		back, err := browser.Authorize(msg.URL, redirect)
+		if err != nil {
+			t.Fatalf("browser: %v\nvisited %v", err, browser.Visited)
 		}
-	}
-	if res == nil {
-		t.Fatalf("the client ended without a result\nstderr:\n%s", stderr.String())
-	}
+		return map[string]string{"callback": back.String()}
+	})
 
 	// The v2 client spoke 2026-07-28: every MCP POST carried the version
 	// and Mcp-Method headers; it discovered the server with server/discover.
