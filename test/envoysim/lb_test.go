@@ -83,12 +83,10 @@ func named(u *upstream, name string, status int) {
 // in proportion to load_balancing_weight (Envoy's "Weighted round robin").
 // The ext_authz gRPC cluster is balanced the same way, one host per Check.
 func TestRoundRobinEndpoints(t *testing.T) {
-	var ups []*upstream
 	var addrs []string
 	for i := 0; i < 3; i++ {
 		u := startUpstream(t, plainHTTP1, nil)
 		named(u, fmt.Sprintf("u%d", i), 200)
-		ups = append(ups, u)
 		addrs = append(addrs, u.srv.Listener.Addr().String())
 	}
 	authzs := []*authzServer{startAuthz(t), startAuthz(t), startAuthz(t)}
