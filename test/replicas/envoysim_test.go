@@ -4,15 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -26,13 +23,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/warden-mcp/warden/internal/audit"
-	"github.com/warden-mcp/warden/internal/store/postgres"
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/envoysim"
 	"github.com/warden-mcp/warden/test/idp"
@@ -175,35 +169,11 @@ func diff(a, b []float64) []float64 {
 // connect-failure retry policy). The trail verifies and holds every
 // allowed decision once.
 func TestEnvoysimInFrontOfReplicas(t *testing.T) {
-	dsn := database(t)
-	bin := wardenBinary(t)
+	dsn, bin, pdir, sealing := setup(t)
 	node := idp.Node(t)
-	pdir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kek := make([]byte, 32)
-	_, _ = rand.Read(kek)
-	sealing := "kek1:" + base64.StdEncoding.EncodeToString(kek)
-	hash, err := bcrypt.GenerateFromPassword([]byte(oauthtest.Password), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
 	proxyAddr := load.FreePort()
 	public := "http://" + proxyAddr
-	cfg := filepath.Join(t.TempDir(), "warden.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`public_url: %s
-oauth:
-  connector:
-    type: static
-    static:
-      users:
-        - username: %s
-          email: alice@example.com
-          password_hash: %q
-`, public, oauthtest.User, hash)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := staticConnectorConfig(t, public)
 	reps := []*replica{startReplica(t, bin, "a", dsn, sealing, pdir, replicaOpts{config: cfg})}
 	reps = append(reps, startReplica(t, bin, "b", dsn, sealing, pdir, replicaOpts{config: cfg}), startReplica(t, bin, "c", dsn, sealing, pdir, replicaOpts{config: cfg}))
 	byHost := map[string]int{}
@@ -517,30 +487,7 @@ oauth:
 	}
 
 	// The trail verifies and holds every allowed decision once.
-	if out := reps[0].cli(t, bin, "audit", "verify"); !strings.Contains(out, "audit chain intact") {
-		t.Fatalf("warden audit verify: %s", out)
-	}
-	reps[0].stop()
-	reps[1].stop()
-	st, err := postgres.Open(context.Background(), postgres.Options{DSN: dsn, SweepInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	rep, err := audit.Verify(context.Background(), st)
-	if err != nil || !rep.OK() {
-		t.Fatalf("audit verify: %+v %v", rep, err)
-	}
-	events, err := st.ListAudit(context.Background(), 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	for _, ev := range events {
-		if ev.Type == "decision" && ev.RequestID != "" {
-			seen[ev.RequestID]++
-		}
-	}
+	seen := trailDecisions(t, bin, dsn, reps[0], reps[0], reps[1])
 	missing := 0
 	for _, r := range results {
 		rp, ok := decidedBy[r.id]
@@ -550,15 +497,9 @@ oauth:
 			missing++
 		}
 	}
-	for id, n := range seen {
-		if n > 1 {
-			t.Errorf("decision %s recorded %d times", id, n)
-		}
-	}
 	if missing != 0 {
 		t.Errorf("%d answered decisions are missing from the trail", missing)
 	}
-	t.Logf("trail: %d events, chain ok through seq %d", len(events), rep.Last)
 }
 
 // failedAtDead reports a status the proxy answers when a call to a dead
