@@ -134,10 +134,13 @@ func metric(t *testing.T, r *replica, name string, labels ...string) float64 {
 }
 
 // counters is one reading of the counters the phases are attributed by.
-type counters struct{ codes, refreshes, allows []float64 }
+type counters struct {
+	codes, refreshes, allows []float64
+	oauth                    map[string]int64 // requests the proxy's warden_http hosts answered
+}
 
-func readCounters(t *testing.T, reps []*replica) counters {
-	var c counters
+func readCounters(t *testing.T, reps []*replica, proxy *envoysim.Proxy) counters {
+	c := counters{oauth: proxy.HostRequests(translate.HTTPCluster)}
 	for _, r := range reps {
 		c.codes = append(c.codes, metric(t, r, "warden_oauth_token_requests_total", `grant_type="authorization_code"`, `result="issued"`))
 		c.refreshes = append(c.refreshes, metric(t, r, "warden_oauth_token_requests_total", `grant_type="refresh_token"`, `result="issued"`))
@@ -230,7 +233,7 @@ func TestEnvoysimInFrontOfReplicas(t *testing.T) {
 	cancel()
 
 	// ---- The SDK client: sign in, refresh, tools, phase by phase ----
-	res, phases := runReplicaClient(t, node, public, reps)
+	res, phases := runReplicaClient(t, node, public, reps, proxy)
 	for _, e := range res.Exchanges {
 		if e.Origin != public {
 			t.Errorf("the client talked to %s directly: %+v", e.Origin, e)
@@ -271,8 +274,19 @@ func TestEnvoysimInFrontOfReplicas(t *testing.T) {
 	if len(served) != 3 {
 		t.Errorf("the three phases were served by %d replicas, want all three", len(served))
 	}
-	t.Logf("SDK client through the proxy: code redeemed at %s, refresh at %s, tool-phase allows per replica %v (round robin makes every phase land somewhere; which replica is not fixed)",
-		reps[codeAt].name, reps[refreshAt].name, tools)
+	// The sign-in itself (discovery, registration, the browser's authorize,
+	// login and consent pages, the code redemption) hopped across all
+	// three replicas: its state is shared.
+	var signinHosts []int64
+	for _, a := range httpAddrs {
+		n := phases["refresh"].oauth[a] - phases["signin"].oauth[a]
+		signinHosts = append(signinHosts, n)
+		if n == 0 {
+			t.Errorf("no OAuth request of the sign-in reached %s (%v)", a, signinHosts)
+		}
+	}
+	t.Logf("SDK client through the proxy: sign-in OAuth requests per replica %v, code redeemed at %s, refresh at %s, tool-phase allows per replica %v (round robin makes every phase land somewhere; which replica is not fixed)",
+		signinHosts, reps[codeAt].name, reps[refreshAt].name, tools)
 
 	// ---- Load through the proxy on all three; revoke; kill -9 ----
 	const users = 3
@@ -523,7 +537,7 @@ type replicaClientResult struct {
 
 // runReplicaClient drives test/replicas/client.mjs, plays the browser,
 // and reads every replica's counters at each phase mark.
-func runReplicaClient(t *testing.T, node, public string, reps []*replica) (*replicaClientResult, map[string]counters) {
+func runReplicaClient(t *testing.T, node, public string, reps []*replica, proxy *envoysim.Proxy) (*replicaClientResult, map[string]counters) {
 	redirect := "http://" + load.FreePort() + "/callback" // nobody listens: the browser stops there
 	arg, _ := json.Marshal(map[string]any{"serverUrl": public + "/mcp/bi", "redirectUrl": redirect, "calls": 6})
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -563,7 +577,7 @@ func runReplicaClient(t *testing.T, node, public string, reps []*replica) (*repl
 		}
 		switch msg.Event {
 		case "mark":
-			phases[msg.Phase] = readCounters(t, reps)
+			phases[msg.Phase] = readCounters(t, reps, proxy)
 			reply(map[string]any{})
 		case "authorize":
 			b := oauthtest.NewBrowser()
@@ -573,7 +587,7 @@ func runReplicaClient(t *testing.T, node, public string, reps []*replica) (*repl
 			}
 			reply(map[string]string{"callback": back.String()})
 		case "done":
-			phases["done"] = readCounters(t, reps)
+			phases["done"] = readCounters(t, reps, proxy)
 			res = &replicaClientResult{}
 			if err := json.Unmarshal(sc.Bytes(), res); err != nil {
 				t.Fatalf("client result: %v", err)
