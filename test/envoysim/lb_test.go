@@ -83,12 +83,10 @@ func named(u *upstream, name string, status int) {
 // in proportion to load_balancing_weight (Envoy's "Weighted round robin").
 // The ext_authz gRPC cluster is balanced the same way, one host per Check.
 func TestRoundRobinEndpoints(t *testing.T) {
-	var ups []*upstream
 	var addrs []string
 	for i := 0; i < 3; i++ {
 		u := startUpstream(t, plainHTTP1, nil)
 		named(u, fmt.Sprintf("u%d", i), 200)
-		ups = append(ups, u)
 		addrs = append(addrs, u.srv.Listener.Addr().String())
 	}
 	authzs := []*authzServer{startAuthz(t), startAuthz(t), startAuthz(t)}
@@ -115,8 +113,22 @@ func TestRoundRobinEndpoints(t *testing.T) {
 			t.Errorf("authz endpoint %d got %d of 6 Checks, want 2", i, n)
 		}
 	}
-	if got := f.proxy.HostRequests("warden_authz"); len(got) != 3 {
-		t.Errorf("HostRequests(warden_authz) = %v, want three hosts", got)
+	got := f.proxy.HostRequests("warden_authz")
+	log := f.proxy.CheckLog()
+	if len(got) != 3 || len(log) != 6 {
+		t.Errorf("HostRequests(warden_authz) = %v, %d CheckLog records; want three hosts, six records", got, len(log))
+	}
+	perHost := map[string]int{}
+	for _, r := range log {
+		if !r.Allowed || r.Err != "" || r.Path != "/mcp/alpha" || r.RequestID == "" {
+			t.Errorf("CheckLog record %+v", r)
+		}
+		perHost[r.Host]++
+	}
+	for _, a := range authzs {
+		if perHost[a.addr] != 2 || got[a.addr] != 2 {
+			t.Errorf("host %s: %d CheckLog records, %d answered requests; want 2", a.addr, perHost[a.addr], got[a.addr])
+		}
 	}
 
 	count := map[string]int{}

@@ -2,21 +2,16 @@ package replicas
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/load"
@@ -40,35 +35,11 @@ func postForm(t *testing.T, u string, form url.Values) (int, map[string]any) {
 // is redeemed at B and C at the same moment: exactly one wins, and the
 // loser's attempt revokes the grant on every replica.
 func TestOAuthAcrossReplicas(t *testing.T) {
-	dsn := database(t)
-	bin := wardenBinary(t)
-	pdir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kek := make([]byte, 32)
-	_, _ = rand.Read(kek)
-	sealing := "kek1:" + base64.StdEncoding.EncodeToString(kek)
-	hash, err := bcrypt.GenerateFromPassword([]byte(oauthtest.Password), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dsn, bin, pdir, sealing := setup(t)
 	ports := []string{load.FreePort(), load.FreePort(), load.FreePort()}
 	host := ports[0] // public_url is replica a's HTTP listener
 	public := "http://" + host
-	cfg := filepath.Join(t.TempDir(), "warden.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`public_url: %s
-oauth:
-  connector:
-    type: static
-    static:
-      users:
-        - username: %s
-          email: alice@example.com
-          password_hash: %q
-`, public, oauthtest.User, hash)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := staticConnectorConfig(t, public)
 	var reps []*replica
 	for i, name := range []string{"a", "b", "c"} {
 		reps = append(reps, startReplica(t, bin, name, dsn, sealing, pdir, replicaOpts{config: cfg, http: ports[i]}))

@@ -29,11 +29,13 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/grpc"
 
 	"github.com/warden-mcp/warden/internal/audit"
 	"github.com/warden-mcp/warden/internal/store/postgres"
 	"github.com/warden-mcp/warden/internal/store/postgres/pgtest"
+	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/load"
 )
 
@@ -260,15 +262,7 @@ type answer struct {
 }
 
 func TestThreeReplicas(t *testing.T) {
-	dsn := database(t)
-	bin := wardenBinary(t)
-	pdir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kek := make([]byte, 32)
-	_, _ = rand.Read(kek)
-	sealing := "kek1:" + base64.StdEncoding.EncodeToString(kek)
+	dsn, bin, pdir, sealing := setup(t)
 	reps := []*replica{startReplica(t, bin, "a", dsn, sealing, pdir)}
 	// The first replica created the shared keys; the others load them.
 	reps = append(reps, startReplica(t, bin, "b", dsn, sealing, pdir), startReplica(t, bin, "c", dsn, sealing, pdir))
@@ -434,11 +428,49 @@ func TestThreeReplicas(t *testing.T) {
 
 	// The trail verifies, through a survivor, and holds every allowed
 	// decision that got an answer, once.
-	if out := reps[0].cli(t, bin, "audit", "verify"); !strings.Contains(out, "audit chain intact") {
+	seen := trailDecisions(t, bin, dsn, reps[0], reps[0], reps[1])
+	missing := 0
+	for _, a := range answers {
+		// Allows are stored before they are answered, on every replica;
+		// denials are queued, so only the survivors' (drained at their
+		// clean stop) must all be there.
+		if a.allowed || a.replica != 2 {
+			if seen[a.id] != 1 {
+				missing++
+			}
+		}
+	}
+	if missing != 0 {
+		t.Errorf("%d answered decisions are missing from the trail", missing)
+	}
+}
+
+// setup gives a run its database, the warden binary, a policy directory
+// allowing everything and the key-encryption key every replica gets.
+func setup(t *testing.T) (dsn, bin, pdir, sealing string) {
+	dsn = database(t)
+	bin = wardenBinary(t)
+	pdir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kek := make([]byte, 32)
+	_, _ = rand.Read(kek)
+	return dsn, bin, pdir, "kek1:" + base64.StdEncoding.EncodeToString(kek)
+}
+
+// trailDecisions checks the trail with `warden audit verify` through via,
+// stops the survivors (their queued events drained), verifies the chain
+// again from the database and returns how often each request id has a
+// decision event, failing on any recorded twice.
+func trailDecisions(t *testing.T, bin, dsn string, via *replica, survivors ...*replica) map[string]int {
+	t.Helper()
+	if out := via.cli(t, bin, "audit", "verify"); !strings.Contains(out, "audit chain intact") {
 		t.Fatalf("warden audit verify: %s", out)
 	}
-	reps[0].stop()
-	reps[1].stop()
+	for _, r := range survivors {
+		r.stop()
+	}
 	st, err := postgres.Open(context.Background(), postgres.Options{DSN: dsn, SweepInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -458,26 +490,37 @@ func TestThreeReplicas(t *testing.T) {
 			seen[ev.RequestID]++
 		}
 	}
-	missing := 0
-	for _, a := range answers {
-		// Allows are stored before they are answered, on every replica;
-		// denials are queued, so only the survivors' (drained at their
-		// clean stop) must all be there.
-		if a.allowed || a.replica != 2 {
-			if seen[a.id] != 1 {
-				missing++
-			}
-		}
-	}
 	for id, n := range seen {
 		if n > 1 {
 			t.Errorf("decision %s recorded %d times", id, n)
 		}
 	}
-	if missing != 0 {
-		t.Errorf("%d answered decisions are missing from the trail", missing)
-	}
 	t.Logf("trail: %d events, chain ok through seq %d", len(events), rep.Last)
+	return seen
+}
+
+// staticConnectorConfig writes a config file with public_url and the
+// static connector's one user.
+func staticConnectorConfig(t *testing.T, public string) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(oauthtest.Password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "warden.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`public_url: %s
+oauth:
+  connector:
+    type: static
+    static:
+      users:
+        - username: %s
+          email: alice@example.com
+          password_hash: %q
+`, public, oauthtest.User, hash)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func httpAddr(t *testing.T, r *replica) string {
