@@ -293,6 +293,9 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 	if resp := check(t, r2.cfg.Listen.Authz, access, "bi", listTools); resp.GetOkResponse() == nil {
 		t.Fatalf("migrated token denied: %v", resp.GetDeniedResponse())
 	}
+	// On PostgreSQL serve runs as a replica: its lease is a readiness
+	// check and a metric.
+	replicaStatusServed(t, r2.cfg.Listen.Admin)
 	if d := check(t, r2.cfg.Listen.Authz, revoked, "bi", listTools).GetDeniedResponse(); d.GetStatus().GetCode() != 401 {
 		t.Fatalf("revoked token after migration: %v", d)
 	}
@@ -334,4 +337,41 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// replicaStatusServed checks that the admin listener at addr reports the
+// replica's live lease on /readyz and in /metrics.
+func replicaStatusServed(t *testing.T, addr string) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready struct {
+		Checks map[string]string `json:"checks"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&ready)
+	resp.Body.Close()
+	if err != nil || ready.Checks["replica"] != "ok" {
+		t.Fatalf("/readyz replica check: %v %v", ready.Checks, err)
+	}
+	resp, err = http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !strings.Contains(string(raw), "\nwarden_replica_lease_live 1\n") || !strings.Contains(string(raw), "\nwarden_replica_listening 1\n") {
+		t.Fatalf("/metrics has no live replica lease (%v):\n%s", err, grepLines(string(raw), "warden_replica_"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

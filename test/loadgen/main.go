@@ -66,9 +66,12 @@ type settings struct {
 	levels    []int
 	conns     int
 	distinct  int
-	policy    string
-	profile   string
-	rounds    int
+	// deny calls a tool the policy refuses: the denial path, audited as
+	// allows are (in audit.durability: sync, answered after the commit).
+	deny    bool
+	policy  string
+	profile string
+	rounds  int
 	// postgres, when set, is the DSN of a database warden serve runs on
 	// (in a schema of its own) instead of Badger.
 	postgres string
@@ -83,6 +86,7 @@ func main() {
 	flag.IntVar(&s.conns, "conns", 2, "gRPC connections shared by the callers (Envoy uses a few per worker)")
 	flag.StringVar(&s.profile, "cpuprofile", "", "write a CPU profile of the warden process during the last level to this file")
 	flag.StringVar(&s.policy, "policy", "tools", "policy: tools (per-tool by group) or args (per-tool by group plus a check of the arguments)")
+	flag.BoolVar(&s.deny, "deny", false, "call a tool the policy denies (the denial path) instead of an allowed one")
 	flag.IntVar(&s.distinct, "distinct", 1, "distinct tools/call messages per caller, cycled (1: every caller repeats one message; large: every check is a new message)")
 	floor := flag.String("floor", "", "instead of warden, drive this allow-everything server (go build ./test/loadgen/floor) to measure grpc-go's own cost")
 	plugin := flag.String("anchor", "", "measure warden side by side with this opa-envoy-plugin binary (built outside the repository), interleaved, on the issue-12 mix")
@@ -137,16 +141,23 @@ func run(bin string, s settings) error {
 		return err
 	}
 	defer load.CloseAll(conns)
-	mk := requestMaker(w.handle)
-	// Sanity: the request is allowed and carries a JWT.
+	mk := requestMakerFor(w.handle, "echo")
+	if s.deny {
+		mk = requestMakerFor(w.handle, "deploy")
+	}
+	// Sanity: the request is allowed and carries a JWT (or, with -deny,
+	// is refused by the policy).
 	resp, err := authv3.NewAuthorizationClient(conns[0]).Check(context.Background(), mk(0))
 	if err != nil {
 		return err
 	}
-	if resp.GetOkResponse() == nil {
+	switch {
+	case s.deny && resp.GetDeniedResponse().GetStatus().GetCode() != 403:
+		return fmt.Errorf("setup check was not denied by the policy: %v", resp)
+	case s.deny:
+	case resp.GetOkResponse() == nil:
 		return fmt.Errorf("setup check was denied: %v", resp.GetDeniedResponse())
-	}
-	if !strings.HasPrefix(findHeader(resp.GetOkResponse(), "authorization"), "Bearer ey") {
+	case !strings.HasPrefix(findHeader(resp.GetOkResponse(), "authorization"), "Bearer ey"):
 		return fmt.Errorf("setup check attached no upstream JWT")
 	}
 	fmt.Print(load.MachineLine(s.conns))
@@ -155,7 +166,11 @@ func run(bin string, s settings) error {
 		backend = "postgres (hot cache)"
 	}
 	fmt.Printf("store: %s\n", backend)
-	fmt.Printf("target: warden; path: allow, tools/call, per-tool Rego policy, handle lookup, cached upstream JWT, audit append; policy %q; %d distinct message(s) per caller\n", s.policy, s.distinct)
+	path := "allow"
+	if s.deny {
+		path = "policy denial (403)"
+	}
+	fmt.Printf("target: warden; path: %s, tools/call, per-tool Rego policy, handle lookup, cached upstream JWT, audit append; policy %q; %d distinct message(s) per caller\n", path, s.policy, s.distinct)
 	return levelsRun(conns, mk, s, w.cmd.Process.Pid, func(last bool) func() error {
 		if s.profile == "" || !last {
 			return nil
@@ -268,9 +283,14 @@ func runFloor(bin string, s settings) error {
 }
 
 func requestMaker(handle string) func(int) *authv3.CheckRequest {
+	return requestMakerFor(handle, "echo")
+}
+
+// requestMakerFor makes tools/call Checks of tool.
+func requestMakerFor(handle, tool string) func(int) *authv3.CheckRequest {
 	return func(i int) *authv3.CheckRequest {
 		// i goes into the arguments, so distinct i are distinct messages.
-		body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","n":` + strconv.Itoa(i) + `}}}`)
+		body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"` + tool + `","arguments":{"message":"hello","n":` + strconv.Itoa(i) + `}}}`)
 		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 				Id: "load-" + strconv.Itoa(i), Method: "POST", Path: "/mcp/bi", Host: "mcp.example.com", Scheme: "https", Protocol: "HTTP/1.1",
@@ -293,7 +313,11 @@ func levelsRun(conns []*grpc.ClientConn, mk func(int) *authv3.CheckRequest, s se
 	fmt.Print(strings.TrimSuffix(load.Header(), "\n") + "    peak RSS\n")
 	for i, n := range s.levels {
 		wait := profile(i == len(s.levels)-1)
-		res := load.Measure(load.Options{Conns: conns, Request: mk, Distinct: s.distinct, Callers: n, Warmup: s.warm, Duration: s.dur, PID: pid})
+		o := load.Options{Conns: conns, Request: mk, Distinct: s.distinct, Callers: n, Warmup: s.warm, Duration: s.dur, PID: pid}
+		if s.deny {
+			o.Denied = func(int) bool { return true }
+		}
+		res := load.Measure(o)
 		if wait != nil {
 			if err := wait(); err != nil {
 				return err
