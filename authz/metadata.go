@@ -46,36 +46,101 @@ func ResponseMethod(method string) bool { return responseMethods[method] }
 // handle's digest (the handle itself never leaves the Check), by which the
 // response path finds the caller again (Service.Caller) and checks it is
 // still live.
+//
+// Every allowed tools/call builds one, so its messages are allocated
+// together (metaCall, metaTop) rather than one structpb constructor call
+// per value: a third of an allow's allocations went here. The result is
+// the same tree structpb.NewStringValue and friends build, read only once
+// built (gRPC marshals it).
 func (s *Service) responseMetadata(c *check) *structpb.Struct {
 	if c.req == nil {
 		return nil
 	}
-	var calls []*structpb.Value
+	n := 0
+	for i := range c.req.Messages {
+		if m := &c.req.Messages[i]; m.Kind == mcp.KindRequest && responseMethods[m.Method] {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	slab := make([]metaCall, n)
+	calls := make([]*structpb.Value, 0, n)
 	for i := range c.req.Messages {
 		m := &c.req.Messages[i]
 		if m.Kind != mcp.KindRequest || !responseMethods[m.Method] {
 			continue
 		}
-		f := map[string]*structpb.Value{
-			"id":     structpb.NewStringValue(string(m.ID)),
-			"method": structpb.NewStringValue(m.Method),
-		}
+		mc := &slab[len(calls)]
+		size := 2
 		if m.Method == "tools/call" {
-			f["tool"] = structpb.NewStringValue(m.Tool)
+			size = 4
+		}
+		f := make(map[string]*structpb.Value, size)
+		f["id"] = mc.id.of(string(m.ID))
+		f["method"] = mc.method.of(m.Method)
+		if m.Method == "tools/call" {
+			f["tool"] = mc.tool.of(m.Tool)
 			if len(m.ArgumentsRaw) <= maxMetadataArguments {
-				f["arguments"] = structpb.NewStringValue(string(m.ArgumentsRaw))
+				f["arguments"] = mc.args.of(string(m.ArgumentsRaw))
 			}
 		}
-		calls = append(calls, structpb.NewStructValue(&structpb.Struct{Fields: f}))
+		mc.fields.Fields = f
+		calls = append(calls, mc.value.of(&mc.fields))
 	}
-	if len(calls) == 0 {
-		return nil
+	t := &metaTop{}
+	t.list.Values = calls
+	t.calls.Kind = &t.callsKind
+	t.callsKind.ListValue = &t.list
+	t.warden.Fields = map[string]*structpb.Value{
+		"server":   t.server.of(c.server),
+		"caller":   t.caller.of(c.handle.Digest),
+		"protocol": t.protocol.of(c.req.ProtocolVersion),
+		"calls":    &t.calls,
 	}
-	w := &structpb.Struct{Fields: map[string]*structpb.Value{
-		"server":   structpb.NewStringValue(c.server),
-		"caller":   structpb.NewStringValue(c.handle.Digest),
-		"protocol": structpb.NewStringValue(c.req.ProtocolVersion),
-		"calls":    structpb.NewListValue(&structpb.ListValue{Values: calls}),
-	}}
-	return &structpb.Struct{Fields: map[string]*structpb.Value{MetadataKey: structpb.NewStructValue(w)}}
+	t.top.Fields = map[string]*structpb.Value{MetadataKey: t.wardenValue.of(&t.warden)}
+	return &t.top
+}
+
+// stringValue is a string structpb.Value and its kind in one allocation.
+type stringValue struct {
+	v structpb.Value
+	k structpb.Value_StringValue
+}
+
+func (s *stringValue) of(str string) *structpb.Value {
+	s.k.StringValue = str
+	s.v.Kind = &s.k
+	return &s.v
+}
+
+// structValue is a struct structpb.Value and its kind in one allocation.
+type structValue struct {
+	v structpb.Value
+	k structpb.Value_StructValue
+}
+
+func (s *structValue) of(st *structpb.Struct) *structpb.Value {
+	s.k.StructValue = st
+	s.v.Kind = &s.k
+	return &s.v
+}
+
+// metaCall is the messages of one call's entry in the metadata.
+type metaCall struct {
+	id, method, tool, args stringValue
+	fields                 structpb.Struct
+	value                  structValue
+}
+
+// metaTop is the messages around the calls.
+type metaTop struct {
+	server, caller, protocol stringValue
+	list                     structpb.ListValue
+	calls                    structpb.Value
+	callsKind                structpb.Value_ListValue
+	warden                   structpb.Struct
+	wardenValue              structValue
+	top                      structpb.Struct
 }

@@ -68,7 +68,10 @@ type check struct {
 	// names left out of them.
 	inputs   []byte
 	redacted []string
-	reqRec   *policy.Request // the whole request part, built once
+	// reqRec is the whole request part for the record, built once (when
+	// haveReq) if the policy does not read it.
+	reqRec  policy.Request
+	haveReq bool
 }
 
 func (s *Service) run(ctx context.Context, c *check, req *authv3.CheckRequest) outcome {

@@ -107,7 +107,14 @@ type Trail struct {
 	// lockedUntil: until then batches are chained under the store's lock
 	// (ChainStore); only the writer goroutine uses it.
 	lockedUntil time.Time
+	// events and lines are the writer goroutine's batch buffers.
+	events []store.AuditEvent
+	lines  []byte
 }
+
+// maxKeptLines bounds the lines buffer kept between batches: a burst of
+// large batches does not pin its memory for good.
+const maxKeptLines = 4 << 20
 
 // lockedFor is how long a trail that lost an append race chains under
 // the store's lock before it tries appending directly again.
@@ -290,11 +297,27 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		return seq, prev
 	}
 	start := time.Now()
-	events := make([]store.AuditEvent, len(batch))
+	// The events and lines of a batch are the writer's own buffers, reused
+	// from batch to batch: neither the store nor the sink keeps them past
+	// the write (Badger's log keeps a copy of the last event), and they
+	// are cleared after it so that they hold no Check's input.
+	if cap(t.events) < len(batch) {
+		t.events = make([]store.AuditEvent, len(batch))
+	}
+	events := t.events[:len(batch)]
+	defer clear(events)
 	ls, _ := t.st.(LineStore)
 	var lines []byte
 	if t.opts.Sink != nil || ls != nil {
-		lines = make([]byte, 0, 512*len(batch))
+		lines = t.lines[:0]
+		if lines == nil {
+			lines = make([]byte, 0, 512*len(batch))
+		}
+		defer func() {
+			if cap(lines) <= maxKeptLines {
+				t.lines = lines[:0]
+			}
+		}()
 	}
 	var h string
 	chain := func() {
@@ -304,13 +327,14 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			ev := p.ev
 			ev.Seq = seq + uint64(i) + 1
 			ev.PrevHash = h
-			var line []byte
-			ev.Hash, line = hashAndEncode(ev)
+			if lines != nil {
+				ev.Hash, lines = appendEvent(lines, ev)
+				lines = append(lines, '\n')
+			} else {
+				ev.Hash = Hash(ev)
+			}
 			h = ev.Hash
 			events[i] = ev
-			if lines != nil {
-				lines = append(append(lines, line...), '\n')
-			}
 		}
 	}
 	// With a ChainStore, a trail that met another writer recently chains
@@ -458,7 +482,7 @@ func (t *Trail) landed(events []store.AuditEvent) bool {
 // Hash empty and PrevHash set, so changing any field or the order breaks
 // every later link.
 func Hash(ev store.AuditEvent) string {
-	h, _ := hashAndEncode(ev)
+	h, _ := appendEvent(nil, ev)
 	return h
 }
 
@@ -466,56 +490,53 @@ func Hash(ev store.AuditEvent) string {
 // Hash is the last field of store.AuditEvent and has no omitempty.
 const emptyHashTail = `"hash":""}`
 
-// hashAndEncode returns the chain hash of ev and its JSON encoding with
-// that hash filled in, from a single marshal: the hash is spliced into the
-// encoding it was computed over.
-func hashAndEncode(ev store.AuditEvent) (string, []byte) {
+// appendEvent appends ev's JSON encoding with its chain hash filled in to
+// dst and returns the hash, from a single marshal of the event without its
+// input: the input is spliced in where encoding/json would put it, the hash
+// is computed over that encoding in place and written over its empty
+// value. The line is byte for byte json.Marshal of the hashed event; this
+// costs no copy of the line beyond dst (it was three on the Check path).
+func appendEvent(dst []byte, ev store.AuditEvent) (string, []byte) {
 	ev.Hash = ""
 	input := ev.Input
 	ev.Input = nil
 	raw, _ := json.Marshal(ev)
+	at := len(raw) // where the input goes
 	if len(input) > 0 {
-		var ok bool
-		if raw, ok = spliceInput(raw, input); !ok {
-			ev.Input = input // the field order changed: let encoding/json place it
-			raw, _ = json.Marshal(ev)
-		}
+		at = bytes.LastIndex(raw, []byte(prevHashMember))
 	}
-	sum := sha256.Sum256(raw)
-	h := hex.EncodeToString(sum[:])
-	if !bytes.HasSuffix(raw, []byte(emptyHashTail)) {
-		// The field order changed; fall back to a second marshal.
-		ev.Hash, ev.Input = h, input
+	if at < 0 || !bytes.HasSuffix(raw, []byte(emptyHashTail)) {
+		// The field order changed: let encoding/json place everything.
+		ev.Input = input
+		raw, _ = json.Marshal(ev)
+		sum := sha256.Sum256(raw)
+		h := hex.EncodeToString(sum[:])
+		ev.Hash = h
 		out, _ := json.Marshal(ev)
-		return h, out
+		return h, append(dst, out...)
 	}
-	out := make([]byte, 0, len(raw)+len(h))
-	out = append(out, raw[:len(raw)-2]...) // drop `"}`
-	out = append(out, h...)
-	out = append(out, '"', '}')
-	return h, out
+	n := len(dst)
+	dst = append(dst, raw[:at]...)
+	if len(input) > 0 {
+		dst = append(dst, `,"input":`...)
+		dst = append(dst, input...)
+	}
+	dst = append(dst, raw[at:]...)
+	sum := sha256.Sum256(dst[n:])
+	dst = dst[:len(dst)-2] // drop `"}`
+	hs := len(dst)
+	dst = hex.AppendEncode(dst, sum[:])
+	h := string(dst[hs:])
+	return h, append(dst, '"', '}')
 }
 
 // prevHashMember is where the recorded decision input goes: Input is the
 // field before PrevHash, and the last occurrence is the top-level member
-// (Hash, after it, is hex).
+// (Hash, after it, is hex). The input (compact JSON as encoding/json
+// writes it, built by policy.AppendRecord) is placed there without
+// encoding/json compacting it again: that re-validation was a tenth of a
+// Check's CPU.
 const prevHashMember = `,"prev_hash":"`
-
-// spliceInput inserts the decision input (compact JSON as encoding/json
-// writes it, built by policy.AppendRecord) where json.Marshal would put
-// it, without encoding/json compacting it again: that re-validation was a
-// tenth of a Check's CPU. The result is byte for byte json.Marshal's.
-func spliceInput(raw, input []byte) ([]byte, bool) {
-	i := bytes.LastIndex(raw, []byte(prevHashMember))
-	if i < 0 {
-		return raw, false
-	}
-	out := make([]byte, 0, len(raw)+len(input)+10)
-	out = append(out, raw[:i]...)
-	out = append(out, `,"input":`...)
-	out = append(out, input...)
-	return append(out, raw[i:]...), true
-}
 
 // Report is the outcome of Verify.
 type Report struct {
