@@ -65,8 +65,12 @@ func (s *Service) responseMetadata(c *check) *structpb.Struct {
 	if n == 0 {
 		return nil
 	}
-	slab := make([]metaCall, n)
-	calls := make([]*structpb.Value, 0, n)
+	t := &metaTop{}
+	// The common check has one call: it is part of the top's allocation.
+	slab, calls := t.one[:], t.oneValue[:0]
+	if n > 1 {
+		slab, calls = make([]metaCall, n), make([]*structpb.Value, 0, n)
+	}
 	for i := range c.req.Messages {
 		m := &c.req.Messages[i]
 		if m.Kind != mcp.KindRequest || !responseMethods[m.Method] {
@@ -89,7 +93,6 @@ func (s *Service) responseMetadata(c *check) *structpb.Struct {
 		mc.fields.Fields = f
 		calls = append(calls, mc.value.of(&mc.fields))
 	}
-	t := &metaTop{}
 	t.list.Values = calls
 	t.calls.Kind = &t.callsKind
 	t.callsKind.ListValue = &t.list
@@ -143,4 +146,6 @@ type metaTop struct {
 	warden                   structpb.Struct
 	wardenValue              structValue
 	top                      structpb.Struct
+	one                      [1]metaCall
+	oneValue                 [1]*structpb.Value
 }

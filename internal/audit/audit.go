@@ -108,9 +108,8 @@ type Trail struct {
 	// lockedUntil: until then batches are chained under the store's lock
 	// (ChainStore); only the writer goroutine uses it.
 	lockedUntil time.Time
-	// events and lines are the writer goroutine's batch buffers.
-	events []store.AuditEvent
-	lines  []byte
+	// ch holds the writer goroutine's batch buffers.
+	ch chainer
 }
 
 // maxKeptLines bounds the lines buffer kept between batches: a burst of
@@ -305,43 +304,17 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		return seq, prev
 	}
 	start := time.Now()
-	// The events and lines of a batch are the writer's own buffers, reused
-	// from batch to batch: neither the store nor the sink keeps them past
-	// the write (Badger's log keeps a copy of the last event), and they
-	// are cleared after it so that they hold no Check's input.
-	if cap(t.events) < len(batch) {
-		t.events = make([]store.AuditEvent, len(batch))
-	}
-	events := t.events[:len(batch)]
-	defer clear(events)
+	ch := &t.ch
+	ch.start(batch, seq, prev)
+	defer ch.done()
 	ls, _ := t.st.(LineStore)
-	lines := t.lines[:0]
-	defer func() {
-		if cap(lines) <= maxKeptLines {
-			t.lines = lines[:0]
-		}
-	}()
-	var h string
-	chain := func() {
-		lines = lines[:0]
-		h = prev
-		for i, p := range batch {
-			ev := p.ev
-			ev.Seq = seq + uint64(i) + 1
-			ev.PrevHash = h
-			ev.Hash, lines = appendChained(lines, ev, p.body)
-			lines = append(lines, '\n')
-			h = ev.Hash
-			events[i] = ev
-		}
-	}
 	// With a ChainStore, a trail that met another writer recently chains
 	// under the store's lock (one queue, no failed writes); otherwise it
 	// appends onto the head it knows, which costs fewer round trips.
 	cs, _ := t.st.(ChainStore)
 	locked := cs != nil && time.Now().Before(t.lockedUntil)
 	if !locked {
-		chain()
+		ch.chain()
 	}
 	backoff := 10 * time.Millisecond
 	for {
@@ -351,22 +324,22 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			// locked: another replica's appends are waited for, not
 			// retried over.
 			err = cs.AppendAuditChained(context.Background(), func(head store.AuditEvent) []store.AuditEvent {
-				seq, prev = head.Seq, head.Hash
-				chain()
-				return events
+				ch.seq, ch.prev = head.Seq, head.Hash
+				ch.chain()
+				return ch.events
 			})
-			if err != nil && t.landed(events) {
+			if err != nil && t.landed(ch.events) {
 				break
 			}
 		} else if ls != nil {
-			err = ls.AppendAuditLines(context.Background(), events, lines)
+			err = ls.AppendAuditLines(context.Background(), ch.events, ch.lines)
 		} else {
-			err = t.st.AppendAudit(context.Background(), events...)
+			err = t.st.AppendAudit(context.Background(), ch.events...)
 		}
 		if err == nil {
 			break
 		}
-		if errors.Is(err, store.ErrAlreadyExists) && t.landed(events) {
+		if errors.Is(err, store.ErrAlreadyExists) && t.landed(ch.events) {
 			// An earlier attempt of this very batch committed although
 			// its write reported an error.
 			break
@@ -385,15 +358,15 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			// Another writer (a replica on the same PostgreSQL schema)
 			// appended since this trail last did: continue the chain after
 			// its events, re-chaining this batch onto the new head.
-			if head, herr := t.st.LastAudit(context.Background()); herr == nil && head.Seq >= seq+1 {
-				seq, prev = head.Seq, head.Hash
-				chain()
+			if head, herr := t.st.LastAudit(context.Background()); herr == nil && head.Seq >= ch.seq+1 {
+				ch.seq, ch.prev = head.Seq, head.Hash
+				ch.chain()
 				if t.opts.OnRechain != nil {
 					t.opts.OnRechain()
 				}
 				continue
 			}
-		} else if t.landed(events) {
+		} else if t.landed(ch.events) {
 			// The write failed to report but committed (a connection lost
 			// after COMMIT): writing it again would store it twice.
 			break
@@ -405,25 +378,25 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			// The store will not come back while this process runs:
 			// waiting callers fail now (an allow becomes a 503) rather
 			// than at their deadline, and the batch is not retried.
-			t.opts.Logger.Error("audit events lost: the store is unavailable", "err", err, "events", len(events))
+			t.opts.Logger.Error("audit events lost: the store is unavailable", "err", err, "events", len(ch.events))
 			for _, p := range batch {
 				if p.done != nil {
 					p.done <- fmt.Errorf("audit store unavailable: %w", err)
 				}
 			}
-			return seq, prev
+			return ch.seq, ch.prev
 		}
-		t.opts.Logger.Error("audit write failed; retrying", "err", err, "events", len(events))
+		t.opts.Logger.Error("audit write failed; retrying", "err", err, "events", len(ch.events))
 		select {
 		case <-time.After(backoff):
 		case <-t.abandon:
-			t.opts.Logger.Error("audit events lost: the store failed until shutdown", "events", len(events))
+			t.opts.Logger.Error("audit events lost: the store failed until shutdown", "events", len(ch.events))
 			for _, p := range batch {
 				if p.done != nil {
 					p.done <- fmt.Errorf("audit store unavailable: %w", err)
 				}
 			}
-			return seq, prev
+			return ch.seq, ch.prev
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
@@ -435,18 +408,18 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			if t.opts.OnWriteError != nil {
 				t.opts.OnWriteError(err)
 			}
-			t.opts.Logger.Error("audit sync failed", "err", err, "events", len(events))
+			t.opts.Logger.Error("audit sync failed", "err", err, "events", len(ch.events))
 			for _, p := range batch {
 				if p.done != nil {
 					p.done <- fmt.Errorf("audit not durable: %w", err)
 				}
 			}
-			return events[len(events)-1].Seq, h
+			return ch.events[len(ch.events)-1].Seq, ch.h
 		}
 	}
-	t.m.committed(len(events), time.Since(start))
+	t.m.committed(len(ch.events), time.Since(start))
 	if t.opts.Sink != nil {
-		if _, err := t.opts.Sink.Write(lines); err != nil {
+		if _, err := t.opts.Sink.Write(ch.lines); err != nil {
 			t.opts.Logger.Error("audit sink write failed", "err", err)
 		}
 	}
@@ -455,7 +428,53 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			p.done <- nil
 		}
 	}
-	return events[len(events)-1].Seq, h
+	return ch.events[len(ch.events)-1].Seq, ch.h
+}
+
+// chainer chains a batch into the writer's reused buffers: neither the
+// store nor the sink keeps them past the write (Badger's log keeps a copy
+// of the last event). Only the writer goroutine uses it (Trail.ch), so a
+// batch costs no allocation of its own beyond the hashes.
+type chainer struct {
+	batch  []pending
+	events []store.AuditEvent
+	lines  []byte
+	// seq and prev are the head the batch goes onto, h the hash of its
+	// last event once chained.
+	seq     uint64
+	prev, h string
+}
+
+func (c *chainer) start(batch []pending, seq uint64, prev string) {
+	c.batch, c.seq, c.prev = batch, seq, prev
+	if cap(c.events) < len(batch) {
+		c.events = make([]store.AuditEvent, len(batch))
+	}
+	c.events = c.events[:len(batch)]
+}
+
+// done drops what the batch referenced (Checks' inputs, their done
+// channels) and a lines buffer grown past maxKeptLines.
+func (c *chainer) done() {
+	clear(c.events)
+	c.batch = nil
+	if cap(c.lines) > maxKeptLines {
+		c.lines = nil
+	}
+}
+
+func (c *chainer) chain() {
+	c.lines = c.lines[:0]
+	c.h = c.prev
+	for i, p := range c.batch {
+		ev := p.ev
+		ev.Seq = c.seq + uint64(i) + 1
+		ev.PrevHash = c.h
+		ev.Hash, c.lines = appendChained(c.lines, ev, p.body)
+		c.lines = append(c.lines, '\n')
+		c.h = ev.Hash
+		c.events[i] = ev
+	}
 }
 
 // landed reports whether events, whose write returned an error, are
