@@ -54,28 +54,53 @@ func ResponseMethod(method string) bool { return responseMethods[method] }
 // handle's digest (the handle itself never leaves the Check), by which the
 // response path finds the caller again (Service.Caller) and checks it is
 // still live.
+//
+// Every allowed tools/call builds one, so its messages are allocated
+// together (metaCall, metaTop) rather than one structpb constructor call
+// per value: a third of an allow's allocations went here. The result is
+// the same tree structpb.NewStringValue and friends build, read only once
+// built (gRPC marshals it). The rare parts (held arguments, the request
+// part for a list) use the plain constructors.
 func (s *Service) responseMetadata(ctx context.Context, c *check) *structpb.Struct {
 	if c.req == nil {
 		return nil
 	}
-	var calls []*structpb.Value
+	n := 0
+	for i := range c.req.Messages {
+		if m := &c.req.Messages[i]; m.Kind == mcp.KindRequest && responseMethods[m.Method] {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	t := &metaTop{}
+	// The common check has one call: it is part of the top's allocation.
+	slab, calls := t.one[:], t.oneValue[:0]
+	if n > 1 {
+		slab, calls = make([]metaCall, n), make([]*structpb.Value, 0, n)
+	}
 	lists := false
 	for i := range c.req.Messages {
 		m := &c.req.Messages[i]
 		if m.Kind != mcp.KindRequest || !responseMethods[m.Method] {
 			continue
 		}
-		f := map[string]*structpb.Value{
-			"id":     structpb.NewStringValue(string(m.ID)),
-			"method": structpb.NewStringValue(m.Method),
-		}
 		_, isList := listMethods[m.Method]
 		lists = lists || isList
+		mc := &slab[len(calls)]
+		size := 2
 		if m.Method == "tools/call" {
-			f["tool"] = structpb.NewStringValue(m.Tool)
+			size = 4
+		}
+		f := make(map[string]*structpb.Value, size)
+		f["id"] = mc.id.of(string(m.ID))
+		f["method"] = mc.method.of(m.Method)
+		if m.Method == "tools/call" {
+			f["tool"] = mc.tool.of(m.Tool)
 			switch {
 			case len(m.ArgumentsRaw) <= maxMetadataArguments:
-				f["arguments"] = structpb.NewStringValue(string(m.ArgumentsRaw))
+				f["arguments"] = mc.args.of(string(m.ArgumentsRaw))
 			case s.o.Arguments != nil:
 				ref, err := s.o.Arguments.HoldArguments(ctx, m.ArgumentsRaw)
 				if err != nil {
@@ -88,17 +113,18 @@ func (s *Service) responseMetadata(ctx context.Context, c *check) *structpb.Stru
 				f["arguments_digest"] = structpb.NewStringValue(mcptask.ArgumentsDigest(m.ArgumentsRaw))
 			}
 		}
-		calls = append(calls, structpb.NewStructValue(&structpb.Struct{Fields: f}))
+		mc.fields.Fields = f
+		calls = append(calls, mc.value.of(&mc.fields))
 	}
-	if len(calls) == 0 {
-		return nil
+	t.list.Values = calls
+	t.calls.Kind = &t.callsKind
+	t.callsKind.ListValue = &t.list
+	t.warden.Fields = map[string]*structpb.Value{
+		"server":   t.server.of(c.server),
+		"caller":   t.caller.of(c.handle.Digest),
+		"protocol": t.protocol.of(c.req.ProtocolVersion),
+		"calls":    &t.calls,
 	}
-	w := &structpb.Struct{Fields: map[string]*structpb.Value{
-		"server":   structpb.NewStringValue(c.server),
-		"caller":   structpb.NewStringValue(c.handle.Digest),
-		"protocol": structpb.NewStringValue(c.req.ProtocolVersion),
-		"calls":    structpb.NewListValue(&structpb.ListValue{Values: calls}),
-	}}
 	if lists && c.needs.Request {
 		// The visibility decisions of a list see the request part the
 		// Check's input had. Carried rather than rebuilt from ext_proc
@@ -107,9 +133,54 @@ func (s *Service) responseMetadata(ctx context.Context, c *check) *structpb.Stru
 		// requests of a policy that reads input.request. A policy that
 		// does not read it gets none, and one reloaded in between to read
 		// it refuses the list (policy.Engine.Visible: omitted part).
-		w.Fields["request"] = structpb.NewStructValue(requestStruct(c.requestPart()))
+		t.warden.Fields["request"] = structpb.NewStructValue(requestStruct(c.requestPart()))
 	}
-	return &structpb.Struct{Fields: map[string]*structpb.Value{MetadataKey: structpb.NewStructValue(w)}}
+	t.top.Fields = map[string]*structpb.Value{MetadataKey: t.wardenValue.of(&t.warden)}
+	return &t.top
+}
+
+// stringValue is a string structpb.Value and its kind in one allocation.
+type stringValue struct {
+	v structpb.Value
+	k structpb.Value_StringValue
+}
+
+func (s *stringValue) of(str string) *structpb.Value {
+	s.k.StringValue = str
+	s.v.Kind = &s.k
+	return &s.v
+}
+
+// structValue is a struct structpb.Value and its kind in one allocation.
+type structValue struct {
+	v structpb.Value
+	k structpb.Value_StructValue
+}
+
+func (s *structValue) of(st *structpb.Struct) *structpb.Value {
+	s.k.StructValue = st
+	s.v.Kind = &s.k
+	return &s.v
+}
+
+// metaCall is the messages of one call's entry in the metadata.
+type metaCall struct {
+	id, method, tool, args stringValue
+	fields                 structpb.Struct
+	value                  structValue
+}
+
+// metaTop is the messages around the calls.
+type metaTop struct {
+	server, caller, protocol stringValue
+	list                     structpb.ListValue
+	calls                    structpb.Value
+	callsKind                structpb.Value_ListValue
+	warden                   structpb.Struct
+	wardenValue              structValue
+	top                      structpb.Struct
+	one                      [1]metaCall
+	oneValue                 [1]*structpb.Value
 }
 
 // listMethods are the list requests whose results the response path

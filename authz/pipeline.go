@@ -68,7 +68,10 @@ type check struct {
 	// names left out of them.
 	inputs   []byte
 	redacted []string
-	reqRec   *policy.Request // the whole request part, built once
+	// reqRec is the whole request part for the record, built once (when
+	// haveReq) if the policy does not read it.
+	reqRec  policy.Request
+	haveReq bool
 }
 
 func (s *Service) run(ctx context.Context, c *check, req *authv3.CheckRequest) outcome {
@@ -465,11 +468,10 @@ func (s *Service) input(c *check) (*policy.Input, error) {
 // requestPart is the request part built once for the check's audit
 // record and response metadata.
 func (c *check) requestPart() policy.Request {
-	if c.reqRec == nil {
-		r := c.request()
-		c.reqRec = &r
+	if !c.haveReq {
+		c.reqRec, c.haveReq = c.request(), true
 	}
-	return *c.reqRec
+	return c.reqRec
 }
 
 // request is the input's request part.

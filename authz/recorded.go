@@ -7,6 +7,15 @@ import (
 	"github.com/warden-mcp/warden/policy"
 )
 
+// recordSlack is added to the size of recent recorded inputs when the
+// next check's buffer is allocated: inputs of one deployment differ by a
+// few ids and arguments. maxRecordHint keeps an outsized batch from
+// setting the size every later check allocates.
+const (
+	recordSlack   = 256
+	maxRecordHint = 16 << 10
+)
+
 // recordInput appends the input about to be decided to the check's
 // recorded inputs, for the audit event (policy/record.go): whole, with the
 // parts the policy in use does not read filled in from the request, and
@@ -24,7 +33,7 @@ func (s *Service) recordInput(c *check, in *policy.Input, m *mcp.Message) error 
 		rec = &cp
 	}
 	if c.inputs == nil {
-		c.inputs = make([]byte, 0, 1024)
+		c.inputs = make([]byte, 0, s.recordSize.Load()+recordSlack)
 		c.inputs = append(c.inputs, '[')
 	} else {
 		c.inputs[len(c.inputs)-1] = ',' // reopen the array
@@ -38,6 +47,11 @@ func (s *Service) recordInput(c *check, in *policy.Input, m *mcp.Message) error 
 		return fmt.Errorf("record the decision input: %w", err)
 	}
 	c.inputs = append(c.inputs, ']')
+	// Written only when the size leaves [hint/2, hint]: the hint is read
+	// by every check on every core.
+	if n, h := int64(len(c.inputs)), s.recordSize.Load(); n <= maxRecordHint && (n > h || n < h/2) {
+		s.recordSize.Store(n)
+	}
 	for _, r := range redacted {
 		if !contains(c.redacted, r) {
 			c.redacted = append(c.redacted, r)

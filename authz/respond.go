@@ -283,10 +283,11 @@ func (s *Service) record(ctx context.Context, c *check, o outcome) *authv3.Check
 // respond builds the CheckResponse of an outcome.
 func respond(o outcome) *authv3.CheckResponse {
 	if o.allowed() {
-		return &authv3.CheckResponse{
-			Status:       okStatus,
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: o.ok},
-		}
+		// The response and its oneof wrapper in one allocation.
+		r := &okResponse{}
+		r.ok.OkResponse = o.ok
+		r.resp.Status, r.resp.HttpResponse = okStatus, &r.ok
+		return &r.resp
 	}
 	denied := &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode(o.status)}, Body: o.body}
 	hasCT := false
@@ -309,6 +310,11 @@ func respond(o outcome) *authv3.CheckResponse {
 		Status:       &rpcstatus.Status{Code: int32(code), Message: o.reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied},
 	}
+}
+
+type okResponse struct {
+	resp authv3.CheckResponse
+	ok   authv3.CheckResponse_OkResponse
 }
 
 // okStatus is shared by every allow, like jsonContentType below.

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -168,6 +169,9 @@ type Service struct {
 	// callers caches the policy input parts fixed for one handle on one
 	// server, keyed by the versions of every record they come from.
 	callers *lru.Cache[callerKey, *policy.Caller]
+	// recordSize is the size of a recent check's recorded inputs, so that
+	// the next one is allocated once at about its size (recorded.go).
+	recordSize atomic.Int64
 }
 
 type callerKey struct {

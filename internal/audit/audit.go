@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -107,14 +108,23 @@ type Trail struct {
 	// lockedUntil: until then batches are chained under the store's lock
 	// (ChainStore); only the writer goroutine uses it.
 	lockedUntil time.Time
+	// ch holds the writer goroutine's batch buffers.
+	ch chainer
 }
+
+// maxKeptLines bounds the lines buffer kept between batches: a burst of
+// large batches does not pin its memory for good.
+const maxKeptLines = 4 << 20
 
 // lockedFor is how long a trail that lost an append race chains under
 // the store's lock before it tries appending directly again.
 const lockedFor = 5 * time.Second
 
 type pending struct {
-	ev   store.AuditEvent
+	ev store.AuditEvent
+	// body is ev's encoding without its chain members (eventBody); nil:
+	// the writer encodes ev whole.
+	body []byte
 	done chan error // nil for fire-and-forget records
 }
 
@@ -156,14 +166,15 @@ func Open(ctx context.Context, st Store, o Options) (*Trail, error) {
 // Record queues ev. It blocks while the queue is full, up to ctx's
 // deadline. Time is filled in when zero.
 func (t *Trail) Record(ctx context.Context, ev store.AuditEvent) error {
-	return t.enqueue(ctx, pending{ev: t.stamp(ev)})
+	return t.enqueue(ctx, t.pend(ev))
 }
 
 // RecordSync queues ev and waits until it is durably stored. Use it for
 // actions whose audit must exist before the action is reported done
 // (revocations, admin changes, issued credentials, allowed requests).
 func (t *Trail) RecordSync(ctx context.Context, ev store.AuditEvent) error {
-	p := pending{ev: t.stamp(ev), done: doneChans.Get().(chan error)}
+	p := t.pend(ev)
+	p.done = doneChans.Get().(chan error)
 	if err := t.enqueue(ctx, p); err != nil {
 		doneChans.Put(p.done)
 		return err
@@ -182,12 +193,15 @@ func (t *Trail) RecordSync(ctx context.Context, ev store.AuditEvent) error {
 // allowed Check on the hot path.
 var doneChans = sync.Pool{New: func() any { return make(chan error, 1) }}
 
-func (t *Trail) stamp(ev store.AuditEvent) store.AuditEvent {
+// pend stamps ev and encodes it, on the caller's goroutine: the one
+// writer goroutine then only chains and writes, so a group commit, which
+// every waiting Check waits for, takes less time.
+func (t *Trail) pend(ev store.AuditEvent) pending {
 	if ev.Time.IsZero() {
 		ev.Time = t.opts.Now()
 	}
 	ev.Time = ev.Time.UTC()
-	return ev
+	return pending{ev: ev, body: eventBody(ev)}
 }
 
 func (t *Trail) enqueue(ctx context.Context, p pending) error {
@@ -290,36 +304,17 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 		return seq, prev
 	}
 	start := time.Now()
-	events := make([]store.AuditEvent, len(batch))
+	ch := &t.ch
+	ch.start(batch, seq, prev)
+	defer ch.done()
 	ls, _ := t.st.(LineStore)
-	var lines []byte
-	if t.opts.Sink != nil || ls != nil {
-		lines = make([]byte, 0, 512*len(batch))
-	}
-	var h string
-	chain := func() {
-		lines = lines[:0]
-		h = prev
-		for i, p := range batch {
-			ev := p.ev
-			ev.Seq = seq + uint64(i) + 1
-			ev.PrevHash = h
-			var line []byte
-			ev.Hash, line = hashAndEncode(ev)
-			h = ev.Hash
-			events[i] = ev
-			if lines != nil {
-				lines = append(append(lines, line...), '\n')
-			}
-		}
-	}
 	// With a ChainStore, a trail that met another writer recently chains
 	// under the store's lock (one queue, no failed writes); otherwise it
 	// appends onto the head it knows, which costs fewer round trips.
 	cs, _ := t.st.(ChainStore)
 	locked := cs != nil && time.Now().Before(t.lockedUntil)
 	if !locked {
-		chain()
+		ch.chain()
 	}
 	backoff := 10 * time.Millisecond
 	for {
@@ -329,22 +324,22 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			// locked: another replica's appends are waited for, not
 			// retried over.
 			err = cs.AppendAuditChained(context.Background(), func(head store.AuditEvent) []store.AuditEvent {
-				seq, prev = head.Seq, head.Hash
-				chain()
-				return events
+				ch.seq, ch.prev = head.Seq, head.Hash
+				ch.chain()
+				return ch.events
 			})
-			if err != nil && t.landed(events) {
+			if err != nil && t.landed(ch.events) {
 				break
 			}
 		} else if ls != nil {
-			err = ls.AppendAuditLines(context.Background(), events, lines)
+			err = ls.AppendAuditLines(context.Background(), ch.events, ch.lines)
 		} else {
-			err = t.st.AppendAudit(context.Background(), events...)
+			err = t.st.AppendAudit(context.Background(), ch.events...)
 		}
 		if err == nil {
 			break
 		}
-		if errors.Is(err, store.ErrAlreadyExists) && t.landed(events) {
+		if errors.Is(err, store.ErrAlreadyExists) && t.landed(ch.events) {
 			// An earlier attempt of this very batch committed although
 			// its write reported an error.
 			break
@@ -363,15 +358,15 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			// Another writer (a replica on the same PostgreSQL schema)
 			// appended since this trail last did: continue the chain after
 			// its events, re-chaining this batch onto the new head.
-			if head, herr := t.st.LastAudit(context.Background()); herr == nil && head.Seq >= seq+1 {
-				seq, prev = head.Seq, head.Hash
-				chain()
+			if head, herr := t.st.LastAudit(context.Background()); herr == nil && head.Seq >= ch.seq+1 {
+				ch.seq, ch.prev = head.Seq, head.Hash
+				ch.chain()
 				if t.opts.OnRechain != nil {
 					t.opts.OnRechain()
 				}
 				continue
 			}
-		} else if t.landed(events) {
+		} else if t.landed(ch.events) {
 			// The write failed to report but committed (a connection lost
 			// after COMMIT): writing it again would store it twice.
 			break
@@ -383,25 +378,25 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			// The store will not come back while this process runs:
 			// waiting callers fail now (an allow becomes a 503) rather
 			// than at their deadline, and the batch is not retried.
-			t.opts.Logger.Error("audit events lost: the store is unavailable", "err", err, "events", len(events))
+			t.opts.Logger.Error("audit events lost: the store is unavailable", "err", err, "events", len(ch.events))
 			for _, p := range batch {
 				if p.done != nil {
 					p.done <- fmt.Errorf("audit store unavailable: %w", err)
 				}
 			}
-			return seq, prev
+			return ch.seq, ch.prev
 		}
-		t.opts.Logger.Error("audit write failed; retrying", "err", err, "events", len(events))
+		t.opts.Logger.Error("audit write failed; retrying", "err", err, "events", len(ch.events))
 		select {
 		case <-time.After(backoff):
 		case <-t.abandon:
-			t.opts.Logger.Error("audit events lost: the store failed until shutdown", "events", len(events))
+			t.opts.Logger.Error("audit events lost: the store failed until shutdown", "events", len(ch.events))
 			for _, p := range batch {
 				if p.done != nil {
 					p.done <- fmt.Errorf("audit store unavailable: %w", err)
 				}
 			}
-			return seq, prev
+			return ch.seq, ch.prev
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
@@ -413,18 +408,18 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			if t.opts.OnWriteError != nil {
 				t.opts.OnWriteError(err)
 			}
-			t.opts.Logger.Error("audit sync failed", "err", err, "events", len(events))
+			t.opts.Logger.Error("audit sync failed", "err", err, "events", len(ch.events))
 			for _, p := range batch {
 				if p.done != nil {
 					p.done <- fmt.Errorf("audit not durable: %w", err)
 				}
 			}
-			return events[len(events)-1].Seq, h
+			return ch.events[len(ch.events)-1].Seq, ch.h
 		}
 	}
-	t.m.committed(len(events), time.Since(start))
+	t.m.committed(len(ch.events), time.Since(start))
 	if t.opts.Sink != nil {
-		if _, err := t.opts.Sink.Write(lines); err != nil {
+		if _, err := t.opts.Sink.Write(ch.lines); err != nil {
 			t.opts.Logger.Error("audit sink write failed", "err", err)
 		}
 	}
@@ -433,7 +428,53 @@ func (t *Trail) write(batch []pending, seq uint64, prev string) (uint64, string)
 			p.done <- nil
 		}
 	}
-	return events[len(events)-1].Seq, h
+	return ch.events[len(ch.events)-1].Seq, ch.h
+}
+
+// chainer chains a batch into the writer's reused buffers: neither the
+// store nor the sink keeps them past the write (Badger's log keeps a copy
+// of the last event). Only the writer goroutine uses it (Trail.ch), so a
+// batch costs no allocation of its own beyond the hashes.
+type chainer struct {
+	batch  []pending
+	events []store.AuditEvent
+	lines  []byte
+	// seq and prev are the head the batch goes onto, h the hash of its
+	// last event once chained.
+	seq     uint64
+	prev, h string
+}
+
+func (c *chainer) start(batch []pending, seq uint64, prev string) {
+	c.batch, c.seq, c.prev = batch, seq, prev
+	if cap(c.events) < len(batch) {
+		c.events = make([]store.AuditEvent, len(batch))
+	}
+	c.events = c.events[:len(batch)]
+}
+
+// done drops what the batch referenced (Checks' inputs, their done
+// channels) and a lines buffer grown past maxKeptLines.
+func (c *chainer) done() {
+	clear(c.events)
+	c.batch = nil
+	if cap(c.lines) > maxKeptLines {
+		c.lines = nil
+	}
+}
+
+func (c *chainer) chain() {
+	c.lines = c.lines[:0]
+	c.h = c.prev
+	for i, p := range c.batch {
+		ev := p.ev
+		ev.Seq = c.seq + uint64(i) + 1
+		ev.PrevHash = c.h
+		ev.Hash, c.lines = appendChained(c.lines, ev, p.body)
+		c.lines = append(c.lines, '\n')
+		c.h = ev.Hash
+		c.events[i] = ev
+	}
 }
 
 // landed reports whether events, whose write returned an error, are
@@ -458,7 +499,7 @@ func (t *Trail) landed(events []store.AuditEvent) bool {
 // Hash empty and PrevHash set, so changing any field or the order breaks
 // every later link.
 func Hash(ev store.AuditEvent) string {
-	h, _ := hashAndEncode(ev)
+	h, _ := appendEvent(nil, ev)
 	return h
 }
 
@@ -466,56 +507,113 @@ func Hash(ev store.AuditEvent) string {
 // Hash is the last field of store.AuditEvent and has no omitempty.
 const emptyHashTail = `"hash":""}`
 
-// hashAndEncode returns the chain hash of ev and its JSON encoding with
-// that hash filled in, from a single marshal: the hash is spliced into the
-// encoding it was computed over.
-func hashAndEncode(ev store.AuditEvent) (string, []byte) {
+// appendEvent appends ev's JSON encoding with its chain hash filled in to
+// dst and returns the hash, from a single marshal of the event without its
+// input: the input is spliced in where encoding/json would put it, the hash
+// is computed over that encoding in place and written over its empty
+// value. The line is byte for byte json.Marshal of the hashed event; this
+// costs no copy of the line beyond dst (it was three on the Check path).
+func appendEvent(dst []byte, ev store.AuditEvent) (string, []byte) {
 	ev.Hash = ""
 	input := ev.Input
 	ev.Input = nil
 	raw, _ := json.Marshal(ev)
+	at := len(raw) // where the input goes
 	if len(input) > 0 {
-		var ok bool
-		if raw, ok = spliceInput(raw, input); !ok {
-			ev.Input = input // the field order changed: let encoding/json place it
-			raw, _ = json.Marshal(ev)
+		at = bytes.LastIndex(raw, []byte(prevHashMember))
+	}
+	if at < 0 || !bytes.HasSuffix(raw, []byte(emptyHashTail)) {
+		// The field order changed: let encoding/json place everything.
+		ev.Input = input
+		raw, _ = json.Marshal(ev)
+		sum := sha256.Sum256(raw)
+		h := hex.EncodeToString(sum[:])
+		ev.Hash = h
+		out, _ := json.Marshal(ev)
+		return h, append(dst, out...)
+	}
+	n := len(dst)
+	dst = append(dst, raw[:at]...)
+	if len(input) > 0 {
+		dst = append(dst, `,"input":`...)
+		dst = append(dst, input...)
+	}
+	dst = append(dst, raw[at:]...)
+	sum := sha256.Sum256(dst[n:])
+	dst = dst[:len(dst)-2] // drop `"}`
+	hs := len(dst)
+	dst = hex.AppendEncode(dst, sum[:])
+	h := string(dst[hs:])
+	return h, append(dst, '"', '}')
+}
+
+// seqHead and chainTail are how the encoding of an event with zero Seq
+// and empty PrevHash and Hash begins and ends: Seq is the first field of
+// store.AuditEvent, PrevHash and Hash the last, none with omitempty.
+const (
+	seqHead   = `{"seq":0,`
+	chainTail = `,"prev_hash":"","hash":""}`
+)
+
+// eventBody is ev's JSON encoding between `{"seq":N,` and where its input
+// goes (before `,"prev_hash":`): everything of the line but the input,
+// which is spliced in as it is (see prevHashMember), and the chain
+// members, which only the writer knows. nil when encoding/json lays the
+// event out otherwise.
+func eventBody(ev store.AuditEvent) []byte {
+	ev.Seq, ev.PrevHash, ev.Hash, ev.Input = 0, "", "", nil
+	raw, err := json.Marshal(ev)
+	if err != nil || len(raw) < len(seqHead)+len(chainTail) || !bytes.HasPrefix(raw, []byte(seqHead)) || !bytes.HasSuffix(raw, []byte(chainTail)) {
+		return nil
+	}
+	return raw[len(seqHead) : len(raw)-len(chainTail)]
+}
+
+// appendChained appends ev's line, as appendEvent does, from body
+// (eventBody of ev before Seq and PrevHash were set), and returns its
+// hash. With no body it is appendEvent.
+func appendChained(dst []byte, ev store.AuditEvent, body []byte) (string, []byte) {
+	if body == nil || !isHex(ev.PrevHash) {
+		return appendEvent(dst, ev)
+	}
+	n := len(dst)
+	dst = append(dst, `{"seq":`...)
+	dst = strconv.AppendUint(dst, ev.Seq, 10)
+	dst = append(dst, ',')
+	dst = append(dst, body...)
+	if len(ev.Input) > 0 {
+		dst = append(dst, `,"input":`...)
+		dst = append(dst, ev.Input...)
+	}
+	dst = append(dst, prevHashMember...)
+	dst = append(dst, ev.PrevHash...)
+	dst = append(dst, `","hash":""}`...)
+	sum := sha256.Sum256(dst[n:])
+	dst = dst[:len(dst)-2] // drop `"}`
+	hs := len(dst)
+	dst = hex.AppendEncode(dst, sum[:])
+	h := string(dst[hs:])
+	return h, append(dst, '"', '}')
+}
+
+// isHex tells whether s is lower-case hex, which encoding/json writes as
+// it is (a chain hash always is).
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
 		}
 	}
-	sum := sha256.Sum256(raw)
-	h := hex.EncodeToString(sum[:])
-	if !bytes.HasSuffix(raw, []byte(emptyHashTail)) {
-		// The field order changed; fall back to a second marshal.
-		ev.Hash, ev.Input = h, input
-		out, _ := json.Marshal(ev)
-		return h, out
-	}
-	out := make([]byte, 0, len(raw)+len(h))
-	out = append(out, raw[:len(raw)-2]...) // drop `"}`
-	out = append(out, h...)
-	out = append(out, '"', '}')
-	return h, out
+	return true
 }
 
 // prevHashMember is where the recorded decision input goes: Input is the
 // field before PrevHash, and the last occurrence is the top-level member
-// (Hash, after it, is hex).
+// (Hash, after it, is hex). The input (compact JSON as encoding/json
+// writes it, built by policy.AppendRecord) is placed there without
+// encoding/json compacting it again: that re-validation was a tenth of a
+// Check's CPU.
 const prevHashMember = `,"prev_hash":"`
-
-// spliceInput inserts the decision input (compact JSON as encoding/json
-// writes it, built by policy.AppendRecord) where json.Marshal would put
-// it, without encoding/json compacting it again: that re-validation was a
-// tenth of a Check's CPU. The result is byte for byte json.Marshal's.
-func spliceInput(raw, input []byte) ([]byte, bool) {
-	i := bytes.LastIndex(raw, []byte(prevHashMember))
-	if i < 0 {
-		return raw, false
-	}
-	out := make([]byte, 0, len(raw)+len(input)+10)
-	out = append(out, raw[:i]...)
-	out = append(out, `,"input":`...)
-	out = append(out, input...)
-	return append(out, raw[i:]...), true
-}
 
 // Report is the outcome of Verify.
 type Report struct {

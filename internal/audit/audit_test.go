@@ -285,3 +285,56 @@ func TestRecordedInputLineIsTheMarshalledEvent(t *testing.T) {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
 }
+
+// Events are encoded on the recording goroutine and chained by the writer
+// (eventBody, appendChained): every line of batches that mix kinds of
+// event is still exactly json.Marshal of the stored event, and the chain
+// verifies. Queued from many goroutines, so that batches hold several.
+func TestLinesOfMixedBatchesAreTheMarshalledEvents(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	var sink syncBuf
+	tr, err := audit.Open(ctx, st, audit.Options{Sink: &sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := time.FixedZone("x", 3600)
+	events := []store.AuditEvent{
+		{Type: "decision", Decision: "allow", Status: 200, Tool: "echo", Input: store.RawJSON(`[{"mcp":{"arguments":{"q":"\u003cb\u003e"}}}]`)},
+		{Type: "decision", Decision: "deny", Reason: `tool "x" <not> allowed & more`, Redacted: []string{"password"}, Input: store.RawJSON(`[{"n":1}]`)},
+		{Type: "admin", Actor: "root", Details: map[string]any{"prev_hash": "y", "n": 2, "list": []string{"a", "<b>"}}},
+		{Type: "token", Time: time.Date(2026, 1, 2, 3, 4, 5, 6, local), Subject: "alice\u2028bob"},
+		{Type: "revoke"},
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func(ev store.AuditEvent) {
+			defer wg.Done()
+			if err := tr.RecordSync(ctx, ev); err != nil {
+				t.Error(err)
+			}
+		}(events[i%len(events)])
+	}
+	wg.Wait()
+	if err := tr.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := st.ListAudit(ctx, 0, 0)
+	if err != nil || len(stored) != 40 {
+		t.Fatalf("stored %d events: %v", len(stored), err)
+	}
+	lines := strings.Split(strings.TrimSpace(sink.b.String()), "\n")
+	if len(lines) != len(stored) {
+		t.Fatalf("%d sink lines for %d events", len(lines), len(stored))
+	}
+	for i, ev := range stored {
+		want, _ := json.Marshal(ev)
+		if lines[i] != string(want) {
+			t.Errorf("line %d\n%s\nmarshalled event\n%s", i, lines[i], want)
+		}
+	}
+	if rep, err := audit.Verify(ctx, st); err != nil || !rep.OK() || rep.Events != 40 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}

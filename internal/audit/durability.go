@@ -105,7 +105,7 @@ func (d *Decisions) record(ctx context.Context, ev store.AuditEvent) error {
 	if t.opts.OnFull == Wait {
 		return t.Record(ctx, ev)
 	}
-	p := pending{ev: t.stamp(ev)}
+	p := t.pend(ev)
 	select {
 	case <-t.closing:
 		return ErrClosed
