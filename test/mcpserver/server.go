@@ -1,9 +1,10 @@
 // Package mcpserver is a small MCP server (github.com/modelcontextprotocol/
-// go-sdk, streamable HTTP) used as an upstream in end-to-end tests. It
-// accepts only the JWT Warden mints: it verifies the signature against
-// Warden's JWKS, the issuer, the audience (its own resource URL) and the
-// expiry, and its whoami tool reports the identity it saw, so a test can
-// prove what reached the upstream.
+// go-sdk, streamable HTTP) used as an upstream in end-to-end tests. By
+// default it accepts only the JWT Warden mints: it verifies the signature
+// against Warden's JWKS, the issuer, the audience (its own resource URL)
+// and the expiry; Options.Verify replaces that check for the brokered
+// credential modes. Its whoami tool reports the identity it saw, so a test
+// can prove what reached the upstream.
 //
 // Test code only; never imported by the product.
 package mcpserver
