@@ -99,10 +99,12 @@ func fakeMCP(log *upstreamLog, verify func(ctx context.Context, authz string) (s
 
 // TestUpstreamCredentials runs the three brokered credential modes end to
 // end through envoysim and the warden binary: exchange (RFC 8693 at a real
-// oidc-provider), provider (a second oidc-provider as the third party,
-// connected through the URL elicitation and the static callback) and idp
-// (the user's IdP token, refreshed single flight), with the negative cases
-// and the no-secret-in-logs check.
+// oidc-provider) and provider (a second oidc-provider as the third party,
+// connected through the URL elicitation and the static callback), used by
+// the official TypeScript SDK clients at 2025-11-25 (v1) and 2026-07-28
+// (v2) against go-sdk upstreams, and idp (the user's IdP token, refreshed
+// single flight), with the HTTP-level negative cases (the provider's
+// error= callback among them) and the no-secret-in-logs check.
 func TestUpstreamCredentials(t *testing.T) { runUpstreamCredentials(t, "") }
 
 // TestUpstreamCredentialsPostgres runs the same on PostgreSQL, whose store
@@ -201,6 +203,12 @@ policy:
   watch: false
 audit:
   sink: %[1]s/audit.jsonl
+# 100 concurrent Checks below each wait for their audit group commit
+# (audit durability sync) on a shared 2-core machine under -race: the 2s
+# production bound is a latency budget, not what this test asserts, and
+# tripping it fails the calls closed with 503.
+authz:
+  timeout: 30s
 oauth:
   access_token_ttl: 10m
   connector:
@@ -219,6 +227,7 @@ credentials:
     actor_token: true
 xds:
   node_ids: [%[9]s]
+  authz_timeout: 35s
   warden_authz_address: 127.0.0.1:%[4]s
   warden_http_address: 127.0.0.1:%[3]s
 %[10]s`, dataDir, public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), ent.Issuer, nodeID, storeYAML)
