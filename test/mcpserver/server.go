@@ -109,6 +109,10 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	s := &Server{}
 	verifier := func(ctx context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
 		seen, err := check(ctx, token)
+		if errors.Is(err, errKeys) {
+			// Not the token's fault: a 500, not counted as a reject.
+			return nil, err
+		}
 		if err != nil {
 			s.mu.Lock()
 			s.rejects++
@@ -205,6 +209,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	return s, nil
 }
 
+var errKeys = errors.New("fetch JWKS")
+
 // wardenJWT is the default check: a JWT Warden signed for this server.
 func wardenJWT(ctx context.Context, o Options) (func(context.Context, string) (Seen, error), error) {
 	cache := jwk.NewCache(ctx)
@@ -214,7 +220,7 @@ func wardenJWT(ctx context.Context, o Options) (func(context.Context, string) (S
 	return func(ctx context.Context, token string) (Seen, error) {
 		set, err := cache.Get(ctx, o.JWKSURL)
 		if err != nil {
-			return Seen{}, fmt.Errorf("fetch JWKS: %w", err)
+			return Seen{}, fmt.Errorf("%w: %v", errKeys, err)
 		}
 		t, err := jwt.Parse([]byte(token), jwt.WithKeySet(set), jwt.WithValidate(true),
 			jwt.WithIssuer(o.Issuer), jwt.WithAudience(o.Audience), jwt.WithAcceptableSkew(2*time.Second))
