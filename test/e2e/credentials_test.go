@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -650,43 +649,29 @@ type credentialsResult struct {
 // handle, answering its events with on.
 func runCredentialsClient(t *testing.T, public, handle, clientID string, on func(credentialsEvent)) *credentialsResult {
 	t.Helper()
-	arg, _ := json.Marshal(map[string]string{"baseUrl": public, "handle": handle, "clientId": clientID})
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, idp.Node(t), filepath.Join("e2e", "credentials_client.mjs"), string(arg))
-	cmd.Dir = idp.TestDir()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Wait() }()
-	defer cancel()
-	defer stdin.Close()
+	client := startNodeClient(t, "credentials_client.mjs", map[string]string{"baseUrl": public, "handle": handle, "clientId": clientID})
 	var res *credentialsResult
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
+	for {
+		line, ok := client.next()
+		if !ok {
+			break
+		}
 		var ev credentialsEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("client printed a non-JSON line: %v\nstderr:\n%s", err, stderr.String())
+		if err := json.Unmarshal(line, &ev); err != nil {
+			t.Fatalf("client printed a non-JSON line: %v\nstderr:\n%s", err, client.output())
 		}
 		if ev.Event == "done" {
 			res = &credentialsResult{}
-			if err := json.Unmarshal(sc.Bytes(), res); err != nil {
+			if err := json.Unmarshal(line, res); err != nil {
 				t.Fatalf("client result: %v", err)
 			}
 			continue
 		}
 		on(ev)
-		if _, err := stdin.Write([]byte("{\"ok\":true}\n")); err != nil {
-			t.Fatal(err)
-		}
+		client.reply(map[string]bool{"ok": true})
 	}
 	if res == nil {
-		t.Fatalf("the client ended without a result\nstderr:\n%s", stderr.String())
+		t.Fatalf("the client ended without a result\nstderr:\n%s", client.output())
 	}
 	return res
 }

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -224,30 +222,18 @@ func (r *modernResult) phase(name string) []modernExchange {
 func (h *harness) runModernClient(t *testing.T) {
 	resource := h.public + "/mcp/modern"
 	redirect := "http://127.0.0.1:" + freePort(t) + "/callback"
-	arg, _ := json.Marshal(map[string]string{"serverUrl": resource, "redirectUrl": redirect})
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, idp.Node(t), filepath.Join("e2e", "modern_client.mjs"), string(arg))
-	cmd.Dir = idp.TestDir()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Wait() }()
-	defer cancel()
-	defer stdin.Close()
+	client := startNodeClient(t, "modern_client.mjs", map[string]string{"serverUrl": resource, "redirectUrl": redirect})
 
 	browser := oauthtest.NewBrowser()
 	var res *modernResult
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
+	for {
+		line, ok := client.next()
+		if !ok {
+			break
+		}
 		var msg struct{ Event, URL string }
-		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
-			t.Fatalf("client printed a non-JSON line: %v\nstderr:\n%s", err, stderr.String())
+		if err := json.Unmarshal(line, &msg); err != nil {
+			t.Fatalf("client printed a non-JSON line: %v\nstderr:\n%s", err, client.output())
 		}
 		switch msg.Event {
 		case "authorize":
@@ -255,13 +241,10 @@ func (h *harness) runModernClient(t *testing.T) {
 			if err != nil {
 				t.Fatalf("browser: %v\nvisited %v", err, browser.Visited)
 			}
-			raw, _ := json.Marshal(map[string]string{"callback": back.String()})
-			if _, err := stdin.Write(append(raw, '\n')); err != nil {
-				t.Fatal(err)
-			}
+			client.reply(map[string]string{"callback": back.String()})
 		case "done":
 			res = &modernResult{}
-			if err := json.Unmarshal(sc.Bytes(), res); err != nil {
+			if err := json.Unmarshal(line, res); err != nil {
 				t.Fatalf("client result: %v", err)
 			}
 		default:
@@ -269,7 +252,7 @@ func (h *harness) runModernClient(t *testing.T) {
 		}
 	}
 	if res == nil {
-		t.Fatalf("the client ended without a result\nstderr:\n%s", stderr.String())
+		t.Fatalf("the client ended without a result\nstderr:\n%s", client.output())
 	}
 
 	// The v2 client spoke 2026-07-28: every MCP POST carried the version
