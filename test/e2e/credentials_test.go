@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,7 @@ import (
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/envoysim"
 	"github.com/warden-mcp/warden/test/idp"
+	"github.com/warden-mcp/warden/test/mcpserver"
 )
 
 // upstreamLog records what reached a fake upstream MCP server.
@@ -96,10 +98,12 @@ func fakeMCP(log *upstreamLog, verify func(ctx context.Context, authz string) (s
 
 // TestUpstreamCredentials runs the three brokered credential modes end to
 // end through envoysim and the warden binary: exchange (RFC 8693 at a real
-// oidc-provider), provider (a second oidc-provider as the third party,
-// connected through the URL elicitation and the static callback) and idp
-// (the user's IdP token, refreshed single flight), with the negative cases
-// and the no-secret-in-logs check.
+// oidc-provider) and provider (a second oidc-provider as the third party,
+// connected through the URL elicitation and the static callback), used by
+// the official TypeScript SDK clients at 2025-11-25 (v1) and 2026-07-28
+// (v2) against go-sdk upstreams, and idp (the user's IdP token, refreshed
+// single flight), with the HTTP-level negative cases (the provider's
+// error= callback among them) and the no-secret-in-logs check.
 func TestUpstreamCredentials(t *testing.T) { runUpstreamCredentials(t, "") }
 
 // TestUpstreamCredentialsPostgres runs the same on PostgreSQL, whose store
@@ -130,40 +134,46 @@ func runUpstreamCredentials(t *testing.T, storeYAML string) {
 	gh := idp.Start(t, idp.Options{Clients: []idp.Client{{ID: "warden-gh", Secret: ghSecret, RedirectURIs: []string{public + "/oauth/providers/gh/callback"}}},
 		AccessTokenTTL: idpTTL})
 
-	// Upstreams. exch verifies the exchanged JWT against the IdP's JWKS
-	// and checks aud; prov verifies the provider's token at the
-	// provider's userinfo endpoint; idps records the IdP token.
+	// Upstreams. exch and prov are real MCP servers (test/mcpserver, both
+	// protocol revisions) for the SDK clients: exch verifies the exchanged
+	// JWT against the IdP's JWKS and checks aud, prov verifies the
+	// provider's token at the provider's userinfo endpoint and serves the
+	// lists without a credential (what an unconnected user's lists bring).
+	// idps records the IdP token; saas takes a pasted API key.
 	ctx := t.Context()
 	entOIDC, err := oidc.NewProvider(ctx, ent.Issuer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	exchVerifier := entOIDC.Verifier(&oidc.Config{ClientID: "api://exch"})
-	exchLog, provLog, idpLog := &upstreamLog{}, &upstreamLog{}, &upstreamLog{}
-	exchActors := make(chan string, 10)
-	exchSrv := httptest.NewServer(fakeMCP(exchLog, func(ctx context.Context, a string) (string, error) {
-		tok, err := bearerOf(a)
-		if err != nil {
-			return "", err
-		}
+	var actorsMu sync.Mutex
+	exchActors := map[string]int{}
+	exch, exchLog := startUpstream(t, mcpserver.Options{Verify: func(ctx context.Context, tok string) (mcpserver.Seen, error) {
 		idt, err := exchVerifier.Verify(ctx, tok)
 		if err != nil {
-			return "", err
+			return mcpserver.Seen{}, err
 		}
 		var claims struct {
-			Act struct {
+			ClientID string `json:"client_id"`
+			Scope    string `json:"scope"`
+			Act      struct {
 				Sub string `json:"sub"`
 			} `json:"act"`
 		}
 		if err := idt.Claims(&claims); err != nil || claims.Act.Sub == "" {
-			return "", fmt.Errorf("exchanged token names no actor")
+			return mcpserver.Seen{}, fmt.Errorf("exchanged token names no actor")
 		}
-		exchActors <- claims.Act.Sub
-		return idt.Subject, nil
-	}))
-	t.Cleanup(exchSrv.Close)
-	provSrv := httptest.NewServer(fakeMCP(provLog, userinfoSubject(gh.Issuer, "provider")))
-	t.Cleanup(provSrv.Close)
+		actorsMu.Lock()
+		exchActors[claims.Act.Sub]++
+		actorsMu.Unlock()
+		return mcpserver.Seen{Subject: idt.Subject, Audience: idt.Audience, Expiry: idt.Expiry, ClientID: claims.ClientID, Scope: claims.Scope}, nil
+	}})
+	provCheck := userinfoSubject(gh.Issuer, "provider")
+	prov, provLog := startUpstream(t, mcpserver.Options{AllowAnonymous: true, Verify: func(ctx context.Context, tok string) (mcpserver.Seen, error) {
+		sub, err := provCheck(ctx, "Bearer "+tok)
+		return mcpserver.Seen{Subject: sub}, err
+	}})
+	idpLog := &upstreamLog{}
 	idpSrv := httptest.NewServer(fakeMCP(idpLog, userinfoSubject(ent.Issuer, "idp")))
 	t.Cleanup(idpSrv.Close)
 	const pastedKey = "user-pasted-saas-key-0123456789"
@@ -192,6 +202,12 @@ policy:
   watch: false
 audit:
   sink: %[1]s/audit.jsonl
+# 100 concurrent Checks below each wait for their audit group commit
+# (audit durability sync) on a shared 2-core machine under -race: the 2s
+# production bound is a latency budget, not what this test asserts, and
+# tripping it fails the calls closed with 503.
+authz:
+  timeout: 30s
 oauth:
   access_token_ttl: 10m
   connector:
@@ -210,6 +226,7 @@ credentials:
     actor_token: true
 xds:
   node_ids: [%[9]s]
+  authz_timeout: 35s
   warden_authz_address: 127.0.0.1:%[4]s
   warden_http_address: 127.0.0.1:%[3]s
 %[10]s`, dataDir, public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), ent.Issuer, nodeID, storeYAML)
@@ -229,7 +246,7 @@ xds:
 	waitRoute(t, proxy, "/oauth/token", "warden_http")
 
 	// The operator: one provider (endpoints discovered from its issuer,
-	// the secret from the environment) and four servers.
+	// the secret from the environment) and the servers.
 	out := h.cliEnv(t, []string{"WARDEN_E2E_GH_SECRET=" + ghSecret}, "providers", "add", "gh", "--issuer", gh.Issuer, "--client-id", "warden-gh",
 		"--client-secret-env", "WARDEN_E2E_GH_SECRET", "--scope", "openid")
 	if !strings.Contains(out, "register this redirect URI at the provider: "+public+"/oauth/providers/gh/callback") {
@@ -238,9 +255,9 @@ xds:
 	if out := h.cli(t, "providers", "list"); !strings.Contains(out, "gh") || strings.Contains(out, ghSecret) {
 		t.Fatalf("providers list:\n%s", out)
 	}
-	h.cli(t, "servers", "add", "exch", "--url", exchSrv.URL+"/mcp", "--credential", "exchange", "--idp-audience", "api://exch", "--idp-scope", "files.read")
-	h.cli(t, "servers", "add", "denied", "--url", exchSrv.URL+"/mcp", "--credential", "exchange", "--idp-audience", "api://forbidden")
-	h.cli(t, "servers", "add", "prov", "--url", provSrv.URL+"/mcp", "--credential", "provider", "--provider", "gh")
+	h.cli(t, "servers", "add", "exch", "--url", exch.URL+"/mcp", "--credential", "exchange", "--idp-audience", "api://exch", "--idp-scope", "files.read")
+	h.cli(t, "servers", "add", "denied", "--url", exch.URL+"/mcp", "--credential", "exchange", "--idp-audience", "api://forbidden")
+	h.cli(t, "servers", "add", "prov", "--url", prov.URL+"/mcp", "--credential", "provider", "--provider", "gh")
 	h.cli(t, "servers", "add", "idps", "--url", idpSrv.URL+"/mcp", "--credential", "idp")
 	h.cli(t, "providers", "add", "keys", "--kind", "api_key", "--header", "X-Api-Key")
 	h.cli(t, "servers", "add", "saas", "--url", saasSrv.URL+"/mcp", "--credential", "provider", "--provider", "keys")
@@ -248,7 +265,7 @@ xds:
 		waitRoute(t, proxy, "/mcp/"+s, "mcp_"+s)
 	}
 
-	// The MCP client signs alice in (DCR, PKCE, one grant for the four
+	// The MCP client signs alice in (DCR, PKCE, one grant for the five
 	// servers) through the proxy.
 	browser := oauthtest.NewBrowser()
 	handle, clientID := signIn(t, public, browser, []string{"exch", "denied", "prov", "idps", "saas"})
@@ -257,25 +274,12 @@ xds:
 		t.Helper()
 		return mcpCall(t, public, handle, server, version, method)
 	}
+	connectPrefix := public + "/oauth/providers/gh/connect?id="
 
-	// ---- exchange ----
-	status, body := call("exch", "2025-11-25", "tools/call")
-	if status != 200 || !strings.Contains(body, `sub=`+idp.Alice) {
-		t.Fatalf("exchange call: %d %s", status, body)
-	}
-	if status, body := call("exch", "2026-07-28", "tools/call"); status != 200 || !strings.Contains(body, `sub=`+idp.Alice) {
-		t.Fatalf("exchange call (2026-07-28): %d %s", status, body)
-	}
-	if n := ent.Counts(t)["urn:ietf:params:oauth:grant-type:token-exchange"]; n != 1 {
-		t.Fatalf("%d exchanges at the IdP for two calls, want 1 (cached sealed per grant and server)", n)
-	}
-	// The IdP verified Warden's actor token and named the MCP client.
-	if actor := <-exchActors; actor != clientID {
-		t.Fatalf("act.sub of the exchanged token is %q, want the MCP client %q", actor, clientID)
-	}
-	// Refused by the IdP: a clear 403 with the reason, nothing cached.
+	// ---- exchange refused by the IdP: a clear 403 with the reason,
+	// nothing cached ----
 	for i := 0; i < 2; i++ {
-		status, body = call("denied", "2025-11-25", "tools/call")
+		status, body := call("denied", "2025-11-25", "tools/call")
 		if status != 403 || !strings.Contains(body, "invalid_target") {
 			t.Fatalf("refused exchange: %d %s", status, body)
 		}
@@ -284,16 +288,13 @@ xds:
 		t.Fatalf("refused exchanges at the IdP: %d, want 2 (a refusal is not cached)", n)
 	}
 
-	// ---- provider: the URL elicitation ----
-	// Lists pass without the account; the upstream sees no credential.
-	if status, body := call("prov", "2025-11-25", "tools/list"); status != 200 || !strings.Contains(body, "whoami") {
-		t.Fatalf("tools/list without an account: %d %s", status, body)
-	}
+	// ---- provider: connect links that must not connect ----
 	link := elicitedURL(t, call, "prov", "2025-11-25")
 	modernLink := elicitedURL(t, call, "prov", "2026-07-28")
-	if !strings.HasPrefix(link, public+"/oauth/providers/gh/connect?id=") || link == modernLink {
+	if !strings.HasPrefix(link, connectPrefix) || link == modernLink {
 		t.Fatalf("connect links %q %q", link, modernLink)
 	}
+	links := []string{link, modernLink}
 	// Someone else's browser session (bob at the IdP) cannot connect an
 	// account to alice.
 	ent.LoginAs(t, idp.Bob)
@@ -311,28 +312,97 @@ xds:
 	if _, err := connect(t, browser.Client, stale); err == nil || !strings.Contains(err.Error(), "expired or was already used") {
 		t.Fatalf("expired connect link: %v", err)
 	}
-	// Alice connects with a fresh link: IdP session, provider login,
-	// static callback.
-	link = elicitedURL(t, call, "prov", "2025-11-25")
-	callback, err := connect(t, browser.Client, link)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
+
+	// ---- the provider answers the static callback with an error: alice
+	// denies consent at the provider ----
+	gh.DenyConsent(t, idp.Alice)
+	denied := elicitedURL(t, call, "prov", "2025-11-25")
+	links = append(links, denied)
+	flow, err := connectFlow(t, browser.Client, denied)
+	if err == nil || !strings.Contains(err.Error(), "answered 400") || !strings.Contains(err.Error(), "The provider did not grant access (access_denied)") {
+		t.Fatalf("connect denied at the provider: %v", err)
 	}
-	// The callback is single use.
-	if _, err := get(browser.Client, callback); err == nil || !strings.Contains(err.Error(), "expired or was already used") {
-		t.Fatalf("replayed provider callback: %v", err)
+	if n := gh.Counts(t)["consent_denied"]; n != 1 {
+		t.Fatalf("consents denied at the provider: %d, want 1", n)
 	}
-	for _, v := range []string{"2025-11-25", "2026-07-28"} {
-		if status, body := call("prov", v, "tools/call"); status != 200 || !strings.Contains(body, "sub="+idp.Alice) {
-			t.Fatalf("provider call after connecting (%s): %d %s", v, status, body)
+	cbq := flow.callbackQuery()
+	if cbq.Get("error") != "access_denied" || cbq.Get("error_description") == "" || cbq.Get("state") == "" || cbq.Has("code") {
+		t.Fatalf("the provider's error redirect: %q", flow.callback)
+	}
+	// A clear page under the strict headers, echoing neither the state nor
+	// the provider's description (which carries markup).
+	if csp := flow.header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+		flow.header.Get("X-Frame-Options") != "DENY" || flow.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("error page headers: %v", flow.header)
+	}
+	if strings.Contains(flow.page, cbq.Get("state")) || strings.Contains(flow.page, "declined") || strings.Contains(flow.page, "<b>") || !strings.Contains(flow.page, "Not connected") {
+		t.Errorf("error page:\n%s", flow.page)
+	}
+	if out := h.cli(t, "accounts", "list", "--user", idp.Alice); strings.Contains(out, "gh") {
+		t.Fatalf("an account was stored after the provider's error:\n%s", out)
+	}
+	// Neither the callback nor the link can be used again (the link is
+	// spent when it is opened, the state at the callback, error or not);
+	// the next call asks again with a fresh link.
+	if _, err := get(browser.Client, flow.callback); err == nil || !strings.Contains(err.Error(), "expired or was already used") {
+		t.Fatalf("replayed error callback: %v", err)
+	}
+	if _, err := connect(t, browser.Client, denied); err == nil || !strings.Contains(err.Error(), "expired or was already used") {
+		t.Fatalf("the link of the denied connection opened again: %v", err)
+	}
+	if again := elicitedURL(t, call, "prov", "2026-07-28"); !strings.HasPrefix(again, connectPrefix) || slices.Contains(links, again) {
+		t.Fatalf("the call after the denied connection: %q", again)
+	}
+
+	// ---- the official SDK clients: exchange, and provider through the
+	// URL elicitation, on both protocol versions ----
+	var callbacks []string
+	res := runCredentialsClient(t, public, handle, clientID, func(ev credentialsEvent) {
+		switch ev.Event {
+		case "connect":
+			// The user's browser: IdP session, provider login, static
+			// callback.
+			if !strings.HasPrefix(ev.URL, connectPrefix) {
+				t.Fatalf("the %s client was sent to %q", ev.Version, ev.URL)
+			}
+			links = append(links, ev.URL)
+			callback, err := connect(t, browser.Client, ev.URL)
+			if err != nil {
+				t.Fatalf("connect (%s): %v", ev.Version, err)
+			}
+			callbacks = append(callbacks, callback)
+			// The callback is single use.
+			if _, err := get(browser.Client, callback); err == nil || !strings.Contains(err.Error(), "expired or was already used") {
+				t.Fatalf("replayed provider callback: %v", err)
+			}
+		case "revoke":
+			if out := h.cli(t, "accounts", "list", "--user", idp.Alice); !strings.Contains(out, "gh") {
+				t.Fatalf("accounts list:\n%s", out)
+			}
+			if out := h.cli(t, "grants", "list", "--user", idp.Alice); !strings.Contains(out, `"accounts": [`) || !strings.Contains(out, `"gh"`) {
+				t.Fatalf("grants list does not show the connected account:\n%s", out)
+			}
+			if out := h.cli(t, "revoke", "--provider", "gh", "--user", idp.Alice); !strings.Contains(out, "revoked 1 connected account(s) at gh") {
+				t.Fatalf("revoke --provider: %s", out)
+			}
+		default:
+			t.Fatalf("unexpected client event %q", ev.Event)
 		}
+	})
+	checkCredentialsClient(t, res, connectPrefix)
+	if len(callbacks) != 2 {
+		t.Fatalf("%d connections through the SDK clients, want 2 (one per protocol version)", len(callbacks))
 	}
-	if out := h.cli(t, "accounts", "list", "--user", idp.Alice); !strings.Contains(out, "gh") {
-		t.Fatalf("accounts list:\n%s", out)
+	// One exchange served both clients' requests (cached sealed per grant
+	// and server), and the IdP named the MCP client as the actor.
+	if n := ent.Counts(t)["urn:ietf:params:oauth:grant-type:token-exchange"]; n != 1 {
+		t.Fatalf("%d exchanges at the IdP, want 1 (cached sealed per grant and server)", n)
 	}
-	if out := h.cli(t, "grants", "list", "--user", idp.Alice); !strings.Contains(out, `"accounts": [`) || !strings.Contains(out, `"gh"`) {
-		t.Fatalf("grants list does not show the connected account:\n%s", out)
+	actorsMu.Lock()
+	if len(exchActors) != 1 || exchActors[clientID] == 0 {
+		t.Fatalf("act.sub of the exchanged tokens %v, want only the MCP client %q", exchActors, clientID)
 	}
+	actorsMu.Unlock()
 
 	// ---- an API key pasted on the connect page ----
 	keyLink := elicitedURL(t, call, "saas", "2026-07-28", "keys")
@@ -341,17 +411,6 @@ xds:
 	}
 	if status, body := call("saas", "2026-07-28", "tools/call"); status != 200 || !strings.Contains(body, "sub=key-holder") {
 		t.Fatalf("api key call: %d %s", status, body)
-	}
-
-	// ---- revocation of the account, and connecting again ----
-	if out := h.cli(t, "revoke", "--provider", "gh", "--user", idp.Alice); !strings.Contains(out, "revoked 1 connected account(s) at gh") {
-		t.Fatalf("revoke --provider: %s", out)
-	}
-	if _, err := connect(t, browser.Client, elicitedURL(t, call, "prov", "2025-11-25")); err != nil {
-		t.Fatalf("connect again: %v", err)
-	}
-	if status, body := call("prov", "2025-11-25", "tools/call"); status != 200 || !strings.Contains(body, "sub="+idp.Alice) {
-		t.Fatalf("provider call after connecting again: %d %s", status, body)
 	}
 
 	// ---- 50 concurrent Checks per mode with expired tokens: one
@@ -392,7 +451,7 @@ xds:
 	gh.Disable(t, idp.Alice)
 	ent.Disable(t, idp.Alice)
 	time.Sleep(idpTTL)
-	elicitedURL(t, call, "prov", "2025-11-25")
+	links = append(links, elicitedURL(t, call, "prov", "2025-11-25"))
 	if out := h.cli(t, "accounts", "list", "--user", idp.Alice); strings.Contains(out, "gh") {
 		t.Fatalf("the account survived its refused refresh:\n%s", out)
 	}
@@ -401,32 +460,68 @@ xds:
 	}
 
 	// ---- what the upstreams saw ----
-	_, exchSubs := exchLog.all()
-	provAuthzs, provSubs := provLog.all()
-	idpAuthzs, _ := idpLog.all()
-	if len(exchSubs) != 2 || len(provSubs) != 53 {
-		t.Fatalf("verified calls: exch %v prov %v", exchSubs, provSubs)
+	// exch: every request carried a token the IdP minted for api://exch,
+	// for alice.
+	if exch.Rejects() != 0 || len(exch.Seen()) == 0 {
+		t.Fatalf("exch upstream: %d rejected, %d verified", exch.Rejects(), len(exch.Seen()))
 	}
-	// The provider upstream got the one tools/list and the 53 verified
-	// calls: no elicited call ever reached it.
-	if len(provAuthzs) != 54 || provAuthzs[0] != "" {
-		t.Fatalf("the provider upstream got %d requests, want 54, the first (tools/list) without Authorization", len(provAuthzs))
+	for _, s := range exch.Seen() {
+		if s.Subject != idp.Alice || !slices.Equal(s.Audience, []string{"api://exch"}) || s.Scope != "files.read" {
+			t.Fatalf("exch upstream verified %+v", s)
+		}
+	}
+	// prov: the provider's tokens only; requests without one were never
+	// calls (the lists of the unconnected user); the calls that reached it
+	// are exactly the two SDK retries and the 50 concurrent ones: no
+	// elicited call ever reached it.
+	if prov.Rejects() != 0 {
+		t.Fatalf("prov upstream rejected %d tokens", prov.Rejects())
+	}
+	var provCalls, anonymous int
+	for _, r := range provLog.all() {
+		if r.Method == "tools/call" {
+			provCalls++
+		}
+		if r.Authz == "" {
+			anonymous++
+			if needs := r.Method == "tools/call" || r.Method == "resources/read" || r.Method == "prompts/get"; needs {
+				t.Fatalf("a %s without the provider's token reached the upstream", r.Method)
+			}
+		}
+	}
+	if provCalls != 52 || anonymous == 0 {
+		t.Fatalf("the provider upstream got %d tools/call (want 52) and %d requests without a credential", provCalls, anonymous)
+	}
+	for _, s := range prov.Seen() {
+		if s.Subject != idp.Alice {
+			t.Fatalf("prov upstream verified %+v", s)
+		}
 	}
 	var secrets []string
-	exchAuthzs, _ := exchLog.all()
-	for _, a := range append(append(provAuthzs, idpAuthzs...), exchAuthzs...) {
+	idpAuthzs, _ := idpLog.all()
+	upstreamAuthzs := idpAuthzs
+	for _, r := range append(exchLog.all(), provLog.all()...) {
+		upstreamAuthzs = append(upstreamAuthzs, r.Authz)
+	}
+	for _, a := range upstreamAuthzs {
 		if strings.Contains(a, handle) {
 			t.Fatalf("an upstream received the client's handle")
 		}
-		if tok, ok := strings.CutPrefix(a, "Bearer "); ok && tok != "" {
+		if tok, ok := strings.CutPrefix(a, "Bearer "); ok && tok != "" && !slices.Contains(secrets, tok) {
 			secrets = append(secrets, tok)
 		}
 	}
 	if len(secrets) < 4 {
 		t.Fatalf("upstream tokens seen: %d", len(secrets))
 	}
-	cb, _ := url.Parse(callback)
-	secrets = append(secrets, handle, ghSecret, idpClientSecret, pastedKey, strings.TrimPrefix(link, public+"/oauth/providers/gh/connect?id="), cb.Query().Get("code"))
+	secrets = append(secrets, handle, ghSecret, idpClientSecret, pastedKey, cbq.Get("state"))
+	for _, l := range links {
+		secrets = append(secrets, strings.TrimPrefix(l, connectPrefix))
+	}
+	for _, cb := range callbacks {
+		u, _ := url.Parse(cb)
+		secrets = append(secrets, u.Query().Get("code"), u.Query().Get("state"))
+	}
 
 	// ---- audit: every credential event, no secret anywhere ----
 	h.warden.stop()
@@ -434,11 +529,28 @@ xds:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, typ := range []string{"provider_added", "credential_exchanged", "credential_exchange_refused", "credential_connect_refused", "credential_connected",
-		"credential_revoked", "credential_refreshed", "credential_refresh_failed", "idp_refresh_refused"} {
+	for _, typ := range []string{"provider_added", "credential_exchanged", "credential_exchange_refused", "credential_connect_refused", "credential_connect_failed",
+		"credential_connected", "credential_revoked", "credential_refreshed", "credential_refresh_failed", "idp_refresh_refused"} {
 		if !bytes.Contains(trail, []byte(`"type":"`+typ+`"`)) {
 			t.Errorf("audit trail has no %s event", typ)
 		}
+	}
+	var failed int
+	for _, line := range bytes.Split(trail, []byte("\n")) {
+		var ev struct {
+			Type, Subject, Actor, Reason string
+			Details                      map[string]any
+		}
+		if json.Unmarshal(line, &ev) != nil || ev.Type != "credential_connect_failed" {
+			continue
+		}
+		failed++
+		if ev.Subject != idp.Alice || ev.Actor != "user:"+idp.Alice || ev.Reason != "provider answered access_denied" || ev.Details["provider"] != "gh" {
+			t.Errorf("connect failed event: %s", line)
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d credential_connect_failed events, want 1 (the denied consent)", failed)
 	}
 	logs := h.warden.output()
 	for _, s := range secrets {
@@ -452,6 +564,188 @@ xds:
 			t.Errorf("warden's log holds a raw secret (%d bytes)", len(s))
 		}
 	}
+}
+
+// rpcSeen is one request that reached an upstream.
+type rpcSeen struct{ Authz, Method string }
+
+type rpcLog struct {
+	mu   sync.Mutex
+	seen []rpcSeen
+}
+
+func (l *rpcLog) all() []rpcSeen {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]rpcSeen(nil), l.seen...)
+}
+
+// startUpstream serves a test/mcpserver (both protocol revisions,
+// answers as JSON) and records the Authorization and JSON-RPC method of
+// every request that reached it.
+func startUpstream(t *testing.T, o mcpserver.Options) (*testUpstream, *rpcLog) {
+	t.Helper()
+	o.Stateless, o.JSONResponse = true, true
+	srv, err := mcpserver.New(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &rpcLog{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, _ := io.ReadAll(r.Body)
+		var msg struct {
+			Method string `json:"method"`
+		}
+		_ = json.Unmarshal(raw, &msg)
+		log.mu.Lock()
+		log.seen = append(log.seen, rpcSeen{Authz: r.Header.Get("Authorization"), Method: msg.Method})
+		log.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	return &testUpstream{Server: srv, URL: hs.URL}, log
+}
+
+type testUpstream struct {
+	*mcpserver.Server
+	URL string
+}
+
+// credentialsEvent is a request of credentials_client.mjs to the test.
+type credentialsEvent struct{ Event, URL, Version string }
+
+type credentialsExchange struct {
+	Phase, Method, Path, Version, RPCMethod, ResultType string
+	InputResponses                                      []string
+	Status, ErrorCode                                   int
+}
+
+type credentialsResult struct {
+	Legacy struct {
+		ProtocolVersion string `json:"protocolVersion"`
+		Exch, Prov      string
+		Tools           []string `json:"tools"`
+		Elicitation     struct {
+			Unexpected   string `json:"unexpected"`
+			Code         int    `json:"code"`
+			Elicitations []struct {
+				Mode, ElicitationID, URL, Message string
+			} `json:"elicitations"`
+		} `json:"elicitation"`
+	} `json:"legacy"`
+	Modern struct {
+		Exch, Prov string
+		Tools      []string `json:"tools"`
+		Error      *failure `json:"error"`
+		Elicited   []struct {
+			Mode, URL, Message string
+		} `json:"elicited"`
+	} `json:"modern"`
+	Exchanges []credentialsExchange `json:"exchanges"`
+}
+
+// runCredentialsClient drives test/e2e/credentials_client.mjs with alice's
+// handle, answering its events with on.
+func runCredentialsClient(t *testing.T, public, handle, clientID string, on func(credentialsEvent)) *credentialsResult {
+	t.Helper()
+	res := &credentialsResult{}
+	runScript(t, "credentials_client.mjs", map[string]string{"baseUrl": public, "handle": handle, "clientId": clientID}, res, func(_ string, line []byte) any {
+		var ev credentialsEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			t.Fatalf("credentials client event: %v", err)
+		}
+		on(ev)
+		return map[string]bool{"ok": true}
+	})
+	return res
+}
+
+// checkCredentialsClient checks what the SDK clients saw: the exchange
+// mode's token verified upstream for alice and api://exch; on the provider
+// server the lists without an account, the URL elicitation in each
+// version's form, and the retried call answered by the upstream with the
+// provider's verdict on the token Warden attached.
+func checkCredentialsClient(t *testing.T, res *credentialsResult, connectPrefix string) {
+	t.Helper()
+	whoami := "sub=" + idp.Alice + " "
+	// 2025-11-25, the v1 SDK.
+	l := res.Legacy
+	if l.ProtocolVersion != "2025-11-25" || !strings.HasPrefix(l.Exch, whoami) || !strings.Contains(l.Exch, "aud=api://exch") || !strings.Contains(l.Exch, "scope=files.read") {
+		t.Errorf("2025-11-25 exchange call: version %q, whoami %q", l.ProtocolVersion, l.Exch)
+	}
+	if !slices.Contains(l.Tools, "whoami") {
+		t.Errorf("2025-11-25 tools/list without an account: %v", l.Tools)
+	}
+	if e := l.Elicitation; e.Code != -32042 || len(e.Elicitations) != 1 || e.Elicitations[0].Mode != "url" || e.Elicitations[0].ElicitationID == "" ||
+		!strings.HasPrefix(e.Elicitations[0].URL, connectPrefix) || e.Elicitations[0].Message == "" {
+		t.Errorf("2025-11-25 elicitation as the SDK surfaced it (UrlElicitationRequiredError): %+v", e)
+	}
+	if !strings.HasPrefix(l.Prov, whoami) {
+		t.Errorf("2025-11-25 provider call after connecting: %q", l.Prov)
+	}
+	// 2026-07-28, the v2 SDK: its multi-round-trip driver gave the
+	// elicitation to the handler and retried by itself.
+	m := res.Modern
+	if !strings.HasPrefix(m.Exch, whoami) || !strings.Contains(m.Exch, "aud=api://exch") {
+		t.Errorf("2026-07-28 exchange call: %q", m.Exch)
+	}
+	if !slices.Contains(m.Tools, "whoami") {
+		t.Errorf("2026-07-28 tools/list without an account: %v", m.Tools)
+	}
+	if len(m.Elicited) != 1 || m.Elicited[0].Mode != "url" || !strings.HasPrefix(m.Elicited[0].URL, connectPrefix) || m.Elicited[0].Message == "" {
+		t.Errorf("2026-07-28 elicitations handed to the client's handler: %+v", m.Elicited)
+	}
+	if m.Error != nil || !strings.HasPrefix(m.Prov, whoami) {
+		t.Errorf("2026-07-28 provider call: %q, error %+v", m.Prov, m.Error)
+	}
+	// On the wire: each client spoke its version; the provider call was
+	// answered input_required / -32042 first and the retry went through,
+	// the 2026-07-28 one carrying the elicitation's response.
+	var provCalls []credentialsExchange
+	for _, e := range res.Exchanges {
+		if e.RPCMethod == "" {
+			continue
+		}
+		want := "2025-11-25"
+		if strings.HasPrefix(e.Phase, "modern") {
+			want = "2026-07-28"
+		}
+		if e.Version != want && e.RPCMethod != "initialize" {
+			t.Errorf("a %s request without MCP-Protocol-Version %s: %+v", e.Phase, want, e)
+		}
+		if e.Path == "/mcp/prov" && e.RPCMethod == "tools/call" {
+			provCalls = append(provCalls, e)
+		}
+	}
+	if len(provCalls) != 4 {
+		t.Fatalf("provider tools/calls on the wire: %+v, want 4", provCalls)
+	}
+	first, retry, mfirst, mretry := provCalls[0], provCalls[1], provCalls[2], provCalls[3]
+	if first.Status != 200 || first.ErrorCode != -32042 || retry.Status != 200 || retry.ErrorCode != 0 || retry.Phase != "legacy-retry" {
+		t.Errorf("2025-11-25 provider calls: %+v then %+v", first, retry)
+	}
+	if mfirst.Status != 200 || mfirst.ResultType != "input_required" || mretry.Status != 200 || mretry.ResultType == "input_required" ||
+		!slices.Equal(mretry.InputResponses, []string{"warden_connect_gh"}) || mretry.Phase != "modern-retry" {
+		t.Errorf("2026-07-28 provider calls: %+v then %+v", mfirst, mretry)
+	}
+	t.Logf("SDK clients: %d exchanges; 2025-11-25 %d then %q; 2026-07-28 %s then %q", len(res.Exchanges), first.ErrorCode, l.Prov, mfirst.ResultType, m.Prov)
+}
+
+// connectOutcome is where opening a connect link and pressing Connect
+// ended: the provider callback it went through and the last page.
+type connectOutcome struct {
+	callback string
+	page     string
+	header   http.Header
+}
+
+func (o connectOutcome) callbackQuery() url.Values {
+	u, err := url.Parse(o.callback)
+	if err != nil {
+		return nil
+	}
+	return u.Query()
 }
 
 func (h *harness) cliEnv(t *testing.T, env []string, args ...string) string {
@@ -618,7 +912,7 @@ func get(client *http.Client, u string) (string, error) {
 }
 
 // walk follows redirects one by one; it returns the last URL requested,
-// its page and its headers.
+// its page and its headers (an error page too, with the error).
 func walk(client *http.Client, req *http.Request) (string, string, http.Header, error) {
 	for i := 0; i < 30; i++ {
 		resp, err := client.Do(req)
@@ -637,7 +931,7 @@ func walk(client *http.Client, req *http.Request) (string, string, http.Header, 
 		}
 		text := html.UnescapeString(tagRE.ReplaceAllString(string(raw), " "))
 		if resp.StatusCode != http.StatusOK {
-			return req.URL.String(), "", resp.Header, fmt.Errorf("%s answered %d: %s", req.URL.Path, resp.StatusCode, strings.Join(strings.Fields(text), " "))
+			return req.URL.String(), string(raw), resp.Header, fmt.Errorf("%s answered %d: %s", req.URL.Path, resp.StatusCode, strings.Join(strings.Fields(text), " "))
 		}
 		return req.URL.String(), string(raw), resp.Header, nil
 	}
@@ -648,12 +942,20 @@ func walk(client *http.Client, req *http.Request) (string, string, http.Header, 
 // presses Connect; it returns the provider callback URL it went through.
 func connect(t *testing.T, client *http.Client, link string) (string, error) {
 	t.Helper()
+	o, err := connectFlow(t, client, link)
+	return o.callback, err
+}
+
+// connectFlow is connect, with where it ended.
+func connectFlow(t *testing.T, client *http.Client, link string) (connectOutcome, error) {
+	t.Helper()
+	var o connectOutcome
 	if client.Jar == nil {
 		client.Jar, _ = cookiejar.New(nil)
 	}
 	_, page, hdr, err := walk(client, mustGet(link))
 	if err != nil {
-		return "", err
+		return o, err
 	}
 	// The connect page: never framed, no script, not cached.
 	if csp := hdr.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
@@ -666,28 +968,27 @@ func connect(t *testing.T, client *http.Client, link string) (string, error) {
 	}
 	action := postAction.FindStringSubmatch(page)
 	if action == nil || !form.Has("csrf") {
-		return "", fmt.Errorf("no connect form on %q", page)
+		return o, fmt.Errorf("no connect form on %q", page)
 	}
 	// Record the callback URL on the way.
-	var callback string
 	orig := client.CheckRedirect
 	client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
 		if strings.Contains(r.URL.Path, "/oauth/providers/") && strings.HasSuffix(r.URL.Path, "/callback") {
-			callback = r.URL.String()
+			o.callback = r.URL.String()
 		}
 		return http.ErrUseLastResponse
 	}
 	defer func() { client.CheckRedirect = orig }()
 	req, _ := http.NewRequest(http.MethodPost, html.UnescapeString(action[1]), strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	_, page, _, err = walk(client, req)
+	_, o.page, o.header, err = walk(client, req)
 	if err != nil {
-		return callback, err
+		return o, err
 	}
-	if !strings.Contains(page, "Connected.") {
-		return callback, fmt.Errorf("after connecting: %s", tagRE.ReplaceAllString(page, " "))
+	if !strings.Contains(o.page, "Connected.") {
+		return o, fmt.Errorf("after connecting: %s", tagRE.ReplaceAllString(o.page, " "))
 	}
-	return callback, nil
+	return o, nil
 }
 
 // pasteKey opens a connect link and saves an API key on the page.

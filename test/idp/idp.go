@@ -211,6 +211,11 @@ func (p *Provider) LoginAs(t testing.TB, sub string) { p.control(t, "login-as", 
 // tokens with invalid_grant, as an IdP does for a disabled user.
 func (p *Provider) Disable(t testing.TB, sub string) { p.control(t, "disable", sub) }
 
+// DenyConsent makes sub deny the next consent prompt: the provider
+// redirects to the client with error=access_denied, as when a user
+// presses Deny.
+func (p *Provider) DenyConsent(t testing.TB, sub string) { p.control(t, "deny-consent", sub) }
+
 // BackchannelLogout has the provider end sub's newest session: it signs a
 // logout token and posts it to the client's backchannel_logout_uri, and
 // fails the test unless the client answered 200.

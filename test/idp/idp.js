@@ -17,6 +17,10 @@
 //                                            newest session: a signed logout
 //                                            token goes to the client's
 //                                            backchannel_logout_uri
+//   POST /__test/deny-consent {"sub":"alice"} the user's next consent prompt
+//                                            is denied: the provider redirects
+//                                            to the client with error=access_denied
+//                                            and an error_description with markup
 //   GET  /__test/counts                      {"refresh_token": n, "token_exchange": n, ...}
 //                                            successful grants by type,
 //                                            exchange_refused and resource_refused
@@ -54,6 +58,7 @@ const accounts = {
   mallory: { sub: 'mallory', email: 'mallory@example.com', email_verified: false, name: 'Mallory', groups: [] },
 };
 const disabled = new Set();
+const denyConsent = new Set();
 let currentUser = 'alice';
 
 function readJSON(req) {
@@ -241,6 +246,11 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(counts));
         return;
       }
+      if (req.method === 'POST' && req.url === '/__test/deny-consent') {
+        denyConsent.add((await readJSON(req)).sub);
+        res.writeHead(204).end();
+        return;
+      }
       if (req.method === 'POST' && req.url === '/__test/disable') {
         disabled.add((await readJSON(req)).sub);
         res.writeHead(204).end();
@@ -250,6 +260,16 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
         const details = await provider.interactionDetails(req, res);
         if (details.prompt.name === 'login') {
           await provider.interactionFinished(req, res, { login: { accountId: currentUser } }, { mergeWithLastSubmission: false });
+          return;
+        }
+        if (details.prompt.name === 'consent' && denyConsent.delete(details.session.accountId)) {
+          // The user clicks "Deny": oidc-provider answers the client's
+          // redirect_uri with the error, its description and the state.
+          count('consent_denied');
+          await provider.interactionFinished(req, res, {
+            error: 'access_denied',
+            error_description: '<b>declined</b> by the user & "quoted"',
+          }, { mergeWithLastSubmission: false });
           return;
         }
         if (details.prompt.name === 'consent') {

@@ -1,9 +1,10 @@
 // Package mcpserver is a small MCP server (github.com/modelcontextprotocol/
-// go-sdk, streamable HTTP) used as an upstream in end-to-end tests. It
-// accepts only the JWT Warden mints: it verifies the signature against
-// Warden's JWKS, the issuer, the audience (its own resource URL) and the
-// expiry, and its whoami tool reports the identity it saw, so a test can
-// prove what reached the upstream.
+// go-sdk, streamable HTTP) used as an upstream in end-to-end tests. By
+// default it accepts only the JWT Warden mints: it verifies the signature
+// against Warden's JWKS, the issuer, the audience (its own resource URL)
+// and the expiry; Options.Verify replaces that check for the brokered
+// credential modes. Its whoami tool reports the identity it saw, so a test
+// can prove what reached the upstream.
 //
 // Test code only; never imported by the product.
 package mcpserver
@@ -41,7 +42,18 @@ type Options struct {
 	// (the go-sdk then answers with a nextCursor), so that a test can page
 	// through a filtered list.
 	PageSize int
-	Logger   *slog.Logger
+	// Verify, when set, replaces the check of Warden's JWT (JWKSURL,
+	// Issuer and Audience are then unused): an upstream that takes
+	// another issuer's tokens, as in the brokered credential modes
+	// (docs/credentials.md), where the token is the IdP's or a third
+	// party's and only its issuer can tell what it is worth.
+	Verify func(ctx context.Context, token string) (Seen, error)
+	// AllowAnonymous serves requests without an Authorization header,
+	// with no identity (whoami fails): what a provider-mode upstream gets
+	// from Warden for the lists of a user who has not connected an
+	// account. A header that is present must still verify.
+	AllowAnonymous bool
+	Logger         *slog.Logger
 }
 
 // Seen is one verified request's identity.
@@ -91,30 +103,25 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	cache := jwk.NewCache(ctx)
-	if err := cache.Register(o.JWKSURL, jwk.WithMinRefreshInterval(time.Second)); err != nil {
-		return nil, err
+	check := o.Verify
+	if check == nil {
+		var err error
+		if check, err = wardenJWT(ctx, o); err != nil {
+			return nil, err
+		}
 	}
 	s := &Server{}
 	verifier := func(ctx context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
-		set, err := cache.Get(ctx, o.JWKSURL)
-		if err != nil {
-			return nil, fmt.Errorf("fetch JWKS: %w", err)
+		seen, err := check(ctx, token)
+		if errors.Is(err, errKeys) {
+			// Not the token's fault: a 500, not counted as a reject.
+			return nil, err
 		}
-		t, err := jwt.Parse([]byte(token), jwt.WithKeySet(set), jwt.WithValidate(true),
-			jwt.WithIssuer(o.Issuer), jwt.WithAudience(o.Audience), jwt.WithAcceptableSkew(2*time.Second))
 		if err != nil {
 			s.mu.Lock()
 			s.rejects++
 			s.mu.Unlock()
 			return nil, fmt.Errorf("%w: %v", auth.ErrInvalidToken, err)
-		}
-		seen := Seen{Subject: t.Subject(), Audience: t.Audience(), Expiry: t.Expiration(), JWTID: t.JwtID()}
-		if v, ok := t.Get("client_id"); ok {
-			seen.ClientID, _ = v.(string)
-		}
-		if v, ok := t.Get("scope"); ok {
-			seen.Scope, _ = v.(string)
 		}
 		s.mu.Lock()
 		s.seen = append(s.seen, seen)
@@ -206,6 +213,47 @@ func New(ctx context.Context, o Options) (*Server, error) {
 
 	s.srv = srv
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Logger: o.Logger, DisableLocalhostProtection: true, Stateless: o.Stateless, JSONResponse: o.JSONResponse})
-	s.Handler = auth.RequireBearerToken(verifier, nil)(h)
+	// An opaque token checked at its issuer (Verify) has no expiry the
+	// server can see: the issuer's answer is the check.
+	authed := auth.RequireBearerToken(verifier, &auth.RequireBearerTokenOptions{AllowMissingExpiration: o.Verify != nil})(h)
+	s.Handler = authed
+	if o.AllowAnonymous {
+		s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") == "" {
+				h.ServeHTTP(w, r)
+				return
+			}
+			authed.ServeHTTP(w, r)
+		})
+	}
 	return s, nil
+}
+
+var errKeys = errors.New("fetch JWKS")
+
+// wardenJWT is the default check: a JWT Warden signed for this server.
+func wardenJWT(ctx context.Context, o Options) (func(context.Context, string) (Seen, error), error) {
+	cache := jwk.NewCache(ctx)
+	if err := cache.Register(o.JWKSURL, jwk.WithMinRefreshInterval(time.Second)); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, token string) (Seen, error) {
+		set, err := cache.Get(ctx, o.JWKSURL)
+		if err != nil {
+			return Seen{}, fmt.Errorf("%w: %v", errKeys, err)
+		}
+		t, err := jwt.Parse([]byte(token), jwt.WithKeySet(set), jwt.WithValidate(true),
+			jwt.WithIssuer(o.Issuer), jwt.WithAudience(o.Audience), jwt.WithAcceptableSkew(2*time.Second))
+		if err != nil {
+			return Seen{}, err
+		}
+		seen := Seen{Subject: t.Subject(), Audience: t.Audience(), Expiry: t.Expiration(), JWTID: t.JwtID()}
+		if v, ok := t.Get("client_id"); ok {
+			seen.ClientID, _ = v.(string)
+		}
+		if v, ok := t.Get("scope"); ok {
+			seen.Scope, _ = v.(string)
+		}
+		return seen, nil
+	}, nil
 }
