@@ -154,6 +154,8 @@ func newEnvPolicy(t testing.TB, policyText string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As warden serve does: a removed server's pins leave the memory too.
+	reg.OnRemove(func(_ context.Context, _, name string) error { pins.Forget(name); return nil })
 	tasks := mcptask.New(st, mcptask.Options{})
 	svc, err := authz.New(authz.Options{
 		Resolver: st, Servers: catalog, Policy: engine, Audit: trail, Attacher: att,

@@ -172,3 +172,53 @@ func TestPinningWarn(t *testing.T) {
 		t.Fatalf("warn change audited %+v", ch)
 	}
 }
+
+// Removing a server drops its tool pins (in the store, with the server,
+// and in memory), audited by name: a server added again under the name
+// inherits none of the old server's approvals. Here the new one waits for
+// approval of new tools, so every tool it lists is hidden, whereas the
+// old approvals would have shown them.
+func TestRemovedServerLeavesNoPins(t *testing.T) {
+	e := newEnv(t)
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi.internal:8080/mcp", Pinning: "block"})
+	staff, _ := e.mint("alice", "staff")
+	if got := e.listTools(staff, fourTools()); !reflect.DeepEqual(got, []string{"run_sql", "export", "lookup"}) {
+		t.Fatalf("first list %v", got)
+	}
+	ctx := context.Background()
+	if err := e.reg.Remove(ctx, "test", "bi"); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := e.st.ListToolPins(ctx, "bi"); err != nil || len(left) != 0 {
+		t.Fatalf("pins after removal: %+v %v", left, err)
+	}
+	rm := e.auditOf(t, "server_removed", 1)
+	if len(rm) != 1 {
+		t.Fatalf("removal audited %+v", rm)
+	}
+	dropped, _ := rm[0].Details["tool_pins_dropped"].([]any)
+	var names []string
+	for _, d := range dropped {
+		names = append(names, d.(string))
+	}
+	if !reflect.DeepEqual(names, []string{"drop_db", "export", "lookup", "run_sql"}) {
+		t.Fatalf("removal event names dropped pins %v, want the four tools", rm[0].Details["tool_pins_dropped"])
+	}
+
+	e.addServer(registry.Spec{Name: "bi", URL: "http://bi.internal:8080/mcp", Pinning: "block", PinNewTools: "wait"})
+	if got := e.listTools(staff, fourTools()); len(got) != 0 {
+		t.Fatalf("the re-added server shows %v: it inherited the old approvals", got)
+	}
+	st, err := e.pins.List(ctx, "bi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.State != "new" || s.ApprovedBy != "" {
+			t.Fatalf("tool %s of the re-added server is %s (approved by %q), want new", s.Tool, s.State, s.ApprovedBy)
+		}
+	}
+	if code, _ := e.callStatus(staff, "run_sql"); code == 0 {
+		t.Fatal("a call of a tool the re-added server never had approved was allowed")
+	}
+}

@@ -2,16 +2,21 @@ package xds
 
 import (
 	"bytes"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/warden-mcp/warden/authz"
 	"github.com/warden-mcp/warden/internal/config"
 	"github.com/warden-mcp/warden/xds/translate"
 )
@@ -136,6 +141,63 @@ func TestEnvoyGatewayExample(t *testing.T) {
 	if num(get(oauth, "spec", "rules", 0, "backendRefs", 0, "port")) != defaultPort(t, def.Listen.HTTP) {
 		t.Error("OAuth route must go to Warden's HTTP port")
 	}
+
+	// The response path: ext_proc on the same route, to Warden's gRPC
+	// port, fail closed, response headers only with mode overrides, the
+	// ext_authz namespace forwarded, Warden's message timeout.
+	eep := d["EnvoyExtensionPolicy/mcp-everything-warden"]
+	if get(eep, "spec", "targetRefs", 0, "name") != "mcp-everything" {
+		t.Error("EnvoyExtensionPolicy must target the MCP route")
+	}
+	ep := get(eep, "spec", "extProc", 0)
+	if num(get(ep, "backendRefs", 0, "port")) != defaultPort(t, def.Listen.Authz) {
+		t.Errorf("ext_proc port %v, want Warden's %s", get(ep, "backendRefs", 0, "port"), def.Listen.Authz)
+	}
+	if get(ep, "failOpen") != false {
+		t.Error("ext_proc must fail closed")
+	}
+	if get(ep, "messageTimeout") != def.XDS.ExtProcTimeout.D().String() {
+		t.Errorf("ext_proc messageTimeout %v, want xds.extproc_timeout %s", get(ep, "messageTimeout"), def.XDS.ExtProcTimeout.D())
+	}
+	mode := get(ep, "processingMode")
+	if resp, ok := get(mode, "response").(map[string]any); !ok || len(resp) != 0 || get(mode, "request") != nil || get(mode, "allowModeOverride") != true {
+		t.Errorf("processingMode %v: want response headers only (response: {}), no request, allowModeOverride", mode)
+	}
+	if ns := get(ep, "metadata", "accessibleNamespaces"); !reflect.DeepEqual(ns, []any{authz.MetadataNamespace}) {
+		t.Errorf("accessibleNamespaces %v, want [%s]", ns, authz.MetadataNamespace)
+	}
+	var grantsEEP bool
+	for i := 0; get(d["ReferenceGrant/mcp-to-warden"], "spec", "from", i) != nil; i++ {
+		grantsEEP = grantsEEP || get(d["ReferenceGrant/mcp-to-warden"], "spec", "from", i, "kind") == "EnvoyExtensionPolicy"
+	}
+	if !grantsEEP {
+		t.Error("the ReferenceGrant must let the EnvoyExtensionPolicy reach the warden Service")
+	}
+}
+
+// findFilter returns the typed_config of the HTTP filter named name
+// anywhere in v.
+func findFilter(v any, name string) map[string]any {
+	switch x := v.(type) {
+	case map[string]any:
+		if x["name"] == name {
+			if tc, ok := x["typed_config"].(map[string]any); ok {
+				return tc
+			}
+		}
+		for _, c := range x {
+			if f := findFilter(c, name); f != nil {
+				return f
+			}
+		}
+	case []any:
+		for _, c := range x {
+			if f := findFilter(c, name); f != nil {
+				return f
+			}
+		}
+	}
+	return nil
 }
 
 func TestIstioExample(t *testing.T) {
@@ -162,6 +224,61 @@ func TestIstioExample(t *testing.T) {
 	if get(vs, "spec", "http", 0, "rewrite", "uri") != "/mcp" || get(vs, "spec", "http", 1, "rewrite", "uri") != "/mcp/" {
 		t.Error("rewrites must map /mcp/everything to /mcp and /mcp/everything/ to /mcp/")
 	}
+
+	// The response path: an ext_proc filter right after ext_authz, the
+	// same as Warden's own xDS publishes (the golden listener), but for
+	// the cluster, which is Istio's name for the warden Service.
+	patch := get(d["EnvoyFilter/warden-extproc"], "spec", "configPatches", 0)
+	if get(patch, "applyTo") != "HTTP_FILTER" || get(patch, "patch", "operation") != "INSERT_AFTER" ||
+		get(patch, "match", "listener", "filterChain", "filter", "subFilter", "name") != "envoy.filters.http.ext_authz" {
+		t.Errorf("EnvoyFilter must insert ext_proc after ext_authz: %v", patch)
+	}
+	got, _ := get(patch, "patch", "value", "typed_config").(map[string]any)
+	if get(patch, "patch", "value", "name") != "envoy.filters.http.ext_proc" || got == nil {
+		t.Fatalf("EnvoyFilter value %v", get(patch, "patch", "value"))
+	}
+	// Field names and values as Envoy's API has them.
+	raw, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var packed anypb.Any
+	if err := protojson.Unmarshal(raw, &packed); err != nil {
+		t.Fatalf("the EnvoyFilter's ext_proc config is not an Envoy ExternalProcessor: %v", err)
+	}
+	var golden []any
+	if err := yaml.Unmarshal(readFile(t, filepath.Join("translate", "testdata", "out", "one-server.listeners.yaml")), &golden); err != nil {
+		t.Fatal(err)
+	}
+	want := findFilter(golden, "envoy.filters.http.ext_proc")
+	if want == nil {
+		t.Fatal("no ext_proc filter in the golden listener")
+	}
+	if c := get(got, "grpc_service", "envoy_grpc", "cluster_name"); c != "outbound|"+strconv.Itoa(defaultPort(t, def.Listen.Authz))+"||warden.warden.svc.cluster.local" {
+		t.Errorf("ext_proc cluster %v", c)
+	}
+	if get(got, "failure_mode_allow") != false {
+		t.Error("ext_proc must fail closed (failure_mode_allow: false)")
+	}
+	cp := map[string]any{}
+	for k, v := range got {
+		cp[k] = v
+	}
+	delete(cp, "grpc_service")
+	delete(cp, "failure_mode_allow") // false: left out of the golden (proto3 default)
+	delete(want, "grpc_service")
+	if !reflect.DeepEqual(cp, want) {
+		t.Errorf("the EnvoyFilter's ext_proc differs from Warden's xDS:\n got %v\nwant %v", cp, want)
+	}
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // The compose file cannot run here; its Warden config must load, and the

@@ -26,6 +26,7 @@ func xdsSettings(cfg config.Config) translate.Settings {
 		MaxStreamDuration:  x.MaxStreamDuration.D(),
 		ConnectTimeout:     x.ConnectTimeout.D(),
 		AuthzTimeout:       x.AuthzTimeout.D(),
+		ExtProcTimeout:     x.ExtProcTimeout.D(),
 		MaxRequestBytes:    uint32(min(x.MaxRequestBytes, 1<<31)),
 		WardenAuthzAddress: x.WardenAuthzAddress,
 		WardenHTTPAddress:  x.WardenHTTPAddress,

@@ -24,12 +24,20 @@ func TestXDSSettingsFromDefaultConfig(t *testing.T) {
 	want := translate.Settings{
 		ListenerAddress: "0.0.0.0", ListenerPort: 10000,
 		StreamIdleTimeout: 5 * time.Minute, RouteIdleTimeout: time.Hour, MaxStreamDuration: time.Hour, ConnectTimeout: 5 * time.Second,
-		AuthzTimeout: 3 * time.Second, MaxRequestBytes: 1 << 20,
+		AuthzTimeout: 3 * time.Second, ExtProcTimeout: translate.DefaultExtProcTimeout, MaxRequestBytes: 1 << 20,
 		WardenAuthzAddress: "127.0.0.1:9191", WardenHTTPAddress: "127.0.0.1:8080",
 		UpstreamCAFile: "/etc/ssl/certs/ca-certificates.crt",
 	}
 	if diff := cmp.Diff(want, xdsSettings(cfg)); diff != "" {
 		t.Fatalf("settings from the default config (-want +got):\n%s", diff)
+	}
+	// A non-default xds.extproc_timeout reaches the translator.
+	t.Setenv("WARDEN_XDS_EXTPROC_TIMEOUT", "750ms")
+	if cfg, err = config.Load(""); err != nil {
+		t.Fatal(err)
+	}
+	if got := xdsSettings(cfg).ExtProcTimeout; got != 750*time.Millisecond {
+		t.Fatalf("ExtProcTimeout %s from xds.extproc_timeout 750ms", got)
 	}
 }
 

@@ -223,6 +223,11 @@ func serve(ctx context.Context, cfg config.Config, cfgPath string, stdout, stder
 	if err != nil {
 		return err
 	}
+	// The store dropped a removed server's pins; this copy goes too.
+	servers.OnRemove(func(_ context.Context, _, name string) error {
+		pins.Forget(name)
+		return nil
+	})
 	lastUse := usage.New(usage.Options{Store: st, Logger: log})
 	svc, err := authz.New(authz.Options{
 		Resolver: st, Servers: catalog, Policy: engine, Audit: trail.Decisions(), Attacher: attacher, Tasks: tasks, Arguments: tasks,

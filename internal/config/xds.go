@@ -23,6 +23,11 @@ type XDS struct {
 	// answers 503 (status_on_error). It should exceed authz.timeout so that
 	// Warden's own deadline answers first with a proper body.
 	AuthzTimeout Duration `json:"authz_timeout"`
+	// ExtProcTimeout is the ext_proc filter's message_timeout: how long
+	// Envoy waits for Warden's answer to one response-path message (a
+	// list to filter, which may record tool pins). Past it Envoy fails
+	// the response (failure_mode_allow false: 500, or a reset stream).
+	ExtProcTimeout Duration `json:"extproc_timeout"`
 	// WardenAuthzAddress and WardenHTTPAddress are host:port where Envoy
 	// reaches Warden's ext_authz gRPC listener and HTTP (OAuth) listener;
 	// they become the clusters warden_authz and warden_http. Unset, they
@@ -69,12 +74,17 @@ func (u UpstreamTLS) Enabled() bool {
 	return u.CertFile != "" || u.KeyFile != "" || u.CAFile != "" || u.ServerName != ""
 }
 
+// maxExtProcTimeout bounds xds.extproc_timeout: Envoy holds a response for
+// up to this long per message.
+const maxExtProcTimeout = time.Minute
+
 func defaultXDS() XDS {
 	return XDS{
 		ListenerAddress:   "0.0.0.0",
 		ListenerPort:      10000,
 		MaxRequestBytes:   1 << 20,
 		AuthzTimeout:      Duration(3 * time.Second),
+		ExtProcTimeout:    Duration(2 * time.Second),
 		StreamIdleTimeout: Duration(5 * time.Minute),
 		RouteIdleTimeout:  Duration(time.Hour),
 		MaxStreamDuration: Duration(time.Hour),
@@ -108,6 +118,12 @@ func (x XDS) validate() []error {
 		if d.v <= 0 {
 			bad(d.field, "must be positive")
 		}
+	}
+	// Envoy's ext_proc.proto bounds message_timeout at 3600s; a message
+	// waited on that long holds the response anyway, so Warden asks for
+	// far less.
+	if x.ExtProcTimeout <= 0 || x.ExtProcTimeout.D() > maxExtProcTimeout {
+		bad("extproc_timeout", "must be positive and at most %s, got %s", maxExtProcTimeout, x.ExtProcTimeout.D())
 	}
 	if x.MaxStreamDuration < 0 {
 		bad("max_stream_duration", "must be 0 (no limit) or positive")

@@ -54,3 +54,25 @@ xds:
 		}
 	}
 }
+
+// xds.extproc_timeout (the ext_proc message_timeout) defaults to 2s and
+// must be positive and at most a minute.
+func TestXDSExtProcTimeout(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.XDS.ExtProcTimeout.D() != 2*time.Second {
+		t.Fatalf("default extproc_timeout %s", c.XDS.ExtProcTimeout.D())
+	}
+	c, err = Load(write(t, "xds:\n  extproc_timeout: 5s\n"))
+	if err != nil || c.XDS.ExtProcTimeout.D() != 5*time.Second {
+		t.Fatalf("extproc_timeout 5s: %v %v", c.XDS.ExtProcTimeout.D(), err)
+	}
+	for _, v := range []string{"0s", "-1s", "2m"} {
+		_, err := Load(write(t, "xds:\n  extproc_timeout: "+v+"\n"))
+		if err == nil || !strings.Contains(err.Error(), "xds.extproc_timeout") {
+			t.Errorf("extproc_timeout %s: %v", v, err)
+		}
+	}
+}

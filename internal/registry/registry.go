@@ -25,8 +25,10 @@ type Store interface {
 	CreateServer(ctx context.Context, s store.Server) error
 	GetServer(ctx context.Context, name string) (store.Server, error)
 	UpdateServer(ctx context.Context, name string, update func(store.Server) (store.Server, error)) error
+	// DeleteServer deletes the server's tool pins with it (store.Store).
 	DeleteServer(ctx context.Context, name string) error
 	ListServers(ctx context.Context) ([]store.Server, error)
+	ListToolPins(ctx context.Context, server string) ([]store.ToolPin, error)
 }
 
 // Auditor records admin changes durably before they are reported done.
@@ -258,10 +260,20 @@ func (r *Registry) Remove(ctx context.Context, actor, name string) error {
 	if err != nil {
 		return err
 	}
+	// The store drops the server's tool pins with it (one transaction);
+	// the audit event names them, read just before.
+	pins, err := r.st.ListToolPins(ctx, name)
+	if err != nil {
+		return fmt.Errorf("server %s: its tool pins: %w", name, err)
+	}
 	if err := r.st.DeleteServer(ctx, name); err != nil {
 		return err
 	}
-	if err := r.record(ctx, actor, "server_removed", s); err != nil {
+	tools := make([]string, len(pins))
+	for i, p := range pins {
+		tools[i] = p.Tool
+	}
+	if err := r.record(ctx, actor, "server_removed", s, map[string]any{"tool_pins_dropped": tools}); err != nil {
 		return err
 	}
 	r.notify()
@@ -372,21 +384,27 @@ func (r *Registry) unchanged(cur store.Server, spec Spec) bool {
 		next.Provider == cur.Provider && next.Unconnected == cur.Unconnected
 }
 
-func (r *Registry) record(ctx context.Context, actor, typ string, s store.Server) error {
+func (r *Registry) record(ctx context.Context, actor, typ string, s store.Server, extra ...map[string]any) error {
 	if r.audit == nil {
 		return nil
 	}
+	details := map[string]any{
+		"url":        s.URL,
+		"credential": string(s.Credential),
+		"scopes":     s.Scopes,
+		"step_up":    s.StepUpScopes,
+		"provider":   s.Provider,
+	}
+	for _, e := range extra {
+		for k, v := range e {
+			details[k] = v
+		}
+	}
 	err := r.audit.RecordSync(ctx, store.AuditEvent{
-		Type:   typ,
-		Actor:  actor,
-		Server: s.Name,
-		Details: map[string]any{
-			"url":        s.URL,
-			"credential": string(s.Credential),
-			"scopes":     s.Scopes,
-			"step_up":    s.StepUpScopes,
-			"provider":   s.Provider,
-		},
+		Type:    typ,
+		Actor:   actor,
+		Server:  s.Name,
+		Details: details,
 	})
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", typ, err)

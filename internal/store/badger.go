@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -756,7 +757,24 @@ func (b *Badger) UpdateServer(_ context.Context, name string, fn func(Server) (S
 }
 
 func (b *Badger) DeleteServer(_ context.Context, name string) error {
-	if err := b.delete(pServer + name); err != nil {
+	err := b.retry(func(txn *badger.Txn) error {
+		key := []byte(pServer + name)
+		if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		if err := txn.Delete(key); err != nil {
+			return err
+		}
+		// Its tool pins go in the same transaction: a server added again
+		// under the name starts with none.
+		if strings.Contains(name, "/") {
+			return nil // no pin can have such a server (CreateToolPin)
+		}
+		return deletePrefix(txn, pToolPin+name+"/")
+	})
+	if err != nil {
 		return fmt.Errorf("delete server %q: %w", name, err)
 	}
 	return nil

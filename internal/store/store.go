@@ -51,6 +51,8 @@ type Store interface {
 	CreateServer(ctx context.Context, s Server) error
 	GetServer(ctx context.Context, name string) (Server, error)
 	UpdateServer(ctx context.Context, name string, update func(Server) (Server, error)) error
+	// DeleteServer deletes the server and, in the same transaction, its
+	// tool pins, so that a server added again under the name inherits none.
 	DeleteServer(ctx context.Context, name string) error
 	ListServers(ctx context.Context) ([]Server, error)
 

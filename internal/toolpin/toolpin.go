@@ -403,6 +403,16 @@ func (p *Pins) List(ctx context.Context, server string) ([]Status, error) {
 	return out, nil
 }
 
+// Forget drops what this process keeps in memory of server's pins, for a
+// removed server (the store dropped its pins with it): a server added
+// again under the name is read afresh, not served from the old copy.
+// Other replicas read the store again within RefreshAfter.
+func (p *Pins) Forget(server string) {
+	p.mu.Lock()
+	delete(p.servers, server)
+	p.mu.Unlock()
+}
+
 // ErrNothingToApprove: the tool's listed definition is the approved one.
 var ErrNothingToApprove = errors.New("toolpin: the tool's definition is already approved")
 

@@ -63,6 +63,8 @@ type inCase struct {
 		CAFile     string `json:"ca_file"`
 		ServerName string `json:"server_name,omitempty"`
 	} `json:"warden_authz_tls,omitempty"`
+	// ExtProcTimeout, when set, is xds.extproc_timeout.
+	ExtProcTimeout string `json:"extproc_timeout,omitempty"`
 }
 
 func (s inServer) store(t *testing.T) store.Server {
@@ -116,6 +118,11 @@ func TestGolden(t *testing.T) {
 			settings := testSettings()
 			if tl := in.WardenAuthzTLS; tl != nil {
 				settings.WardenAuthzTLS = &ClientTLS{CertFile: tl.CertFile, KeyFile: tl.KeyFile, CAFile: tl.CAFile, ServerName: tl.ServerName}
+			}
+			if in.ExtProcTimeout != "" {
+				if settings.ExtProcTimeout, err = time.ParseDuration(in.ExtProcTimeout); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if in.Previous != nil {
 				prev, err := Translate(storeServers(t, in.Previous), settings)

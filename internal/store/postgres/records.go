@@ -537,7 +537,23 @@ func (s *Store) UpdateServer(ctx context.Context, name string, fn func(store.Ser
 }
 
 func (s *Store) DeleteServer(ctx context.Context, name string) error {
-	if err := remove(ctx, s, servers, name); err != nil {
+	if !storable(name) {
+		return fmt.Errorf("delete server %q: %w", name, store.ErrNotFound)
+	}
+	// Its tool pins go in the same transaction: a server added again
+	// under the name starts with none.
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, servers.deleteSQL, name)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return store.ErrNotFound
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM tool_pins WHERE server = $1", name)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("delete server %q: %w", name, err)
 	}
 	return nil

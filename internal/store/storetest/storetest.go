@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +43,7 @@ func Run(t *testing.T, b Backend) {
 		{"Consents", testConsents},
 		{"LastUse", testLastUse},
 		{"ToolPins", testToolPins},
+		{"DeleteServerDropsToolPins", testDeleteServerDropsToolPins},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"UpdaterErrorAborts", testUpdaterErrorAborts},
 		{"Audit", testAudit},
@@ -380,6 +382,48 @@ func testLastUse(t *testing.T, b Backend) {
 		t.Errorf("after deleting g1: %+v", uses)
 	}
 	mustNotFound(t, "delete missing grant", s.DeleteGrant(ctx, "g1"))
+}
+
+// testDeleteServerDropsToolPins: deleting a server deletes its tool pins
+// (tools of the same name on another server, and a server whose name
+// extends it, keep theirs), so a server added again under the name starts
+// unpinned instead of inheriting the old server's approvals.
+func testDeleteServerDropsToolPins(t *testing.T, b Backend) {
+	s := b.Open(t)
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	pin := func(server, tool string) store.ToolPin {
+		return store.ToolPin{Server: server, Tool: tool, Approved: "sha256:aa", ApprovedDefinition: json.RawMessage(`{}`),
+			Seen: "sha256:aa", SeenDefinition: json.RawMessage(`{}`), FirstSeen: t0, SeenAt: t0}
+	}
+	for _, name := range []string{"bi", "bi2"} {
+		must(t, s.CreateServer(ctx, store.Server{Name: name, URL: "http://" + name + ":8080/mcp", Credential: store.CredentialJWT}))
+	}
+	for _, p := range []store.ToolPin{pin("bi", "run_sql"), pin("bi", "a/b tool"), pin("bi2", "run_sql"), pin("hr", "run_sql")} {
+		must(t, s.CreateToolPin(ctx, p))
+	}
+	must(t, s.DeleteServer(ctx, "bi"))
+	left, err := s.ListToolPins(ctx, "bi")
+	must(t, err)
+	if len(left) != 0 {
+		t.Fatalf("pins of the deleted server: %+v", left)
+	}
+	mustNotFound(t, "get a dropped pin", func() error { _, err := s.GetToolPin(ctx, "bi", "run_sql"); return err }())
+	all, err := s.ListToolPins(ctx, "")
+	must(t, err)
+	var kept []string
+	for _, p := range all {
+		kept = append(kept, p.Server+"/"+p.Tool)
+	}
+	if strings.Join(kept, ",") != "bi2/run_sql,hr/run_sql" {
+		t.Fatalf("pins left: %v, want bi2/run_sql,hr/run_sql", kept)
+	}
+	// Added again: no pin is inherited, and a new one can be made.
+	must(t, s.CreateServer(ctx, store.Server{Name: "bi", URL: "http://bi:8080/mcp", Credential: store.CredentialJWT}))
+	if left, _ := s.ListToolPins(ctx, "bi"); len(left) != 0 {
+		t.Fatalf("the re-added server inherited pins: %+v", left)
+	}
+	must(t, s.CreateToolPin(ctx, pin("bi", "run_sql")))
+	mustNotFound(t, "delete a missing server", s.DeleteServer(ctx, "nope"))
 }
 
 // testToolPins: create once, read back, compare-and-swap updates that
