@@ -24,8 +24,9 @@
 //   GET  /__test/counts                      {"refresh_token": n, "token_exchange": n, ...}
 //                                            successful grants by type,
 //                                            exchange_refused and resource_refused
-//                                            (token requests refused with
-//                                            invalid_target)
+//                                            (refreshes for an unknown
+//                                            resource, refused before the
+//                                            refresh token is spent)
 //
 // With "token_exchange": true the provider also accepts RFC 8693 token
 // exchange (urn:ietf:params:oauth:grant-type:token-exchange), added through
@@ -60,6 +61,17 @@ const accounts = {
 const disabled = new Set();
 const denyConsent = new Set();
 let currentUser = 'alice';
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => resolve(body));
+    req.on('error', reject);
+  });
+}
+
+const knownResource = (indicator) => Object.hasOwn(cfg.resources || {}, indicator);
 
 function readJSON(req) {
   return new Promise((resolve, reject) => {
@@ -168,8 +180,6 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
     }
   });
   provider.on('grant.success', (ctx) => count(ctx.oidc.params.grant_type));
-  // Token requests refused for their resource (RFC 8707 invalid_target).
-  provider.on('grant.error', (_ctx, err) => { if (err.error === 'invalid_target') count('resource_refused'); });
 
   if (cfg.token_exchange) {
     const refuse = new Set(cfg.refuse_audiences || []);
@@ -221,6 +231,21 @@ server.listen(cfg.port || 0, '127.0.0.1', () => {
   const app = provider.callback();
   server.on('request', async (req, res) => {
     try {
+      if (cfg.resources && req.method === 'POST' && req.url === '/token') {
+        // oidc-provider 9 rotates the refresh token before it checks the
+        // resource, so a refused resource would burn the token Warden
+        // never gets back. This IdP checks first, as one that validates
+        // the request before spending the grant does; the provider reads
+        // the buffered body from req.body.
+        const raw = await readBody(req);
+        req.body = raw;
+        const p = new URLSearchParams(raw);
+        if (p.get('grant_type') === 'refresh_token' && p.get('resource') && !knownResource(p.get('resource'))) {
+          count('resource_refused');
+          res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'invalid_target', error_description: 'unknown resource server' }));
+          return;
+        }
+      }
       if (req.method === 'POST' && req.url === '/__test/login-as') {
         currentUser = (await readJSON(req)).sub;
         res.writeHead(204).end();
