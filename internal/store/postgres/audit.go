@@ -151,18 +151,27 @@ func (s *Store) LastAudit(ctx context.Context) (store.AuditEvent, error) {
 // failed write.
 func (s *Store) AppendAuditChained(ctx context.Context, chain func(head store.AuditEvent) []store.AuditEvent) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		// The head's seq and event in one round trip, the row locked.
+		// The row lock first, the head's event in a second statement: a
+		// SELECT ... FOR UPDATE that waited for another replica's append
+		// re-reads the locked row at its new version but the rest of the
+		// statement (a join to audit_events) from the snapshot taken before
+		// the wait, where that append's events are not visible yet
+		// (PostgreSQL "Transaction Isolation", Read Committed). The next
+		// statement takes a new snapshot and sees them.
 		var seq int64
-		var raw []byte
-		if err := tx.QueryRow(ctx, "SELECT h.seq, e.data FROM audit_head h LEFT JOIN audit_events e ON e.seq = h.seq FOR UPDATE OF h").Scan(&seq, &raw); err != nil {
+		if err := tx.QueryRow(ctx, "SELECT seq FROM audit_head FOR UPDATE").Scan(&seq); err != nil {
 			return err
 		}
 		var head store.AuditEvent
 		if seq > 0 {
-			if raw == nil {
-				return fmt.Errorf("read audit head %d: %w", seq, store.ErrNotFound)
+			var raw []byte
+			err := tx.QueryRow(ctx, "SELECT data FROM audit_events WHERE seq = $1", seq).Scan(&raw)
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = store.ErrNotFound
 			}
-			var err error
+			if err != nil {
+				return fmt.Errorf("read audit head %d: %w", seq, err)
+			}
 			if head, err = decode[store.AuditEvent]("audit event", raw); err != nil {
 				return err
 			}
