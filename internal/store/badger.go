@@ -730,7 +730,25 @@ func (b *Badger) CreateServer(_ context.Context, s Server) error {
 		return errors.New("server name is empty")
 	}
 	s.Version = 1
-	if err := b.create(pServer+s.Name, s, time.Time{}); err != nil {
+	err := b.retry(func(txn *badger.Txn) error {
+		key := pServer + s.Name
+		if _, err := txn.Get([]byte(key)); err == nil {
+			return ErrAlreadyExists
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if err := setJSON(txn, key, s, time.Time{}); err != nil {
+			return err
+		}
+		// Pins under a name no server has are strays: a list answer of a
+		// removed server still in flight when it was removed. A server
+		// added under the name starts with none (DeleteServer's rule).
+		if strings.Contains(s.Name, "/") {
+			return nil // no pin can have such a server (CreateToolPin)
+		}
+		return deletePrefix(txn, pToolPin+s.Name+"/")
+	})
+	if err != nil {
 		return fmt.Errorf("create server %q: %w", s.Name, err)
 	}
 	return nil

@@ -515,7 +515,30 @@ func (s *Store) CreateServer(ctx context.Context, srv store.Server) error {
 	if srv.Name == "" {
 		return errors.New("server name is empty")
 	}
-	if err := create(ctx, s, servers, srv); err != nil {
+	if !storable(srv.Name) {
+		return fmt.Errorf("create server %q: %w", srv.Name, errUnstorable)
+	}
+	srv.Version = 1
+	args, err := servers.row(srv)
+	if err != nil {
+		return fmt.Errorf("create server %q: %w", srv.Name, err)
+	}
+	// Pins under a name no server has are strays: a list answer of a
+	// removed server still in flight when it was removed. A server added
+	// under the name starts with none (DeleteServer's rule), in the same
+	// transaction.
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, servers.insertSQL, args...)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return store.ErrAlreadyExists
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM tool_pins WHERE server = $1", srv.Name)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("create server %q: %w", srv.Name, err)
 	}
 	return nil

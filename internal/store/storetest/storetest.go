@@ -424,6 +424,14 @@ func testDeleteServerDropsToolPins(t *testing.T, b Backend) {
 	}
 	must(t, s.CreateToolPin(ctx, pin("bi", "run_sql")))
 	mustNotFound(t, "delete a missing server", s.DeleteServer(ctx, "nope"))
+	// A pin written under a name no server has (an answer of the removed
+	// server still in flight) is a stray: the server added next under the
+	// name starts without it.
+	must(t, s.CreateToolPin(ctx, pin("late", "run_sql")))
+	must(t, s.CreateServer(ctx, store.Server{Name: "late", URL: "http://late:8080/mcp", Credential: store.CredentialJWT}))
+	if left, _ := s.ListToolPins(ctx, "late"); len(left) != 0 {
+		t.Fatalf("a server added after a stray pin inherited it: %+v", left)
+	}
 }
 
 // testToolPins: create once, read back, compare-and-swap updates that
