@@ -62,7 +62,10 @@ func (s *Server) refreshUpstream(ctx context.Context, g store.Grant, horizon tim
 	// treat a second use of the old one as theft, so two concurrent
 	// refreshes would get the user's grant revoked. The loser of the race
 	// rereads the grant and finds the fresh tokens.
-	unlock := s.lockGrant(g.ID)
+	unlock, err := s.lockGrant(ctx, g.ID)
+	if err != nil {
+		return g, err
+	}
 	defer unlock()
 	if g, err = s.st.GetGrant(ctx, g.ID); err != nil {
 		return g, err
@@ -96,15 +99,36 @@ func (s *Server) refreshUpstream(ctx context.Context, g store.Grant, horizon tim
 	return g, err
 }
 
-// lockGrant serialises upstream refreshes of one grant in this process.
-// A fixed set of striped mutexes keeps memory bounded; two grants sharing
-// a stripe only wait for each other's IdP round trip.
-func (s *Server) lockGrant(id string) func() {
+// lockGrant serialises the spending of one grant's IdP refresh token: in
+// this process through a fixed set of striped mutexes (memory stays
+// bounded; two grants sharing a stripe only wait for each other's IdP
+// round trip), and across replicas through the store's lock when it has
+// one (PostgreSQL advisory locks). Every path that spends it comes here:
+// the MCP client's refresh_token grant, the idp credential's refresh and
+// the refresh for a server's audience, so replica B answering a client's
+// refresh while replica C refreshes for a Check cannot present the same
+// rotated token twice (which the IdP takes as theft). The key differs
+// from internal/upstream's flight locks, which may be held around this.
+func (s *Server) lockGrant(ctx context.Context, id string) (func(), error) {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
 	m := &s.grantLocks[h.Sum32()%uint32(len(s.grantLocks))]
 	m.Lock()
-	return m.Unlock
+	l, ok := s.st.(grantLocker)
+	if !ok {
+		return m.Unlock, nil
+	}
+	unlock, err := l.Lock(ctx, "oauth/idp-refresh/"+id)
+	if err != nil {
+		m.Unlock()
+		return nil, fmt.Errorf("lock the IdP refresh of grant %s: %w", id, err)
+	}
+	return func() { unlock(); m.Unlock() }, nil
+}
+
+// grantLocker is a store shared by replicas (internal/store/postgres).
+type grantLocker interface {
+	Lock(ctx context.Context, key string) (unlock func(), err error)
 }
 
 // ErrNoUpstreamToken means the grant carries no IdP token (static
@@ -149,9 +173,12 @@ func (s *Server) IdPAudienceToken(ctx context.Context, g store.Grant, audience s
 	if !ok {
 		return "", time.Time{}, ErrNoUpstreamToken
 	}
-	unlock := s.lockGrant(g.ID)
+	unlock, err := s.lockGrant(ctx, g.ID)
+	if err != nil {
+		return "", time.Time{}, err
+	}
 	defer unlock()
-	g, err := s.st.GetGrant(ctx, g.ID)
+	g, err = s.st.GetGrant(ctx, g.ID)
 	if err != nil {
 		return "", time.Time{}, err
 	}

@@ -17,7 +17,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { memoryProvider } from '../sdk_provider.mjs';
-import { say, ask, text, describeError } from './script_io.mjs';
+import { say, ask, text, describeError } from '../script_io.mjs';
 
 const { serverUrl, redirectUrl } = JSON.parse(process.argv[2]);
 

@@ -26,25 +26,15 @@
 //   -> {"event":"done",...}
 //
 // Usage: node credentials_client.mjs '{"baseUrl": "...", "handle": "...", "clientId": "..."}'
-import readline from 'node:readline';
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client';
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UrlElicitationRequiredError } from '@modelcontextprotocol/sdk/types.js';
 import { memoryProvider } from '../sdk_provider.mjs';
+import { say, ask, text, describeError } from '../script_io.mjs';
 
 const { baseUrl, handle, clientId } = JSON.parse(process.argv[2]);
 
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-function say(obj) {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-async function ask(obj) {
-  say(obj);
-  const { value, done } = await lines.next();
-  if (done) throw new Error('the test closed stdin');
-  return JSON.parse(value);
-}
 
 // ---- every HTTP exchange, in order, with what the answer was ----
 let phase = 'legacy';
@@ -89,13 +79,7 @@ const { provider, state } = memoryProvider({
 state.clientInformation = { client_id: clientId };
 state.tokens = { access_token: handle, token_type: 'Bearer' };
 
-function text(result) {
-  return result.content.filter((p) => p.type === 'text').map((p) => p.text).join('\n');
-}
 
-function describeError(err) {
-  return { name: err?.constructor?.name, code: err?.code, message: String(err?.message ?? err) };
-}
 
 const out = { legacy: {}, modern: {} };
 

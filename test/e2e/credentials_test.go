@@ -650,7 +650,7 @@ type credentialsResult struct {
 func runCredentialsClient(t *testing.T, public, handle, clientID string, on func(credentialsEvent)) *credentialsResult {
 	t.Helper()
 	res := &credentialsResult{}
-	runScript(t, "credentials_client.mjs", map[string]string{"baseUrl": public, "handle": handle, "clientId": clientID}, res, func(_ string, line []byte) any {
+	idp.RunScript(t, "e2e/credentials_client.mjs", map[string]string{"baseUrl": public, "handle": handle, "clientId": clientID}, res, func(_ string, line []byte) any {
 		var ev credentialsEvent
 		if err := json.Unmarshal(line, &ev); err != nil {
 			t.Fatalf("credentials client event: %v", err)

@@ -139,7 +139,7 @@ func (h *harness) runClient(t *testing.T) *clientResult {
 		revoked string
 	)
 	res := &clientResult{}
-	runScript(t, "client.mjs", map[string]string{"serverUrl": resource, "redirectUrl": redirect}, res, func(event string, line []byte) any {
+	idp.RunScript(t, "e2e/client.mjs", map[string]string{"serverUrl": resource, "redirectUrl": redirect}, res, func(event string, line []byte) any {
 		var msg struct {
 			URL string `json:"url"`
 			Sub string `json:"sub"`

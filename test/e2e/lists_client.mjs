@@ -24,7 +24,7 @@
 import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client';
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { say, ask, text, describeError } from './script_io.mjs';
+import { say, ask, text, describeError } from '../script_io.mjs';
 
 const { servers } = JSON.parse(process.argv[2]);
 

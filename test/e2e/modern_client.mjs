@@ -21,7 +21,7 @@ import { Client as ModernClient, StreamableHTTPClientTransport as ModernTranspor
 import { Client as LegacyClient } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as LegacyTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { memoryProvider } from '../sdk_provider.mjs';
-import { say, ask, text, describeError } from './script_io.mjs';
+import { say, ask, text, describeError } from '../script_io.mjs';
 
 const { serverUrl, redirectUrl } = JSON.parse(process.argv[2]);
 

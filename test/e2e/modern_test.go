@@ -226,7 +226,7 @@ func (h *harness) runModernClient(t *testing.T) {
 	redirect := "http://127.0.0.1:" + freePort(t) + "/callback"
 	browser := oauthtest.NewBrowser()
 	res := &modernResult{}
-	runScript(t, "modern_client.mjs", map[string]string{"serverUrl": resource, "redirectUrl": redirect}, res, func(event string, line []byte) any {
+	idp.RunScript(t, "e2e/modern_client.mjs", map[string]string{"serverUrl": resource, "redirectUrl": redirect}, res, func(event string, line []byte) any {
 		var msg struct{ URL string }
 		_ = json.Unmarshal(line, &msg)
 		if event != "authorize" {

@@ -35,8 +35,14 @@ type harness struct {
 // start runs Warden with the oidc connector pointed at a fresh
 // oidc-provider whose one client is Warden's static registration.
 func start(t *testing.T, idpTTL time.Duration, configure func(*oauth.Options)) *harness {
+	return startWrapped(t, idpTTL, nil, configure)
+}
+
+// startWrapped is start with the harness's store wrapped
+// (oauthtest.EnvOptions.WrapStore).
+func startWrapped(t *testing.T, idpTTL time.Duration, wrap func(store.Store) store.Store, configure func(*oauth.Options)) *harness {
 	h := &harness{t: t}
-	h.Env = oauthtest.NewEnv(t, oauthtest.EnvOptions{Configure: func(o *oauth.Options) {
+	h.Env = oauthtest.NewEnv(t, oauthtest.EnvOptions{WrapStore: wrap, Configure: func(o *oauth.Options) {
 		h.IdP = idp.Start(t, idp.Options{AccessTokenTTL: idpTTL, Clients: []idp.Client{{
 			ID: "warden", Secret: idpClientSecret, RedirectURIs: []string{o.Issuer + oauth.CallbackPath},
 		}}})

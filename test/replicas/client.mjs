@@ -16,24 +16,14 @@
 // (tool calls with the refreshed handle).
 //
 // Usage: node replicas/client.mjs '{"serverUrl": "...", "redirectUrl": "...", "calls": 6}'
-import readline from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError, auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { memoryProvider } from '../sdk_provider.mjs';
+import { say, ask, text } from '../script_io.mjs';
 
 const { serverUrl, redirectUrl, calls } = JSON.parse(process.argv[2]);
 
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-function say(obj) {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-async function ask(obj) {
-  say(obj);
-  const { value, done } = await lines.next();
-  if (done) throw new Error('the test closed stdin');
-  return JSON.parse(value);
-}
 
 let phase = 'signin';
 const exchanges = [];
@@ -56,9 +46,6 @@ function newClient() {
   return { client, transport };
 }
 
-function text(result) {
-  return result.content.filter((p) => p.type === 'text').map((p) => p.text).join('\n');
-}
 
 const out = {};
 await ask({ event: 'mark', phase: 'signin' });

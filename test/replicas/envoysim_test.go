@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -539,66 +537,27 @@ type replicaClientResult struct {
 // and reads every replica's counters at each phase mark.
 func runReplicaClient(t *testing.T, node, public string, reps []*replica, proxy *envoysim.Proxy) (*replicaClientResult, map[string]counters) {
 	redirect := "http://" + load.FreePort() + "/callback" // nobody listens: the browser stops there
-	arg, _ := json.Marshal(map[string]any{"serverUrl": public + "/mcp/bi", "redirectUrl": redirect, "calls": 6})
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join("replicas", "client.mjs"), string(arg))
-	cmd.Dir = idp.TestDir()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Wait() }()
-	defer cancel()
-	defer stdin.Close()
-	reply := func(v any) {
-		raw, _ := json.Marshal(v)
-		if _, err := stdin.Write(append(raw, '\n')); err != nil {
-			t.Fatalf("write to client: %v", err)
-		}
-	}
 	phases := map[string]counters{}
-	var res *replicaClientResult
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var msg struct{ Event, URL, Phase string }
-		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
-			t.Fatalf("client printed a non-JSON line: %v\nstderr:\n%s", err, stderr.String())
-		}
-		switch msg.Event {
+	res := &replicaClientResult{}
+	idp.RunScript(t, "replicas/client.mjs", map[string]any{"serverUrl": public + "/mcp/bi", "redirectUrl": redirect, "calls": 6}, res, func(event string, line []byte) any {
+		var msg struct{ URL, Phase string }
+		_ = json.Unmarshal(line, &msg)
+		switch event {
 		case "mark":
 			phases[msg.Phase] = readCounters(t, reps, proxy)
-			reply(map[string]any{})
+			return map[string]any{}
 		case "authorize":
 			b := oauthtest.NewBrowser()
 			back, err := b.Authorize(msg.URL, redirect)
 			if err != nil {
 				t.Fatalf("browser through the proxy: %v (visited %v)", err, b.Visited)
 			}
-			reply(map[string]string{"callback": back.String()})
-		case "done":
-			phases["done"] = readCounters(t, reps, proxy)
-			res = &replicaClientResult{}
-			if err := json.Unmarshal(sc.Bytes(), res); err != nil {
-				t.Fatalf("client result: %v", err)
-			}
-		default:
-			t.Fatalf("unexpected client event %q", msg.Event)
+			return map[string]string{"callback": back.String()}
 		}
-	}
-	if res == nil {
-		// Never print stdout: it carries handles.
-		t.Fatalf("the client ended without a result\nstderr:\n%s", stderr.String())
-	}
+		t.Fatalf("unexpected client event %q", event)
+		return nil
+	})
+	// The script has ended with its result: nothing it sent is in flight.
+	phases["done"] = readCounters(t, reps, proxy)
 	return res, phases
 }

@@ -1,5 +1,6 @@
-// What the Node scripts the Go e2e tests drive (client.mjs,
-// modern_client.mjs, lists_client.mjs) share: the line protocol with the
+// What the Node scripts the Go tests drive (e2e/client.mjs,
+// e2e/modern_client.mjs, e2e/lists_client.mjs, e2e/credentials_client.mjs,
+// replicas/client.mjs) share: the line protocol with the
 // test (one JSON object per line on stdout, each answered on stdin) and the
 // readings of SDK results and errors.
 import readline from 'node:readline';
