@@ -159,20 +159,28 @@ func diff(a, b []float64) []float64 {
 // the Envoy-faithful harness in front with all three as endpoints of the
 // ext_authz cluster and of Warden's HTTP (OAuth) cluster, round robin, the
 // listener and routes from replica A's xDS. The official TypeScript SDK
-// client signs in, refreshes and calls tools through the proxy; each phase
-// is attributed to the replica that served it from the replicas' own
-// metrics. Then, under load through the proxy on all three: `warden revoke
+// client signs in through replica A, refreshes through B and calls tools
+// through C (one Envoy instance per replica behind the clients' address,
+// phaseFront), each phase attributed from the replicas' own metrics. Then,
+// under load through the round-robin proxy on all three: `warden revoke
 // --user` through B (0 allows after it returns, counted per replica from
 // the proxy's record of which replica decided each request), and C killed
 // with SIGKILL (A and B go on; a Check the balancer still sends to C
 // answers status_on_error until outlier detection ejects it, and the
 // client's retry succeeds; OAuth requests are retried by Envoy's
 // connect-failure retry policy). The trail verifies and holds every
-// allowed decision once.
+// answered decision, allow or denial, once.
 func TestEnvoysimInFrontOfReplicas(t *testing.T) {
 	dsn, bin, pdir, sealing := setup(t)
 	node := idp.Node(t)
-	proxyAddr := load.FreePort()
+	// The clients' address is a TCP forwarder (phaseFront) in front of
+	// Envoy instances: the round-robin proxy over all three replicas,
+	// and for the SDK client's phases one instance per replica, so that
+	// it signs in through A, refreshes through B and calls tools through
+	// C, as a client reaching another Envoy node would (Host and URLs are
+	// the public ones throughout).
+	front := newPhaseFront(t)
+	proxyAddr := front.addr
 	public := "http://" + proxyAddr
 	cfg := staticConnectorConfig(t, public)
 	reps := []*replica{startReplica(t, bin, "a", dsn, sealing, pdir, replicaOpts{config: cfg})}
@@ -208,30 +216,40 @@ func TestEnvoysimInFrontOfReplicas(t *testing.T) {
 	reps[0].call(t, "POST", "/api/v1/servers", map[string]any{"name": "bi", "url": mcpSrv.URL + "/mcp"})
 	reps[0].call(t, "POST", "/api/v1/servers", map[string]any{"name": "load", "url": loadSrv.URL + "/mcp"})
 
-	proxy, err := envoysim.Start(t.Context(), envoysim.Options{
-		ADSAddress: envAddr(t, reps[0], "WARDEN_LISTEN_XDS"), NodeID: "envoy-replicas", Listen: proxyAddr,
-		StaticClusters: []*clusterv3.Cluster{
-			replicaCluster(t, translate.AuthzCluster, true, authzAddrs),
-			replicaCluster(t, translate.HTTPCluster, false, httpAddrs),
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
+	startProxy := func(authz, http []string) (*envoysim.Proxy, string) {
+		listen := load.FreePort()
+		proxy, err := envoysim.Start(t.Context(), envoysim.Options{
+			ADSAddress: envAddr(t, reps[0], "WARDEN_LISTEN_XDS"), NodeID: "envoy-replicas", Listen: listen,
+			StaticClusters: []*clusterv3.Cluster{
+				replicaCluster(t, translate.AuthzCluster, true, authz),
+				replicaCluster(t, translate.HTTPCluster, false, http),
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = proxy.Close() })
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		if _, err := proxy.WaitForRoutes(ctx, func(c *envoysim.Config) bool {
+			a, ok1 := c.Match(proxyAddr, "/mcp/bi")
+			b, ok2 := c.Match(proxyAddr, "/mcp/load")
+			o, ok3 := c.Match(proxyAddr, "/oauth/token")
+			return ok1 && ok2 && ok3 && a.Cluster == "mcp_bi" && b.Cluster == "mcp_load" && o.Cluster == translate.HTTPCluster
+		}); err != nil {
+			t.Fatalf("routes from replica a's xDS: %v", err)
+		}
+		return proxy, listen
 	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	if _, err := proxy.WaitForRoutes(ctx, func(c *envoysim.Config) bool {
-		a, ok1 := c.Match(proxyAddr, "/mcp/bi")
-		b, ok2 := c.Match(proxyAddr, "/mcp/load")
-		o, ok3 := c.Match(proxyAddr, "/oauth/token")
-		return ok1 && ok2 && ok3 && a.Cluster == "mcp_bi" && b.Cluster == "mcp_load" && o.Cluster == translate.HTTPCluster
-	}); err != nil {
-		t.Fatalf("routes from replica a's xDS: %v", err)
+	proxy, rrAddr := startProxy(authzAddrs, httpAddrs)
+	via := map[string]string{}
+	for i, phase := range []string{"signin", "refresh", "tools"} {
+		_, via[phase] = startProxy(authzAddrs[i:i+1], httpAddrs[i:i+1])
 	}
-	cancel()
 
-	// ---- The SDK client: sign in, refresh, tools, phase by phase ----
-	res, phases := runReplicaClient(t, node, public, reps, proxy)
+	// ---- The SDK client: sign in through A, refresh through B, tools through C ----
+	res, phases := runReplicaClient(t, node, public, reps, proxy, func(phase string) { front.route(via[phase]) })
+	front.route(rrAddr)
 	for _, e := range res.Exchanges {
 		if e.Origin != public {
 			t.Errorf("the client talked to %s directly: %+v", e.Origin, e)
@@ -260,31 +278,13 @@ func TestEnvoysimInFrontOfReplicas(t *testing.T) {
 		return at
 	}
 	codeAt, refreshAt := where(signin), where(refresh)
-	served := map[int]bool{codeAt: true, refreshAt: true}
-	for i, n := range tools {
-		if n == 0 {
-			t.Errorf("replica %s decided none of the tool-phase Checks (%v): not round robin", reps[i].name, tools)
-		}
-		if n > 0 {
-			served[i] = true
-		}
+	if codeAt != 0 || refreshAt != 1 {
+		t.Errorf("code redeemed at %s and refresh at %s, want a and b", reps[codeAt].name, reps[refreshAt].name)
 	}
-	if len(served) != 3 {
-		t.Errorf("the three phases were served by %d replicas, want all three", len(served))
+	if tools[0] != 0 || tools[1] != 0 || tools[2] == 0 {
+		t.Errorf("tool-phase allows per replica %v, want all at c", tools)
 	}
-	// The sign-in itself (discovery, registration, the browser's authorize,
-	// login and consent pages, the code redemption) hopped across all
-	// three replicas: its state is shared.
-	var signinHosts []int64
-	for _, a := range httpAddrs {
-		n := phases["refresh"].oauth[a] - phases["signin"].oauth[a]
-		signinHosts = append(signinHosts, n)
-		if n == 0 {
-			t.Errorf("no OAuth request of the sign-in reached %s (%v)", a, signinHosts)
-		}
-	}
-	t.Logf("SDK client through the proxy: sign-in OAuth requests per replica %v, code redeemed at %s, refresh at %s, tool-phase allows per replica %v (round robin makes every phase land somewhere; which replica is not fixed)",
-		signinHosts, reps[codeAt].name, reps[refreshAt].name, tools)
+	t.Logf("SDK client: code redeemed at %s, refresh at %s, tool-phase allows per replica %v", reps[codeAt].name, reps[refreshAt].name, tools)
 
 	// ---- Load through the proxy on all three; revoke; kill -9 ----
 	const users = 3
@@ -500,14 +500,23 @@ func TestEnvoysimInFrontOfReplicas(t *testing.T) {
 
 	// The trail verifies and holds every allowed decision once.
 	seen := trailDecisions(t, bin, dsn, reps[0], reps[0], reps[1])
-	missing := 0
+	missing, deniedAtDead := 0, 0
 	for _, r := range results {
 		rp, ok := decidedBy[r.id]
-		// Allows are stored before they are answered, on every replica;
-		// denials are queued, so only the survivors' must all be there.
-		if ok && (r.status == http.StatusOK || rp != 2) && r.status != http.StatusServiceUnavailable && seen[envoyID[r.id]] != 1 {
+		if ok && rp == 2 && r.status == http.StatusForbidden {
+			deniedAtDead++
+		}
+		// In sync durability allows and denials alike are stored before
+		// they are answered, on every replica, the killed one included;
+		// a 503 or 500 is the proxy's answer for the dead replica, not a
+		// decision.
+		if ok && !failedAtDead(r.status) && seen[envoyID[r.id]] != 1 {
 			missing++
 		}
+	}
+	t.Logf("denials the killed replica answered through the proxy: %d", deniedAtDead)
+	if deniedAtDead == 0 {
+		t.Error("the killed replica answered no denial through the proxy: the trail check proves nothing for denials there")
 	}
 	if missing != 0 {
 		t.Errorf("%d answered decisions are missing from the trail", missing)
@@ -535,7 +544,7 @@ type replicaClientResult struct {
 
 // runReplicaClient drives test/replicas/client.mjs, plays the browser,
 // and reads every replica's counters at each phase mark.
-func runReplicaClient(t *testing.T, node, public string, reps []*replica, proxy *envoysim.Proxy) (*replicaClientResult, map[string]counters) {
+func runReplicaClient(t *testing.T, node, public string, reps []*replica, proxy *envoysim.Proxy, onPhase func(phase string)) (*replicaClientResult, map[string]counters) {
 	redirect := "http://" + load.FreePort() + "/callback" // nobody listens: the browser stops there
 	phases := map[string]counters{}
 	res := &replicaClientResult{}
@@ -545,6 +554,7 @@ func runReplicaClient(t *testing.T, node, public string, reps []*replica, proxy 
 		switch event {
 		case "mark":
 			phases[msg.Phase] = readCounters(t, reps, proxy)
+			onPhase(msg.Phase)
 			return map[string]any{}
 		case "authorize":
 			b := oauthtest.NewBrowser()
@@ -560,4 +570,67 @@ func runReplicaClient(t *testing.T, node, public string, reps []*replica, proxy 
 	// The script has ended with its result: nothing it sent is in flight.
 	phases["done"] = readCounters(t, reps, proxy)
 	return res, phases
+}
+
+// phaseFront is a TCP forwarder at the clients' address: each connection
+// goes to the Envoy instance route last named. A new route closes the
+// connections open to the old one (the client is idle then, between
+// phases), so the next request connects again and lands on the new one.
+type phaseFront struct {
+	addr  string
+	mu    sync.Mutex
+	to    string
+	conns map[net.Conn]bool
+}
+
+func newPhaseFront(t *testing.T) *phaseFront {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &phaseFront{addr: ln.Addr().String(), conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { _ = ln.Close(); f.route("") })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go f.serve(c)
+		}
+	}()
+	return f
+}
+
+func (f *phaseFront) route(to string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.to = to
+	for c := range f.conns {
+		_ = c.Close()
+	}
+	clear(f.conns)
+}
+
+func (f *phaseFront) serve(c net.Conn) {
+	f.mu.Lock()
+	to := f.to
+	f.mu.Unlock()
+	up, err := net.Dial("tcp", to)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	f.mu.Lock()
+	if f.to != to { // rerouted while dialing
+		f.mu.Unlock()
+		_ = c.Close()
+		_ = up.Close()
+		return
+	}
+	f.conns[c], f.conns[up] = true, true
+	f.mu.Unlock()
+	go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+	_, _ = io.Copy(c, up)
+	_ = c.Close()
 }
