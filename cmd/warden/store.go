@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 
 	"github.com/spf13/cobra"
 
@@ -116,6 +117,18 @@ func migrateStore(ctx context.Context, from, to string, out io.Writer) error {
 
 	if err := store.Compare(ctx, src, dst); err != nil {
 		return fmt.Errorf("copy does not match the source: %w", err)
+	}
+	// The checkpoints a pruned trail verifies from, compared too.
+	srcCPs, err := src.ListAuditCheckpoints(ctx)
+	if err != nil {
+		return err
+	}
+	dstCPs, err := dst.ListAuditCheckpoints(ctx)
+	if err != nil {
+		return err
+	}
+	if !reflect.DeepEqual(srcCPs, dstCPs) {
+		return fmt.Errorf("copy does not match the source: %d audit checkpoints against %d, or one differs", len(srcCPs), len(dstCPs))
 	}
 	rep, err := audit.Verify(ctx, dst)
 	if err != nil {

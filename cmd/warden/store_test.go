@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/warden-mcp/warden/internal/audit"
 	"github.com/warden-mcp/warden/internal/config"
+	"github.com/warden-mcp/warden/internal/keys"
 	"github.com/warden-mcp/warden/internal/store"
 	"github.com/warden-mcp/warden/internal/store/postgres"
 	"github.com/warden-mcp/warden/internal/store/postgres/pgtest"
@@ -166,6 +168,30 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 			Seen: "sha256:bb", SeenDefinition: []byte(`{"description":"x","name":"run_sql"}`), FirstSeen: now, SeenAt: now, ApprovedAt: now, ApprovedBy: "pinning:first-seen"}))
 	}()
 
+	// A pruned trail: the events up to a signed checkpoint are gone from
+	// the source, so the target verifies (trusted) only if the
+	// checkpoint was copied with the events.
+	signer, err := keys.NewEphemeral()
+	must(t, err)
+	var pruned audit.PruneResult
+	func() {
+		// Small audit segments, so that whole files fall under the bound.
+		b, err := store.OpenBadger(filepath.Join(dir, "store"), store.BadgerOptions{AuditSegmentSize: 1 << 10})
+		must(t, err)
+		defer b.Close()
+		tr, err := audit.Open(context.Background(), b, audit.Options{})
+		must(t, err)
+		defer tr.Close(context.Background())
+		for i := range 20 {
+			must(t, tr.RecordSync(context.Background(), store.AuditEvent{Type: "admin_change", Actor: "test", Reason: fmt.Sprintf("filler %d", i)}))
+		}
+		pruned, err = audit.Prune(context.Background(), b, tr, signer, time.Now().Add(time.Hour))
+		must(t, err)
+		if pruned.Deleted == 0 || pruned.Checkpoint.Seq == 0 {
+			t.Fatalf("prune before the migration: %+v", pruned)
+		}
+	}()
+
 	migrate := func() (string, error) {
 		cmd := newRootCmd()
 		var out bytes.Buffer
@@ -180,9 +206,20 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
 	t.Logf("warden store migrate:\n%s", out)
-	for _, want := range []string{"copied ", "audit chain intact on PostgreSQL", "records compared: identical"} {
+	for _, want := range []string{"copied ", "1 audit checkpoints", "audit chain intact on PostgreSQL", "records compared: identical"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("migrate output lacks %q:\n%s", want, out)
+		}
+	}
+	{
+		dst, err := postgres.Open(context.Background(), postgres.Options{DSN: dsn})
+		must(t, err)
+		pub, err := signer.PublicSet()
+		must(t, err)
+		r, err := audit.VerifyTrusted(context.Background(), dst, pub)
+		dst.Close()
+		if err != nil || !r.OK() || r.Anchor.Kind != "checkpoint" || r.Anchor.Seq != pruned.Checkpoint.Seq {
+			t.Fatalf("trusted verification of the migrated, pruned trail: %+v %v", r, err)
 		}
 	}
 
@@ -260,8 +297,9 @@ func TestStoreMigrateBadgerToPostgres(t *testing.T) {
 	must(t, err)
 	dstTrail, err := dst.ListAudit(ctx, 0, 0)
 	must(t, err)
-	if len(srcTrail) < 6 {
-		t.Fatalf("only %d audit events in the source", len(srcTrail))
+	// Pruned above: the trail starts after seq 1, at the checkpoint.
+	if len(srcTrail) < 2 || srcTrail[0].Seq <= 1 {
+		t.Fatalf("the source trail is not a pruned one: %d events from seq %d", len(srcTrail), srcTrail[0].Seq)
 	}
 	if d := cmp.Diff(srcTrail, dstTrail); d != "" {
 		t.Fatalf("audit trail differs (-badger +postgres):\n%s", d)

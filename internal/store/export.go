@@ -48,8 +48,10 @@ type Counts struct {
 	Consents    int `json:"consents"`
 	ToolPins    int `json:"tool_pins"`
 	AuditEvents int `json:"audit_events"`
-	Providers   int `json:"providers,omitempty"`
-	Accounts    int `json:"accounts,omitempty"`
+	// AuditCheckpoints: the signed checkpoints of a pruned trail.
+	AuditCheckpoints int `json:"audit_checkpoints,omitempty"`
+	Providers        int `json:"providers,omitempty"`
+	Accounts         int `json:"accounts,omitempty"`
 }
 
 // Add counts r.
@@ -77,8 +79,8 @@ func (c *Counts) Add(r Record) {
 }
 
 func (c Counts) String() string {
-	return fmt.Sprintf("%d clients, %d grants, %d handles, %d servers, %d sessions, %d consents, %d tool pins, %d audit events",
-		c.Clients, c.Grants, c.Handles, c.Servers, c.Sessions, c.Consents, c.ToolPins, c.AuditEvents)
+	return fmt.Sprintf("%d clients, %d grants, %d handles, %d servers, %d sessions, %d consents, %d tool pins, %d audit events, %d audit checkpoints",
+		c.Clients, c.Grants, c.Handles, c.Servers, c.Sessions, c.Consents, c.ToolPins, c.AuditEvents, c.AuditCheckpoints)
 }
 
 // Count walks w and tallies what it holds, audit events aside.

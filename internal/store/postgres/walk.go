@@ -107,6 +107,9 @@ func (s *Store) Walk(ctx context.Context, fn func(store.Record) error) error {
 type Source interface {
 	store.Walker
 	ListAudit(ctx context.Context, from uint64, limit int) ([]store.AuditEvent, error)
+	// ListAuditCheckpoints: a pruned trail verifies on the target only
+	// from its signed checkpoints (audit.VerifyTrusted).
+	ListAuditCheckpoints(ctx context.Context) ([]store.AuditCheckpoint, error)
 }
 
 // ErrNotEmpty is returned by Restore into a store that holds anything.
@@ -129,13 +132,13 @@ func (s *Store) Restore(ctx context.Context, src Source) (store.Counts, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Writers wait until the copy commits; readers see the empty store
 		// until then.
-		if _, err := tx.Exec(ctx, "LOCK TABLE clients, grants, handles, servers, sessions, consents, providers, accounts, tool_pins, audit_events, audit_head IN EXCLUSIVE MODE"); err != nil {
+		if _, err := tx.Exec(ctx, "LOCK TABLE clients, grants, handles, servers, sessions, consents, providers, accounts, tool_pins, audit_events, audit_head, audit_checkpoints IN EXCLUSIVE MODE"); err != nil {
 			return err
 		}
 		var used bool
 		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM grants) OR EXISTS (SELECT 1 FROM handles)
 			OR EXISTS (SELECT 1 FROM servers) OR EXISTS (SELECT 1 FROM sessions) OR EXISTS (SELECT 1 FROM consents)
-			OR EXISTS (SELECT 1 FROM providers) OR EXISTS (SELECT 1 FROM accounts) OR EXISTS (SELECT 1 FROM tool_pins) OR EXISTS (SELECT 1 FROM audit_events) OR (SELECT seq FROM audit_head) > 0`).Scan(&used)
+			OR EXISTS (SELECT 1 FROM providers) OR EXISTS (SELECT 1 FROM accounts) OR EXISTS (SELECT 1 FROM tool_pins) OR EXISTS (SELECT 1 FROM audit_events) OR EXISTS (SELECT 1 FROM audit_checkpoints) OR (SELECT seq FROM audit_head) > 0`).Scan(&used)
 		if err != nil {
 			return err
 		}
@@ -174,8 +177,24 @@ func (s *Store) Restore(ctx context.Context, src Source) (store.Counts, error) {
 			return fmt.Errorf("copy audit trail: %w", err)
 		}
 		n.AuditEvents = int(head.count)
-		_, err = tx.Exec(ctx, "UPDATE audit_head SET seq = $1", int64(head.last))
-		return err
+		if _, err = tx.Exec(ctx, "UPDATE audit_head SET seq = $1", int64(head.last)); err != nil {
+			return err
+		}
+		cps, err := src.ListAuditCheckpoints(ctx)
+		if err != nil {
+			return fmt.Errorf("copy audit checkpoints: %w", err)
+		}
+		for _, c := range cps {
+			raw, err := json.Marshal(c)
+			if err != nil {
+				return fmt.Errorf("copy audit checkpoint %d: %w", c.Seq, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO audit_checkpoints (seq, data) VALUES ($1, $2)", int64(c.Seq), raw); err != nil {
+				return fmt.Errorf("copy audit checkpoint %d: %w", c.Seq, err)
+			}
+		}
+		n.AuditCheckpoints = len(cps)
+		return nil
 	})
 	if err != nil {
 		return store.Counts{}, fmt.Errorf("restore: %w", err)
