@@ -27,6 +27,7 @@ import (
 
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/idp"
+	"github.com/warden-mcp/warden/test/wardenbin"
 )
 
 const (
@@ -49,7 +50,7 @@ type harness struct {
 }
 
 func start(t *testing.T) *harness {
-	h := &harness{bin: wardenBinary(t), dataDir: filepath.Join(t.TempDir(), "data")}
+	h := &harness{bin: wardenbin.Path(t, raceEnabled), dataDir: filepath.Join(t.TempDir(), "data")}
 	httpPort, authzPort, adminPort, xdsPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	h.public = "http://127.0.0.1:" + httpPort
 	h.admin = "http://127.0.0.1:" + adminPort
@@ -117,7 +118,7 @@ admin:
 		t.Fatal(err)
 	}
 	cmd := exec.Command(h.bin, "serve", "-c", cfgPath)
-	cmd.Env = append(cleanEnv(), "WARDEN_CONSOLE_IDP_SECRET="+idpSecret)
+	cmd.Env = append(wardenbin.CleanEnv(), "WARDEN_CONSOLE_IDP_SECRET="+idpSecret)
 	h.warden = startProcess(t, "warden", cmd)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -142,7 +143,7 @@ func (h *harness) cli(t *testing.T, args ...string) string {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, h.bin, append(args, "--admin-addr", h.admin, "--data-dir", h.dataDir)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = wardenbin.CleanEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -203,38 +204,6 @@ func (h *harness) check(t *testing.T, token, server, tool string) int {
 		return http.StatusOK
 	}
 	return int(resp.GetDeniedResponse().GetStatus().GetCode())
-}
-
-// wardenBinary returns WARDEN_BIN, or builds cmd/warden for this test.
-func wardenBinary(t *testing.T) string {
-	if p := os.Getenv("WARDEN_BIN"); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return abs
-	}
-	bin := filepath.Join(t.TempDir(), "warden")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "./cmd/warden")...)
-	cmd.Dir = filepath.Dir(idp.TestDir())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/warden: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WARDEN_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 func freePort(t *testing.T) string {

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,12 +25,13 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/warden-mcp/warden/test/wardenbin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
 func TestKill9UnderLoadLosesNoAnsweredDecision(t *testing.T) {
-	bin := wardenBinary(t)
+	bin := wardenbin.Path(t, false)
 	dir := t.TempDir()
 	w := start(t, bin, dir)
 	admin, tok := w.admin, w.adminToken(t)
@@ -197,7 +197,7 @@ type warden struct {
 func start(t *testing.T, bin, dir string) *warden {
 	t.Helper()
 	authzAddr, adminAddr := freeAddr(t), freeAddr(t)
-	env := append(cleanEnv(),
+	env := append(wardenbin.CleanEnv(),
 		"WARDEN_DATA_DIR="+filepath.Join(dir, "data"), "WARDEN_PUBLIC_URL=https://mcp.example.com",
 		"WARDEN_LISTEN_AUTHZ="+authzAddr, "WARDEN_LISTEN_ADMIN="+adminAddr,
 		"WARDEN_LISTEN_HTTP="+freeAddr(t), "WARDEN_LISTEN_XDS="+freeAddr(t),
@@ -276,35 +276,6 @@ func do(t *testing.T, req *http.Request, out any) {
 	if err := json.Unmarshal(data, out); err != nil {
 		t.Fatalf("%s: %v", req.URL, err)
 	}
-}
-
-// wardenBinary returns WARDEN_BIN, or builds cmd/warden for this test.
-func wardenBinary(t *testing.T) string {
-	if p := os.Getenv("WARDEN_BIN"); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return abs
-	}
-	bin := filepath.Join(t.TempDir(), "warden")
-	_, here, _, _ := runtime.Caller(0)
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/warden")
-	cmd.Dir = filepath.Join(filepath.Dir(here), "..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/warden: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WARDEN_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 func freeAddr(t *testing.T) string {

@@ -31,6 +31,7 @@ import (
 	"github.com/warden-mcp/warden/test/envoysim"
 	"github.com/warden-mcp/warden/test/idp"
 	"github.com/warden-mcp/warden/test/mcpserver"
+	"github.com/warden-mcp/warden/test/wardenbin"
 )
 
 // upstreamLog records what reached a fake upstream MCP server.
@@ -114,7 +115,7 @@ func TestUpstreamCredentialsPostgres(t *testing.T) {
 }
 
 func runUpstreamCredentials(t *testing.T, storeYAML string) {
-	bin := wardenBinary(t)
+	bin := wardenbin.Path(t, raceEnabled)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	proxyPort, httpPort, authzPort, adminPort, xdsPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	public := "http://127.0.0.1:" + proxyPort
@@ -234,7 +235,7 @@ xds:
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "serve", "-c", cfgPath)
-	cmd.Env = append(cleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret, "WARDEN_E2E_GH_SECRET="+ghSecret)
+	cmd.Env = append(wardenbin.CleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret, "WARDEN_E2E_GH_SECRET="+ghSecret)
 	h := &harness{t: t, bin: bin, dataDir: dataDir, admin: adminURL, public: public}
 	h.warden = startProcess(t, "warden", cmd, true)
 	h.waitReady()
@@ -751,7 +752,7 @@ func (o connectOutcome) callbackQuery() url.Values {
 func (h *harness) cliEnv(t *testing.T, env []string, args ...string) string {
 	t.Helper()
 	cmd := exec.CommandContext(t.Context(), h.bin, append(args, "--admin-addr", h.admin, "--data-dir", h.dataDir)...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(wardenbin.CleanEnv(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

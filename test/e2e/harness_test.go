@@ -22,6 +22,7 @@ import (
 	"github.com/warden-mcp/warden/test/envoysim"
 	"github.com/warden-mcp/warden/test/idp"
 	"github.com/warden-mcp/warden/test/mcpserver"
+	"github.com/warden-mcp/warden/test/wardenbin"
 )
 
 const (
@@ -81,7 +82,7 @@ func startHarness(t *testing.T, maxStream ...string) *harness {
 	if len(maxStream) > 0 {
 		streamBound = maxStream[0]
 	}
-	h := &harness{t: t, bin: wardenBinary(t), dataDir: filepath.Join(t.TempDir(), "data")}
+	h := &harness{t: t, bin: wardenbin.Path(t, raceEnabled), dataDir: filepath.Join(t.TempDir(), "data")}
 	node := idp.Node(t)
 
 	proxyPort, httpPort, authzPort, adminPort, xdsPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
@@ -137,7 +138,7 @@ authz:
 		t.Fatal(err)
 	}
 	cmd := exec.Command(h.bin, "serve", "-c", cfgPath)
-	cmd.Env = append(cleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret)
+	cmd.Env = append(wardenbin.CleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret)
 	h.warden = startProcess(t, "warden", cmd, true)
 	h.waitReady()
 
@@ -165,7 +166,7 @@ authz:
 	// Upstream 2: the reference server, over streamable HTTP.
 	port := freePort(t)
 	se := exec.Command(node, filepath.Join(idp.NodeModules(t), "@modelcontextprotocol", "server-everything", "dist", "index.js"), "streamableHttp")
-	se.Env = append(cleanEnv(), "PORT="+port)
+	se.Env = append(wardenbin.CleanEnv(), "PORT="+port)
 	h.everything = startProcess(t, "server-everything", se, false)
 	h.everything.waitFor(t, "listening on port "+port, 30*time.Second)
 	h.everythingURL = "http://127.0.0.1:" + port + "/mcp"
@@ -239,7 +240,7 @@ func (h *harness) tryCLI(t *testing.T, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, h.bin, append(args, "--admin-addr", h.admin, "--data-dir", h.dataDir)...)
 	// The actor recorded is the admin token's name ("token:admin"), not
 	// a name the client chooses: a WARDEN_ACTOR would change nothing.
-	cmd.Env = append(cleanEnv(), "WARDEN_ACTOR=e2e-operator")
+	cmd.Env = append(wardenbin.CleanEnv(), "WARDEN_ACTOR=e2e-operator")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -261,49 +262,12 @@ func waitRoute(t *testing.T, p *envoysim.Proxy, path, cluster string) {
 	}
 }
 
-// wardenBinary returns WARDEN_BIN, or builds cmd/warden for this test.
-func wardenBinary(t *testing.T) string {
-	if p := os.Getenv("WARDEN_BIN"); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := os.Stat(abs); err != nil {
-			t.Fatalf("WARDEN_BIN: %v (run make build)", err)
-		}
-		return abs
-	}
-	bin := filepath.Join(t.TempDir(), "warden")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "./cmd/warden")...)
-	cmd.Dir = filepath.Dir(idp.TestDir())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/warden: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func policyDir(t *testing.T) string {
 	dir, err := filepath.Abs(filepath.Join("testdata", "policy"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-// cleanEnv is the environment without WARDEN_* variables, so that a
-// developer's settings cannot change the run.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WARDEN_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 func freePort(t *testing.T) string {

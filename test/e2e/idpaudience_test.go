@@ -19,6 +19,7 @@ import (
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/envoysim"
 	"github.com/warden-mcp/warden/test/idp"
+	"github.com/warden-mcp/warden/test/wardenbin"
 )
 
 // TestIdPCredentialForAnAudience runs the idp credential mode of a server
@@ -31,7 +32,7 @@ import (
 // cause exactly one refresh at the IdP, and an audience the IdP refuses
 // yields 401, audited, with nothing cached.
 func TestIdPCredentialForAnAudience(t *testing.T) {
-	bin := wardenBinary(t)
+	bin := wardenbin.Path(t, raceEnabled)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	proxyPort, httpPort, authzPort, adminPort, xdsPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	public := "http://127.0.0.1:" + proxyPort
@@ -110,7 +111,7 @@ xds:
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "serve", "-c", cfgPath)
-	cmd.Env = append(cleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret)
+	cmd.Env = append(wardenbin.CleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret)
 	h := &harness{t: t, bin: bin, dataDir: dataDir, admin: "http://127.0.0.1:" + adminPort, public: public}
 	h.warden = startProcess(t, "warden", cmd, true)
 	h.waitReady()

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/warden-mcp/warden/test/load"
+	"github.com/warden-mcp/warden/test/wardenbin"
 )
 
 // TestRevocationPropagation measures, over 100 revocations through
@@ -30,7 +31,7 @@ func TestRevocationPropagation(t *testing.T) {
 		t.Skip("a measurement: set WARDEN_BENCH_PROPAGATION=1")
 	}
 	dsn := database(t)
-	bin := wardenBinary(t)
+	bin := wardenbin.Path(t, false)
 	pdir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(policy), 0o644); err != nil {
 		t.Fatal(err)

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +36,7 @@ import (
 	"github.com/warden-mcp/warden/internal/store/postgres/pgtest"
 	"github.com/warden-mcp/warden/oauth/oauthtest"
 	"github.com/warden-mcp/warden/test/load"
+	"github.com/warden-mcp/warden/test/wardenbin"
 )
 
 const policy = `package warden.authz
@@ -82,21 +82,6 @@ func database(t *testing.T) string {
 	}
 	u.Path = "/" + name
 	return u.String()
-}
-
-func wardenBinary(t *testing.T) string {
-	if p := os.Getenv("WARDEN_BIN"); p != "" {
-		abs, _ := filepath.Abs(p)
-		return abs
-	}
-	bin := filepath.Join(t.TempDir(), "warden")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/warden")
-	_, file, _, _ := runtime.Caller(0)
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 type replica struct {
@@ -461,7 +446,7 @@ func TestThreeReplicas(t *testing.T) {
 // allowing everything and the key-encryption key every replica gets.
 func setup(t *testing.T) (dsn, bin, pdir, sealing string) {
 	dsn = database(t)
-	bin = wardenBinary(t)
+	bin = wardenbin.Path(t, false)
 	pdir = t.TempDir()
 	if err := os.WriteFile(filepath.Join(pdir, "authz.rego"), []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
