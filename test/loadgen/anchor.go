@@ -169,7 +169,7 @@ type target struct {
 
 func runAnchor(bin, plugin string, s settings) error {
 	rego := policyRego
-	w, err := startWarden(bin, rego, anchorData, []string{"analysts"}, s.profile != "", nil)
+	w, err := startWarden(bin, rego, anchorData, []string{"analysts"}, s.profile != "", s.wardenEnv)
 	if err != nil {
 		return err
 	}

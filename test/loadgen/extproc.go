@@ -41,7 +41,7 @@ func runExtProc(bin string, s settings) error {
 		}
 	}
 	data, _ := json.Marshal(map[string]any{"tools_by_group": map[string]any{"finance": allowed}})
-	w, err := startWarden(bin, policyRego, string(data), []string{"finance"}, false, nil)
+	w, err := startWarden(bin, policyRego, string(data), []string{"finance"}, false, s.wardenEnv)
 	if err != nil {
 		return err
 	}

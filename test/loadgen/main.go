@@ -75,6 +75,10 @@ type settings struct {
 	// postgres, when set, is the DSN of a database warden serve runs on
 	// (in a schema of its own) instead of Badger.
 	postgres string
+	// wardenEnv is added to warden serve's environment only (GOMAXPROCS,
+	// GOMEMLIMIT, WARDEN_*), so a setting can be compared without
+	// touching the load generator or the plugin.
+	wardenEnv []string
 }
 
 func main() {
@@ -93,7 +97,9 @@ func main() {
 	flag.IntVar(&s.rounds, "rounds", 3, "with -anchor: interleaved rounds per concurrency level")
 	extproc := flag.Bool("extproc", false, "measure the response path instead: ext_proc filtering of a 50-tool tools/list")
 	flag.StringVar(&s.postgres, "postgres", "", "run warden on this PostgreSQL database (a fresh schema in it, dropped after) instead of Badger: one replica, hot cache on")
+	wenv := flag.String("warden-env", "", "space-separated NAME=value pairs for the warden process only (GOMAXPROCS=1 WARDEN_AUDIT_DURABILITY=async)")
 	flag.Parse()
+	s.wardenEnv = strings.Fields(*wenv)
 	var err error
 	if s.levels, err = load.ParseLevels(*levels); err == nil {
 		switch {
@@ -131,7 +137,7 @@ func run(bin string, s settings) error {
 		defer drop()
 		env = []string{"WARDEN_STORE_BACKEND=postgres", "WARDEN_STORE_POSTGRES_DSN=" + dsn, "WARDEN_SEALING_KEYS=" + sealingKey()}
 	}
-	w, err := startWarden(bin, rego, policyData, []string{"finance"}, s.profile != "", env)
+	w, err := startWarden(bin, rego, policyData, []string{"finance"}, s.profile != "", append(env, s.wardenEnv...))
 	if err != nil {
 		return err
 	}
