@@ -38,7 +38,11 @@ func New(prefix string) (raw, digest string) {
 // Digest is the hex SHA-256 of a raw handle: the only form that is stored.
 func Digest(raw string) string {
 	sum := sha256.Sum256([]byte(raw))
-	return hex.EncodeToString(sum[:])
+	// Encoded on the stack: every Check digests its handle, and
+	// hex.EncodeToString would allocate the bytes and then the string.
+	var buf [2 * sha256.Size]byte
+	hex.Encode(buf[:], sum[:])
+	return string(buf[:])
 }
 
 // Sum is the binary SHA-256 of a secret, for records that keep a hash.

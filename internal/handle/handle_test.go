@@ -32,3 +32,12 @@ func TestEqual(t *testing.T) {
 		t.Fatal("different secret accepted")
 	}
 }
+
+// Stored digests must not change with the encoding code: FIPS 180-2's
+// SHA-256 test vector for "abc", in lower-case hex.
+func TestDigestIsLowerHexSHA256(t *testing.T) {
+	const want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+	if got := Digest("abc"); got != want {
+		t.Fatalf("Digest(abc) = %s, want %s", got, want)
+	}
+}
