@@ -187,53 +187,27 @@ func runUpstreamCredentials(t *testing.T, storeYAML string) {
 	}, "X-Api-Key"))
 	t.Cleanup(saasSrv.Close)
 
-	cfgPath := filepath.Join(t.TempDir(), "warden.yaml")
-	cfg := fmt.Sprintf(`data_dir: %[1]s
-public_url: %[2]s
-listen:
-  http: 127.0.0.1:%[3]s
-  authz: 127.0.0.1:%[4]s
-  admin: 127.0.0.1:%[5]s
-  xds: 127.0.0.1:%[6]s
-log:
-  level: debug
-  format: json
-policy:
-  dir: %[7]s
-  watch: false
-audit:
-  sink: %[1]s/audit.jsonl
-# 100 concurrent Checks below each wait for their audit group commit
-# (audit durability sync) on a shared 2-core machine under -race: the 2s
-# production bound is a latency budget, not what this test asserts, and
-# tripping it fails the calls closed with 503.
-authz:
+	cfgPath := serveConfig{
+		DataDir: dataDir, Public: public, PolicyDir: policyDir(t), Issuer: ent.Issuer, NodeID: nodeID,
+		HTTP: httpPort, Authz: authzPort, Admin: adminPort, XDS: xdsPort,
+		LogLevel:  "debug",
+		OIDCExtra: []string{"refresh_margin: 1s"},
+		XDSExtra:  []string{"authz_timeout: 35s"},
+		// 100 concurrent Checks below each wait for their audit group
+		// commit (audit durability sync) on a shared 2-core machine under
+		// -race: the 2s production bound is a latency budget, not what
+		// this test asserts, and tripping it fails the calls closed with
+		// 503.
+		Extra: `authz:
   timeout: 30s
-oauth:
-  access_token_ttl: 10m
-  connector:
-    type: oidc
-    oidc:
-      issuer: %[8]s
-      client_id: warden
-      client_secret: ${WARDEN_E2E_IDP_SECRET}
-      scopes: [openid, email, profile, groups]
-      refresh_margin: 1s
 credentials:
   refresh_margin: 1s
   connect_ttl: 3s
   exchange:
-    token_url: %[8]s/token
+    token_url: ` + ent.Issuer + `/token
     actor_token: true
-xds:
-  node_ids: [%[9]s]
-  authz_timeout: 35s
-  warden_authz_address: 127.0.0.1:%[4]s
-  warden_http_address: 127.0.0.1:%[3]s
-%[10]s`, dataDir, public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), ent.Issuer, nodeID, storeYAML)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+` + storeYAML,
+	}.write(t)
 	cmd := exec.Command(bin, "serve", "-c", cfgPath)
 	cmd.Env = append(wardenbin.CleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret, "WARDEN_E2E_GH_SECRET="+ghSecret)
 	h := &harness{t: t, bin: bin, dataDir: dataDir, admin: adminURL, public: public}

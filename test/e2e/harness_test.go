@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -99,44 +98,13 @@ func startHarness(t *testing.T, maxStream ...string) *harness {
 		ID: "warden", Secret: idpClientSecret, RedirectURIs: []string{h.public + "/oauth/callback"},
 	}}})
 
-	cfgPath := filepath.Join(t.TempDir(), "warden.yaml")
-	cfg := fmt.Sprintf(`# warden serve for the end-to-end run
-data_dir: %[1]s
-public_url: %[2]s
-listen:
-  http: 127.0.0.1:%[3]s
-  authz: 127.0.0.1:%[4]s
-  admin: 127.0.0.1:%[5]s
-  xds: 127.0.0.1:%[6]s
-log:
-  level: info
-  format: json
-policy:
-  dir: %[7]s
-  watch: false
-audit:
-  sink: %[1]s/audit.jsonl
-oauth:
-  access_token_ttl: %[8]s
-  connector:
-    type: oidc
-    oidc:
-      issuer: %[9]s
-      client_id: warden
-      client_secret: ${WARDEN_E2E_IDP_SECRET}
-      scopes: [openid, email, profile, groups]
-xds:
-  node_ids: [%[10]s]
-  warden_authz_address: 127.0.0.1:%[4]s
-  warden_http_address: 127.0.0.1:%[3]s
-  max_stream_duration: %[12]s
-authz:
-  allowed_hosts: [127.0.0.1:%[11]s]
-  allowed_origins: [http://127.0.0.1:%[11]s]
-`, h.dataDir, h.public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), accessTTL, h.idp.Issuer, nodeID, h.conformancePort, streamBound)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := serveConfig{
+		DataDir: h.dataDir, Public: h.public, PolicyDir: policyDir(t), Issuer: h.idp.Issuer, NodeID: nodeID,
+		HTTP: httpPort, Authz: authzPort, Admin: adminPort, XDS: xdsPort,
+		AccessTTL: accessTTL.String(),
+		XDSExtra:  []string{"max_stream_duration: " + streamBound},
+		Extra:     "authz:\n  allowed_hosts: [127.0.0.1:" + h.conformancePort + "]\n  allowed_origins: [http://127.0.0.1:" + h.conformancePort + "]\n",
+	}.write(t)
 	cmd := exec.Command(h.bin, "serve", "-c", cfgPath)
 	cmd.Env = append(wardenbin.CleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret)
 	h.warden = startProcess(t, "warden", cmd, true)

@@ -74,42 +74,13 @@ func TestIdPCredentialForAnAudience(t *testing.T) {
 	plainSrv := httptest.NewServer(fakeMCP(plainLog, userinfoSubject(ent.Issuer, "idp")))
 	t.Cleanup(plainSrv.Close)
 
-	cfgPath := filepath.Join(t.TempDir(), "warden.yaml")
-	cfg := fmt.Sprintf(`data_dir: %[1]s
-public_url: %[2]s
-listen:
-  http: 127.0.0.1:%[3]s
-  authz: 127.0.0.1:%[4]s
-  admin: 127.0.0.1:%[5]s
-  xds: 127.0.0.1:%[6]s
-log:
-  level: info
-  format: json
-policy:
-  dir: %[7]s
-  watch: false
-audit:
-  sink: %[1]s/audit.jsonl
-oauth:
-  access_token_ttl: 10m
-  connector:
-    type: oidc
-    oidc:
-      issuer: %[8]s
-      client_id: warden
-      client_secret: ${WARDEN_E2E_IDP_SECRET}
-      scopes: [openid, email, profile, groups, files.read, files.write]
-      refresh_margin: 1s
-credentials:
-  refresh_margin: 1s
-xds:
-  node_ids: [%[9]s]
-  warden_authz_address: 127.0.0.1:%[4]s
-  warden_http_address: 127.0.0.1:%[3]s
-`, dataDir, public, httpPort, authzPort, adminPort, xdsPort, policyDir(t), ent.Issuer, nodeID)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := serveConfig{
+		DataDir: dataDir, Public: public, PolicyDir: policyDir(t), Issuer: ent.Issuer, NodeID: nodeID,
+		HTTP: httpPort, Authz: authzPort, Admin: adminPort, XDS: xdsPort,
+		Scopes:    []string{"openid", "email", "profile", "groups", "files.read", "files.write"},
+		OIDCExtra: []string{"refresh_margin: 1s"},
+		Extra:     "credentials:\n  refresh_margin: 1s\n",
+	}.write(t)
 	cmd := exec.Command(bin, "serve", "-c", cfgPath)
 	cmd.Env = append(wardenbin.CleanEnv(), "WARDEN_E2E_IDP_SECRET="+idpClientSecret)
 	h := &harness{t: t, bin: bin, dataDir: dataDir, admin: "http://127.0.0.1:" + adminPort, public: public}
